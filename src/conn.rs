@@ -1,0 +1,227 @@
+//! `Conn`: one connection's slot in the loop's slab.
+//!
+//! A slot is what the loop remembers about a socket between events. It is kept small on
+//! purpose, because an idle server holds tens of thousands of them: the socket, the peer
+//! address (for log lines, since a reset socket can no longer tell it), a few flags, the
+//! deadline bookkeeping, the handler's own per-connection state, and **one pointer** for
+//! buffers. An idle connection has no buffers at all: reads land in the loop's shared
+//! scratch buffer, and a `Pending` box exists only while bytes are waiting, either
+//! unconsumed input (`ReadBuf`) or unwritten output (`OutboundQueue`).
+//!
+//! Readiness rules relied on (mio is edge-triggered): a connection is registered once for
+//! both readable and writable and never re-registered, so an event only says "something
+//! changed"; the loop must read until the kernel says `WouldBlock` (or a short read shows
+//! it drained the socket), and write until the queue is empty or the kernel is full.
+
+use std::fmt;
+use std::io::{self, IoSlice, Read, Write};
+use std::net::SocketAddr;
+
+use mio::event::Source;
+use mio::net::{TcpStream, UnixStream};
+use mio::{Interest, Registry, Token};
+
+use crate::deadlines::Millis;
+use crate::outbound::OutboundQueue;
+
+/// The socket under a connection: TCP (v4 or v6) or a Unix stream socket.
+#[derive(Debug)]
+pub enum Stream {
+    /// A TCP connection.
+    Tcp(TcpStream),
+    /// A Unix-domain stream connection (also used for in-process pipes such as stdin).
+    Unix(UnixStream),
+}
+
+impl Stream {
+    /// Half-close: tell the peer we will send no more (it reads EOF).
+    pub fn shutdown_write(&self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
+            Stream::Unix(s) => s.shutdown(std::net::Shutdown::Write),
+        }
+    }
+
+    /// The pending socket error, if any (how a non-blocking connect reports failure).
+    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
+        match self {
+            Stream::Tcp(s) => s.take_error(),
+            Stream::Unix(s) => s.take_error(),
+        }
+    }
+
+    /// Whether a non-blocking connect has completed: `NotConnected` means "not yet".
+    pub fn is_connected(&self) -> io::Result<bool> {
+        let result = match self {
+            Stream::Tcp(s) => s.peer_addr().map(|_| ()),
+            Stream::Unix(s) => s.peer_addr().map(|_| ()),
+        };
+        match result {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write_vectored(bufs),
+            Stream::Unix(s) => s.write_vectored(bufs),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Source for Stream {
+    fn register(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.register(r, t, i),
+            Stream::Unix(s) => s.register(r, t, i),
+        }
+    }
+
+    fn reregister(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.reregister(r, t, i),
+            Stream::Unix(s) => s.reregister(r, t, i),
+        }
+    }
+
+    fn deregister(&mut self, r: &Registry) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.deregister(r),
+            Stream::Unix(s) => s.deregister(r),
+        }
+    }
+}
+
+/// Who is on the other end, for log lines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Peer {
+    /// A TCP peer.
+    Inet(SocketAddr),
+    /// A peer on a Unix socket (accepted peers are unnamed).
+    Unix,
+    /// An in-process pipe, such as the client's stdin.
+    Local,
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Peer::Inet(addr) => write!(f, "{addr}"),
+            Peer::Unix => write!(f, "unix peer"),
+            Peer::Local => write!(f, "local pipe"),
+        }
+    }
+}
+
+/// Bytes a connection is holding between events; boxed so idle connections pay 8 bytes.
+#[derive(Debug, Default)]
+pub struct Pending {
+    /// Input the handler did not consume yet (an incomplete frame or line): `ReadBuf`.
+    pub read_buf: Vec<u8>,
+    /// Output the kernel did not take yet.
+    pub outbound: OutboundQueue,
+}
+
+/// Flag bits describing where a connection is in its life.
+pub mod flags {
+    /// A non-blocking connect is in progress: wait for writable, then check `SO_ERROR`.
+    pub const CONNECTING: u16 = 1 << 0;
+    /// The outbound queue passed the high watermark: do not read until it drains.
+    pub const READ_PAUSED: u16 = 1 << 1;
+    /// The peer sent EOF (or we decided to stop reading): never read again.
+    pub const READ_DONE: u16 = 1 << 2;
+    /// Close as soon as the outbound queue is empty.
+    pub const CLOSE_WHEN_FLUSHED: u16 = 1 << 3;
+    /// Half-close (shutdown write) as soon as the outbound queue is empty.
+    pub const SHUTDOWN_WHEN_FLUSHED: u16 = 1 << 4;
+    /// Already sent our FIN.
+    pub const WRITE_SHUT: u16 = 1 << 5;
+    /// Closing: a close is pending, ignore further events.
+    pub const CLOSING: u16 = 1 << 6;
+    /// Listed in the loop's "still readable" list (avoids listing twice).
+    pub const READY_LISTED: u16 = 1 << 7;
+    /// The peer sent EOF (as opposed to us deciding to stop reading).
+    pub const PEER_EOF: u16 = 1 << 8;
+}
+
+/// One connection's slot.
+#[derive(Debug)]
+pub struct Conn<S> {
+    /// The socket.
+    pub stream: Stream,
+    /// The peer, for log lines.
+    pub peer: Peer,
+    /// Buffers, present only while bytes are pending.
+    pub pending: Option<Box<Pending>>,
+    /// The time this connection next wants attention (0: never).
+    pub deadline: Millis,
+    /// The time of this connection's entry in `Deadlines` (0: no entry).
+    pub filed_deadline: Millis,
+    /// `flags::*` bits.
+    pub flags: u16,
+    /// The handler's per-connection state.
+    pub state: S,
+}
+
+impl<S> Conn<S> {
+    /// A new slot around a socket.
+    pub fn new(stream: Stream, peer: Peer, state: S) -> Conn<S> {
+        Conn {
+            stream,
+            peer,
+            pending: None,
+            deadline: 0,
+            filed_deadline: 0,
+            flags: 0,
+            state,
+        }
+    }
+
+    /// Test a flag bit.
+    pub fn has(&self, flag: u16) -> bool {
+        self.flags & flag != 0
+    }
+
+    /// Bytes waiting in the outbound queue.
+    pub fn queued(&self) -> usize {
+        self.pending.as_ref().map_or(0, |p| p.outbound.len())
+    }
+
+    /// The buffers, created on first use.
+    pub fn pending_mut(&mut self) -> &mut Pending {
+        self.pending.get_or_insert_with(Box::default)
+    }
+
+    /// Free the buffers once nothing is pending, so an idle connection holds none.
+    pub fn release_empty_buffers(&mut self) {
+        if let Some(p) = &self.pending {
+            if p.read_buf.is_empty() && p.outbound.is_empty() {
+                self.pending = None;
+            }
+        }
+    }
+}

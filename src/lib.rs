@@ -1,0 +1,39 @@
+//! netloop: readiness-based network I/O on one single-threaded `mio` event loop.
+//!
+//! Everything netloop does — the echo family of servers, the client, and (later) the
+//! HTTP fetcher, the stress tester and the upload service — is a [`handler::Handler`]
+//! plugged into the one loop in [`event_loop`]. Read that file first; `NOTES.md` explains
+//! how it maps to the Python `select()`/`selectors` programs it comes from.
+//!
+//! # Layout
+//!
+//! - [`event_loop`]: the loop (`Poll`, `Events`, the slab of connections), one turn at a time.
+//! - [`conn`]: one connection's slot: socket, peer, flags, buffers only while pending.
+//! - [`outbound`]: `OutboundQueue`, the bytes a peer is owed (seed 001's `message_queue`).
+//! - [`deadlines`]: the loop clock and the ordered deadlines behind idle timeouts.
+//! - [`handler`]: the `Handler` trait applications implement, and `CloseReason`.
+//! - [`listen`]: TCP, Unix and UDP sockets made with the right options.
+//! - [`services`]: echo, upper and hello, one file each.
+//! - [`serve`]: `netloop serve`, services on every transport asked for.
+//! - [`client`]: `netloop client`, the seeds' interactive client.
+//! - [`resolve`]: `netloop resolve`, seed 001's address lookups.
+//! - [`stats`]: counters and the shutdown summary line.
+//! - [`io_util`]: `would_block`, `interrupted` and friends.
+
+#![deny(missing_docs)]
+
+pub mod client;
+pub mod conn;
+pub mod deadlines;
+pub mod event_loop;
+pub mod handler;
+pub mod io_util;
+pub mod listen;
+pub mod outbound;
+pub mod resolve;
+pub mod serve;
+pub mod services;
+pub mod stats;
+
+pub use event_loop::{Conns, EventLoop, LoopConfig, Target};
+pub use handler::{CloseReason, Handler};

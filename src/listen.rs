@@ -1,0 +1,183 @@
+//! Listening sockets: TCP (IPv4 and IPv6), Unix stream sockets, and UDP ports.
+//!
+//! Sockets are made with `socket2` so the options the seeds set (`SO_REUSEADDR`) and the
+//! ones a serious server needs (`--backlog`, `IPV6_V6ONLY`, `SO_REUSEPORT` for workers)
+//! are applied before `bind`/`listen`; then they are handed to mio, non-blocking.
+//!
+//! Readiness rule relied on: a listening socket is readable while its accept queue is
+//! not empty, but mio reports only the edge, so the loop accepts until `WouldBlock`.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use mio::net::{TcpListener, UdpSocket, UnixListener};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::conn::{Peer, Stream};
+
+/// A listening stream socket.
+#[derive(Debug)]
+pub enum Listener {
+    /// TCP, on its bound address.
+    Tcp(TcpListener, SocketAddr),
+    /// A Unix socket, with the file it created (removed when the listener is dropped).
+    Unix(UnixListener, PathBuf),
+}
+
+impl Listener {
+    /// Accept one connection (non-blocking), with TCP_NODELAY set on TCP ones: our replies
+    /// are small and must not wait for Nagle's algorithm.
+    pub fn accept(&self) -> io::Result<(Stream, Peer)> {
+        match self {
+            Listener::Tcp(l, _) => {
+                let (stream, peer) = l.accept()?;
+                // A failure here only costs latency; the connection is still good.
+                let _ = stream.set_nodelay(true);
+                Ok((Stream::Tcp(stream), Peer::Inet(peer)))
+            }
+            Listener::Unix(l, _) => {
+                let (stream, _) = l.accept()?;
+                Ok((Stream::Unix(stream), Peer::Unix))
+            }
+        }
+    }
+
+    /// A human description, such as `tcp 127.0.0.1:8888`.
+    pub fn describe(&self) -> String {
+        match self {
+            Listener::Tcp(_, addr) => format!("tcp {addr}"),
+            Listener::Unix(_, path) => format!("unix {}", path.display()),
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Listener::Unix(_, path) = self {
+            // Our own socket file: remove it so the next start finds no stale file.
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Options for TCP listeners.
+#[derive(Clone, Copy, Debug)]
+pub struct TcpOptions {
+    /// `listen()` backlog: connections the kernel completes before we accept them.
+    pub backlog: i32,
+    /// Set `SO_REUSEPORT`, so several worker processes can share the port.
+    pub reuse_port: bool,
+}
+
+impl Default for TcpOptions {
+    fn default() -> Self {
+        TcpOptions {
+            backlog: 1024,
+            reuse_port: false,
+        }
+    }
+}
+
+/// Bind and listen on a TCP address (port 0 picks a free port).
+pub fn bind_tcp(addr: SocketAddr, opts: TcpOptions) -> io::Result<Listener> {
+    let context =
+        |e: io::Error, what: &str| io::Error::new(e.kind(), format!("{what} {addr}: {e}"));
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+        .map_err(|e| context(e, "socket for"))?;
+    // As the seeds do: restart at once on a port whose old connections are in TIME_WAIT.
+    socket
+        .set_reuse_address(true)
+        .map_err(|e| context(e, "SO_REUSEADDR on"))?;
+    if opts.reuse_port {
+        socket
+            .set_reuse_port(true)
+            .map_err(|e| context(e, "SO_REUSEPORT on"))?;
+    }
+    if addr.is_ipv6() {
+        // `[::]` then means IPv6 only, so `0.0.0.0` can be listened on beside it.
+        socket
+            .set_only_v6(true)
+            .map_err(|e| context(e, "IPV6_V6ONLY on"))?;
+    }
+    socket.bind(&addr.into()).map_err(|e| context(e, "bind"))?;
+    socket
+        .listen(opts.backlog)
+        .map_err(|e| context(e, "listen on"))?;
+    socket
+        .set_nonblocking(true)
+        .map_err(|e| context(e, "non-blocking mode on"))?;
+    let std_listener: std::net::TcpListener = socket.into();
+    let local = std_listener.local_addr()?;
+    Ok(Listener::Tcp(TcpListener::from_std(std_listener), local))
+}
+
+/// Bind and listen on a Unix socket path. An existing socket file is replaced only when
+/// nothing listens on it (a stale file from a crashed run); anything else is an error.
+pub fn bind_unix(path: &Path, backlog: i32) -> io::Result<Listener> {
+    let shown = path.display();
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        if !meta.file_type().is_socket() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{shown} exists and is not a socket; not replacing it"),
+            ));
+        }
+        match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!("{shown}: another server is listening on this socket"),
+                ))
+            }
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                log::info!("removing stale socket file {shown}");
+                std::fs::remove_file(path)
+                    .map_err(|e| io::Error::new(e.kind(), format!("remove stale {shown}: {e}")))?;
+            }
+            Err(e) => {
+                return Err(io::Error::new(e.kind(), format!("probe {shown}: {e}")));
+            }
+        }
+    }
+    let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    let addr = socket2::SockAddr::unix(path)?;
+    socket
+        .bind(&addr)
+        .map_err(|e| io::Error::new(e.kind(), format!("bind {shown}: {e}")))?;
+    let ready = socket
+        .listen(backlog)
+        .and_then(|()| socket.set_nonblocking(true));
+    if let Err(e) = ready {
+        // bind created the file: do not leave it behind.
+        let _ = std::fs::remove_file(path);
+        return Err(io::Error::new(e.kind(), format!("listen on {shown}: {e}")));
+    }
+    let std_listener = std::os::unix::net::UnixListener::from(std::os::fd::OwnedFd::from(socket));
+    Ok(Listener::Unix(
+        UnixListener::from_std(std_listener),
+        path.to_path_buf(),
+    ))
+}
+
+/// Bind a UDP port (with `SO_REUSEADDR`, as the seeds do).
+pub fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let context =
+        |e: io::Error, what: &str| io::Error::new(e.kind(), format!("{what} udp {addr}: {e}"));
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
+        .map_err(|e| context(e, "socket for"))?;
+    socket
+        .set_reuse_address(true)
+        .map_err(|e| context(e, "SO_REUSEADDR on"))?;
+    if addr.is_ipv6() {
+        socket
+            .set_only_v6(true)
+            .map_err(|e| context(e, "IPV6_V6ONLY on"))?;
+    }
+    socket.bind(&addr.into()).map_err(|e| context(e, "bind"))?;
+    socket
+        .set_nonblocking(true)
+        .map_err(|e| context(e, "non-blocking mode on"))?;
+    Ok(UdpSocket::from_std(socket.into()))
+}

@@ -1,0 +1,49 @@
+//! The `netloop` command: parses arguments and calls the library.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use netloop::client::{client, ClientArgs};
+use netloop::resolve::{resolve_report, ResolveArgs};
+use netloop::serve::{serve, ServeArgs};
+
+/// Readiness-based network I/O on one event loop.
+#[derive(Parser, Debug)]
+#[command(name = "netloop", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a line service (echo, upper, hello) over TCP, UDP and Unix sockets.
+    Serve(ServeArgs),
+    /// Send standard input to a server and print its replies (the seeds' client).
+    Client(ClientArgs),
+    /// Look up an address, a host name or a service name (seed 001's lookups).
+    Resolve(ResolveArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("netloop=info"))
+        .format_timestamp_millis()
+        .init();
+    let (name, result) = match &cli.command {
+        Command::Serve(args) => ("serve", serve(args)),
+        Command::Client(args) => ("client", client(args)),
+        Command::Resolve(args) => (
+            "resolve",
+            resolve_report(&args.host, args.service.as_deref()).map(|r| print!("{r}")),
+        ),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("netloop {name}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! `netloop serve`: put a service on one loop, on every transport asked for.
+//!
+//! TCP listeners (IPv4 and IPv6), Unix stream listeners and UDP ports all sit on the same
+//! `Poll` with the same handler: a server with several transports is still one thread and
+//! one loop. This file only turns options into listeners and a `LoopConfig`; all the
+//! readiness work lives in `event_loop.rs`.
+
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use log::info;
+
+use crate::event_loop::{EventLoop, LoopConfig};
+use crate::handler::Handler;
+use crate::listen::{bind_tcp, bind_udp, bind_unix, TcpOptions};
+use crate::services::{Echo, Hello, ServiceKind, Upper};
+
+/// Options of `netloop serve`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ServeArgs {
+    /// The service to run.
+    #[arg(value_enum, default_value = "echo")]
+    pub service: ServiceKind,
+    /// TCP address to listen on, IPv4 or IPv6 (repeatable; default 127.0.0.1:8888 when no
+    /// transport is given; port 0 picks a free port).
+    #[arg(long = "listen", value_name = "ADDR")]
+    pub listen: Vec<SocketAddr>,
+    /// UDP address to answer datagrams on (repeatable).
+    #[arg(long = "udp", value_name = "ADDR")]
+    pub udp: Vec<SocketAddr>,
+    /// Unix stream socket path to listen on (repeatable; removed at shutdown).
+    #[arg(long = "unix", value_name = "PATH")]
+    pub unix: Vec<PathBuf>,
+    /// listen() backlog.
+    #[arg(long, default_value_t = 1024, value_name = "N")]
+    pub backlog: i32,
+    /// Outbound bytes queued for one connection before the server stops reading from it.
+    #[arg(long, default_value_t = 1024 * 1024, value_name = "BYTES")]
+    pub max_queue: usize,
+    /// Most open connections; extra ones are accepted and closed at once.
+    #[arg(long, value_name = "N")]
+    pub max_conns: Option<usize>,
+    /// Close connections with no traffic for this many seconds.
+    #[arg(long, value_name = "SECS")]
+    pub idle_timeout: Option<f64>,
+    /// On SIGINT/SIGTERM, how many seconds to keep flushing queued bytes.
+    #[arg(long, default_value_t = 5.0, value_name = "SECS")]
+    pub grace: f64,
+    /// echo: text appended after every chunk (seed 001 uses " 我收到了").
+    #[arg(long, value_name = "TEXT")]
+    pub suffix: Option<String>,
+}
+
+fn seconds(name: &str, secs: f64) -> io::Result<Duration> {
+    Duration::try_from_secs_f64(secs).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{name} must be a non-negative number of seconds, not {secs}"),
+        )
+    })
+}
+
+/// Run the server until SIGINT/SIGTERM; returns after the summary line is logged.
+pub fn serve(args: &ServeArgs) -> io::Result<()> {
+    if args.suffix.is_some() && args.service != ServiceKind::Echo {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "--suffix only applies to the echo service",
+        ));
+    }
+    match args.service {
+        ServiceKind::Echo => {
+            let suffix = args.suffix.clone().unwrap_or_default().into_bytes();
+            run(args, Echo { suffix })
+        }
+        ServiceKind::Upper => run(args, Upper),
+        ServiceKind::Hello => run(args, Hello::default()),
+    }
+}
+
+fn run<H: Handler>(args: &ServeArgs, mut handler: H) -> io::Result<()> {
+    let config = LoopConfig {
+        max_queue: args.max_queue.max(1),
+        idle_timeout: args
+            .idle_timeout
+            .map(|s| seconds("--idle-timeout", s))
+            .transpose()?,
+        max_conns: args.max_conns,
+        shutdown_grace: seconds("--grace", args.grace)?,
+        ..LoopConfig::default()
+    };
+    let mut event_loop: EventLoop<H::State> = EventLoop::new(config)?;
+
+    let mut listen = args.listen.clone();
+    if listen.is_empty() && args.udp.is_empty() && args.unix.is_empty() {
+        listen.push(SocketAddr::from(([127, 0, 0, 1], 8888)));
+    }
+    let opts = TcpOptions {
+        backlog: args.backlog,
+        ..TcpOptions::default()
+    };
+    let mut out = io::stdout().lock();
+    for addr in listen {
+        let listener = bind_tcp(addr, opts)?;
+        if let crate::listen::Listener::Tcp(_, local) = &listener {
+            writeln!(
+                out,
+                "listening on tcp {local}  (try: nc {} {})",
+                local.ip(),
+                local.port()
+            )?;
+        }
+        event_loop.add_listener(listener)?;
+    }
+    for path in &args.unix {
+        event_loop.add_listener(bind_unix(path, args.backlog)?)?;
+        writeln!(
+            out,
+            "listening on unix {}  (try: nc -U {})",
+            path.display(),
+            path.display()
+        )?;
+    }
+    for addr in &args.udp {
+        let socket = bind_udp(*addr)?;
+        let local = socket.local_addr()?;
+        event_loop.add_udp(socket)?;
+        writeln!(
+            out,
+            "listening on udp {local}  (try: nc -u {} {})",
+            local.ip(),
+            local.port()
+        )?;
+    }
+    out.flush()?;
+    drop(out);
+
+    event_loop.handle_signals()?;
+    event_loop.run(&mut handler)?;
+    info!("summary: {}", event_loop.stats());
+    Ok(())
+}
