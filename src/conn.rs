@@ -117,22 +117,46 @@ impl Source for Stream {
 }
 
 /// Who is on the other end, for log lines.
+///
+/// Stored compactly (20 bytes rather than `SocketAddr`'s 32): every idle connection
+/// carries one, and IPv6 flow and scope ids are not needed to name a peer in a log line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Peer {
-    /// A TCP peer.
-    Inet(SocketAddr),
+    /// A TCP peer over IPv4: address and port.
+    V4([u8; 4], u16),
+    /// A TCP peer over IPv6: address and port.
+    V6([u8; 16], u16),
     /// A peer on a Unix socket (accepted peers are unnamed).
     Unix,
     /// An in-process pipe, such as the client's stdin.
     Local,
 }
 
+impl Peer {
+    /// The compact form of a TCP peer address.
+    pub fn inet(addr: SocketAddr) -> Peer {
+        match addr {
+            SocketAddr::V4(a) => Peer::V4(a.ip().octets(), a.port()),
+            SocketAddr::V6(a) => Peer::V6(a.ip().octets(), a.port()),
+        }
+    }
+
+    /// The TCP address, if this is a TCP peer.
+    pub fn addr(&self) -> Option<SocketAddr> {
+        match *self {
+            Peer::V4(ip, port) => Some(SocketAddr::from((ip, port))),
+            Peer::V6(ip, port) => Some(SocketAddr::from((ip, port))),
+            Peer::Unix | Peer::Local => None,
+        }
+    }
+}
+
 impl fmt::Display for Peer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Peer::Inet(addr) => write!(f, "{addr}"),
-            Peer::Unix => write!(f, "unix peer"),
-            Peer::Local => write!(f, "local pipe"),
+        match (self, self.addr()) {
+            (_, Some(addr)) => write!(f, "{addr}"),
+            (Peer::Unix, _) => write!(f, "unix peer"),
+            _ => write!(f, "local pipe"),
         }
     }
 }
@@ -223,5 +247,18 @@ impl<S> Conn<S> {
                 self.pending = None;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Idle memory per connection is mostly this slot (plus the slab's tag): keep it small.
+    #[test]
+    fn slot_stays_small() {
+        let size = std::mem::size_of::<slab::Slab<Conn<()>>>();
+        let slot = std::mem::size_of::<Conn<()>>();
+        assert!(slot <= 56, "Conn<()> is {slot} bytes (slab {size})");
     }
 }

@@ -8,6 +8,7 @@
 //! # Layout
 //!
 //! - [`event_loop`]: the loop (`Poll`, `Events`, the slab of connections), one turn at a time.
+//! - [`conns`]: `Conns`, the connection table and what handlers may do (send, close, connect).
 //! - [`conn`]: one connection's slot: socket, peer, flags, buffers only while pending.
 //! - [`outbound`]: `OutboundQueue`, the bytes a peer is owed (seed 001's `message_queue`).
 //! - [`deadlines`]: the loop clock and the ordered deadlines behind idle timeouts.
@@ -24,6 +25,7 @@
 
 pub mod client;
 pub mod conn;
+pub mod conns;
 pub mod deadlines;
 pub mod event_loop;
 pub mod handler;

@@ -34,7 +34,7 @@ impl Listener {
                 let (stream, peer) = l.accept()?;
                 // A failure here only costs latency; the connection is still good.
                 let _ = stream.set_nodelay(true);
-                Ok((Stream::Tcp(stream), Peer::Inet(peer)))
+                Ok((Stream::Tcp(stream), Peer::inet(peer)))
             }
             Listener::Unix(l, _) => {
                 let (stream, _) = l.accept()?;

@@ -1,0 +1,486 @@
+//! `Conns`: the connection table, and everything a handler may do to a connection.
+//!
+//! The slab of `Conn` slots lives here, with the operations handlers call from their
+//! callbacks: `send` (write-through, queue the rest), `close` (deferred to the end of the
+//! callback), deadlines, and opening outbound connections. `event_loop.rs` drives it.
+//!
+//! Readiness rules relied on: a slot is registered once for readable and writable and
+//! never re-registered; writing goes straight to the socket while nothing is queued (the
+//! socket is almost always writable then), and a short write means "kernel full, wait for
+//! the writable edge". Backpressure is a flag, not an interest change: past the high
+//! watermark the loop simply stops reading that connection until its queue drains.
+
+use std::io::{self, IoSlice, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use log::{debug, trace, warn};
+use mio::net::{TcpStream, UdpSocket, UnixStream};
+use mio::{Interest, Registry, Token};
+use slab::Slab;
+
+use crate::conn::{flags, Conn, Peer, Stream};
+use crate::deadlines::{Clock, Deadlines, Millis};
+use crate::event_loop::LoopConfig;
+use crate::handler::{CloseReason, Handler};
+use crate::io_util::{interrupted, peer_gone, would_block};
+use crate::stats::Stats;
+
+/// Where an outbound connection goes.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// A TCP address.
+    Tcp(SocketAddr),
+    /// A Unix socket path.
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Tcp(a) => write!(f, "{a}"),
+            Target::Unix(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// The connection table, and everything a handler may do to it.
+///
+/// Handlers receive `&mut Conns` in every callback. Closing is deferred: `close` marks
+/// the slot and the loop removes it after the current callback returns, so a token stays
+/// valid (and is not reused by a new connection) while a callback still holds it.
+pub struct Conns<S> {
+    pub(crate) registry: Registry,
+    pub(crate) slab: Slab<Conn<S>>,
+    pub(crate) udp: Vec<UdpSocket>,
+    /// Connections (and UDP ports) that may still have unread input: no edge will come.
+    pub(crate) ready: Vec<Token>,
+    /// Connections to remove after the current callback.
+    pub(crate) closing: Vec<(Token, CloseReason)>,
+    pub(crate) deadlines: Deadlines,
+    pub(crate) clock: Clock,
+    pub(crate) config: LoopConfig,
+    pub(crate) stats: Stats,
+    /// Reused buffer for assembling datagrams.
+    pub(crate) datagram: Vec<u8>,
+    pub(crate) stopped: bool,
+    pub(crate) shutting_down: bool,
+}
+
+impl<S> Conns<S> {
+    /// Queue `data` for the connection, writing at once when nothing is queued before it.
+    pub fn send(&mut self, token: Token, data: &[u8]) {
+        self.send_parts(token, &[data]);
+    }
+
+    /// Like `send`, for a message in several pieces (written with one `writev`).
+    pub fn send_parts(&mut self, token: Token, parts: &[&[u8]]) {
+        let Some(conn) = self.slab.get_mut(token.0) else {
+            return;
+        };
+        if conn.has(flags::CLOSING | flags::WRITE_SHUT) {
+            return;
+        }
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        if total == 0 {
+            return;
+        }
+        let mut written = 0;
+        // Write-through: with an empty queue the socket is very likely writable, so try
+        // now and save the round trip through the queue (and a writable event).
+        if conn.queued() == 0 && !conn.has(flags::CONNECTING) {
+            let slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
+            loop {
+                match conn.stream.write_vectored(&slices) {
+                    Ok(n) => {
+                        written = n;
+                        break;
+                    }
+                    Err(e) if interrupted(&e) => continue,
+                    Err(e) if would_block(&e) => break,
+                    Err(e) => {
+                        self.close(token, CloseReason::Error(e));
+                        return;
+                    }
+                }
+            }
+            self.stats.bytes_out += written as u64;
+        }
+        // A short write means the kernel's send buffer is full: the rest waits for the
+        // next writable edge.
+        let mut skip = written;
+        if skip < total {
+            let queue = &mut conn.pending_mut().outbound;
+            for part in parts {
+                if skip >= part.len() {
+                    skip -= part.len();
+                    continue;
+                }
+                queue.push(&part[skip..]);
+                skip = 0;
+            }
+        }
+        let queued = conn.queued();
+        trace!(
+            "token {}: wrote {written} of {total} bytes, queue depth {queued}",
+            token.0
+        );
+        if queued > self.config.max_queue && !conn.has(flags::READ_PAUSED) {
+            // Backpressure: this peer is not reading what we send it; stop reading what
+            // it sends us, so its queue (and our memory) stop growing.
+            conn.flags |= flags::READ_PAUSED;
+            debug!(
+                "{}: queue {queued} bytes over watermark, reading paused",
+                conn.peer
+            );
+        }
+        if written > 0 {
+            self.touch(token);
+        }
+    }
+
+    /// Close the connection after its queued bytes are written.
+    pub fn close_when_flushed(&mut self, token: Token) {
+        let Some(conn) = self.slab.get_mut(token.0) else {
+            return;
+        };
+        conn.flags |= flags::CLOSE_WHEN_FLUSHED | flags::READ_DONE;
+        if conn.queued() == 0 {
+            let reason = self.flushed_close_reason(token);
+            self.close(token, reason);
+        }
+    }
+
+    /// Half-close (send FIN) after the queued bytes are written; keep reading.
+    pub fn shutdown_write_when_flushed(&mut self, token: Token) {
+        let Some(conn) = self.slab.get_mut(token.0) else {
+            return;
+        };
+        conn.flags |= flags::SHUTDOWN_WHEN_FLUSHED;
+        if conn.queued() == 0 {
+            self.shutdown_write_now(token);
+        }
+    }
+
+    /// Close the connection now (unsent bytes are dropped).
+    pub fn close(&mut self, token: Token, reason: CloseReason) {
+        let Some(conn) = self.slab.get_mut(token.0) else {
+            return;
+        };
+        if conn.has(flags::CLOSING) {
+            return;
+        }
+        conn.flags |= flags::CLOSING;
+        self.closing.push((token, reason));
+    }
+
+    /// The handler's state for a connection.
+    pub fn state(&self, token: Token) -> Option<&S> {
+        self.slab.get(token.0).map(|c| &c.state)
+    }
+
+    /// The handler's state for a connection, mutable.
+    pub fn state_mut(&mut self, token: Token) -> Option<&mut S> {
+        self.slab.get_mut(token.0).map(|c| &mut c.state)
+    }
+
+    /// The connection's peer, for messages.
+    pub fn peer(&self, token: Token) -> Option<Peer> {
+        self.slab.get(token.0).map(|c| c.peer)
+    }
+
+    /// Bytes waiting in the connection's outbound queue.
+    pub fn queued(&self, token: Token) -> usize {
+        self.slab.get(token.0).map_or(0, |c| c.queued())
+    }
+
+    /// Number of open connections.
+    pub fn len(&self) -> usize {
+        self.slab.len()
+    }
+
+    /// True when no connection is open.
+    pub fn is_empty(&self) -> bool {
+        self.slab.is_empty()
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The loop's clock (read once per turn).
+    pub fn now(&self) -> Millis {
+        self.clock.now()
+    }
+
+    /// Ask the loop to return from `run` at the end of this turn.
+    pub fn stop(&mut self) {
+        self.stopped = true;
+    }
+
+    /// Call `on_deadline` for this connection `after` from now (replacing any earlier
+    /// request, and any idle deadline: traffic pushes it back only with `--idle-timeout`).
+    pub fn set_deadline(&mut self, token: Token, after: Duration) {
+        let when = self.clock.after(after);
+        self.set_deadline_at(token.0, when);
+    }
+
+    /// Forget the connection's deadline.
+    pub fn clear_deadline(&mut self, token: Token) {
+        if let Some(conn) = self.slab.get_mut(token.0) {
+            // The filed entry stays; when it comes up, it finds no deadline and is dropped.
+            conn.deadline = 0;
+        }
+    }
+
+    /// Start a non-blocking connect; `on_open` follows when it completes, or `on_close`
+    /// with `ConnectFailed`.
+    pub fn connect(&mut self, target: &Target, state: S) -> io::Result<Token> {
+        let (stream, peer) = match target {
+            Target::Tcp(addr) => {
+                let s = TcpStream::connect(*addr)
+                    .map_err(|e| io::Error::new(e.kind(), format!("connect {addr}: {e}")))?;
+                let _ = s.set_nodelay(true);
+                (Stream::Tcp(s), Peer::inet(*addr))
+            }
+            Target::Unix(path) => {
+                let s = UnixStream::connect(path).map_err(|e| {
+                    io::Error::new(e.kind(), format!("connect {}: {e}", path.display()))
+                })?;
+                (Stream::Unix(s), Peer::Unix)
+            }
+        };
+        self.insert(stream, peer, state, true)
+    }
+
+    /// Put an already connected stream on the loop (for example one end of a pipe).
+    pub fn add_stream(&mut self, stream: Stream, peer: Peer, state: S) -> io::Result<Token> {
+        self.insert(stream, peer, state, false)
+    }
+
+    /// Send one datagram from UDP port number `port` (dropped if the socket is full:
+    /// UDP promises no delivery, and queueing would let a flood grow our memory).
+    pub fn send_datagram(&mut self, port: usize, to: SocketAddr, parts: &[&[u8]]) {
+        let Some(socket) = self.udp.get(port) else {
+            return;
+        };
+        self.datagram.clear();
+        for part in parts {
+            self.datagram.extend_from_slice(part);
+        }
+        loop {
+            match socket.send_to(&self.datagram, to) {
+                Ok(_) => {
+                    self.stats.datagrams_out += 1;
+                    trace!(
+                        "udp port {port}: sent {} bytes to {to}",
+                        self.datagram.len()
+                    );
+                }
+                Err(e) if interrupted(&e) => continue,
+                Err(e) if would_block(&e) => self.stats.datagrams_dropped += 1,
+                Err(e) => debug!("udp send to {to}: {e}"),
+            }
+            return;
+        }
+    }
+
+    /// The local address of UDP port number `port`.
+    pub fn udp_local_addr(&self, port: usize) -> Option<SocketAddr> {
+        self.udp.get(port).and_then(|s| s.local_addr().ok())
+    }
+
+    pub(crate) fn insert(
+        &mut self,
+        mut stream: Stream,
+        peer: Peer,
+        state: S,
+        connecting: bool,
+    ) -> io::Result<Token> {
+        let entry = self.slab.vacant_entry();
+        let token = Token(entry.key());
+        // Registered once, for both directions, for the connection's whole life.
+        self.registry
+            .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
+            .map_err(|e| io::Error::new(e.kind(), format!("register {peer}: {e}")))?;
+        let mut conn = Conn::new(stream, peer, state);
+        if connecting {
+            conn.flags |= flags::CONNECTING;
+        }
+        entry.insert(conn);
+        self.stats.peak_open = self.stats.peak_open.max(self.slab.len());
+        self.touch(token);
+        Ok(token)
+    }
+
+    pub(crate) fn set_deadline_at(&mut self, key: usize, when: Millis) {
+        let Some(conn) = self.slab.get_mut(key) else {
+            return;
+        };
+        conn.deadline = when;
+        // Only an earlier deadline needs a new entry; a later one is found lazily when
+        // the filed entry comes up (see `deadlines.rs`).
+        if conn.filed_deadline == 0 || when < conn.filed_deadline {
+            if conn.filed_deadline != 0 {
+                self.deadlines.remove(conn.filed_deadline, key);
+            }
+            self.deadlines.insert(when, key);
+            conn.filed_deadline = when;
+        }
+    }
+
+    /// Traffic happened: push the idle deadline back (a single store in the common case).
+    pub(crate) fn touch(&mut self, token: Token) {
+        if let Some(idle) = self.config.idle_timeout {
+            let when = self.clock.after(idle);
+            self.set_deadline_at(token.0, when);
+        }
+    }
+
+    pub(crate) fn mark_ready(&mut self, token: Token) {
+        if let Some(conn) = self.slab.get_mut(token.0) {
+            if !conn.has(flags::READY_LISTED) {
+                conn.flags |= flags::READY_LISTED;
+                self.ready.push(token);
+            }
+        }
+    }
+
+    pub(crate) fn flushed_close_reason(&self, token: Token) -> CloseReason {
+        match self.slab.get(token.0) {
+            _ if self.shutting_down => CloseReason::Shutdown,
+            Some(c) if c.has(flags::PEER_EOF) => CloseReason::PeerClosed,
+            _ => CloseReason::Done,
+        }
+    }
+
+    pub(crate) fn shutdown_write_now(&mut self, token: Token) {
+        let Some(conn) = self.slab.get_mut(token.0) else {
+            return;
+        };
+        if conn.has(flags::WRITE_SHUT) {
+            return;
+        }
+        conn.flags |= flags::WRITE_SHUT;
+        if let Err(e) = conn.stream.shutdown_write() {
+            if !peer_gone(&e) {
+                debug!("{}: shutdown(write): {e}", conn.peer);
+            }
+        }
+    }
+
+    /// Write queued bytes after a writable event (or when a connect completes).
+    pub(crate) fn flush<H: Handler<State = S>>(&mut self, handler: &mut H, token: Token) {
+        let Some(conn) = self.slab.get_mut(token.0) else {
+            return;
+        };
+        let mut wrote = 0;
+        while let Some(pending) = conn.pending.as_mut() {
+            let queue = &mut pending.outbound;
+            if queue.is_empty() {
+                break;
+            }
+            match conn.stream.write(queue.as_slice()) {
+                Ok(n) => {
+                    wrote += n;
+                    queue.consume(n);
+                    if !queue.is_empty() {
+                        break; // short write: the kernel buffer is full
+                    }
+                }
+                Err(e) if interrupted(&e) => continue,
+                Err(e) if would_block(&e) => break,
+                Err(e) => {
+                    self.close(token, CloseReason::Error(e));
+                    return;
+                }
+            }
+        }
+        let queued = conn.queued();
+        if wrote > 0 {
+            trace!(
+                "token {}: flushed {wrote} bytes, queue depth {queued}",
+                token.0
+            );
+        }
+        self.stats.bytes_out += wrote as u64;
+        if wrote > 0 {
+            self.touch(token);
+        }
+        let Some(conn) = self.slab.get_mut(token.0) else {
+            return;
+        };
+        if conn.has(flags::READ_PAUSED) && queued <= self.config.max_queue / 4 {
+            // Low watermark reached: read again. The socket may hold bytes that arrived
+            // while paused, and their edge is long gone, so list it as ready.
+            conn.flags &= !flags::READ_PAUSED;
+            debug!(
+                "{}: queue drained to {queued} bytes, reading resumed",
+                conn.peer
+            );
+            self.mark_ready(token);
+        }
+        if queued == 0 && wrote > 0 {
+            self.after_drain(handler, token);
+        }
+    }
+
+    /// The queue just became empty: free buffers, do what was waiting for the flush.
+    pub(crate) fn after_drain<H: Handler<State = S>>(&mut self, handler: &mut H, token: Token) {
+        let Some(conn) = self.slab.get_mut(token.0) else {
+            return;
+        };
+        conn.release_empty_buffers();
+        if conn.has(flags::CLOSE_WHEN_FLUSHED) {
+            let reason = self.flushed_close_reason(token);
+            self.close(token, reason);
+            return;
+        }
+        if conn.has(flags::SHUTDOWN_WHEN_FLUSHED) {
+            self.shutdown_write_now(token);
+        }
+        handler.on_drained(self, token);
+    }
+
+    /// Hand freshly read bytes (after any kept input) to the handler; keep the rest.
+    pub(crate) fn deliver<H: Handler<State = S>>(
+        &mut self,
+        handler: &mut H,
+        token: Token,
+        fresh: &mut [u8],
+    ) {
+        let kept = match self.slab.get_mut(token.0) {
+            Some(conn) => match conn.pending.as_mut() {
+                Some(p) if !p.read_buf.is_empty() => std::mem::take(&mut p.read_buf),
+                _ => Vec::new(),
+            },
+            None => return,
+        };
+        let mut input = kept;
+        let consumed;
+        let rest: &[u8] = if input.is_empty() {
+            consumed = handler.on_data(self, token, fresh).min(fresh.len());
+            &fresh[consumed..]
+        } else {
+            input.extend_from_slice(fresh);
+            consumed = handler.on_data(self, token, &mut input).min(input.len());
+            &input[consumed..]
+        };
+        let limit = self.config.max_read_buf;
+        let Some(conn) = self.slab.get_mut(token.0) else {
+            return;
+        };
+        if rest.is_empty() {
+            conn.release_empty_buffers();
+        } else if rest.len() > limit {
+            warn!("{}: more than {limit} bytes of unconsumed input", conn.peer);
+            self.close(token, CloseReason::InputTooLarge);
+        } else {
+            let buf = &mut conn.pending_mut().read_buf;
+            buf.clear();
+            buf.extend_from_slice(rest);
+        }
+    }
+}
