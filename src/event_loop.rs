@@ -221,6 +221,7 @@ impl<S: Default> EventLoop<S> {
             return Err(e);
         }
         let now = self.conns.clock.update();
+        trace!("woke with {} events", self.events.iter().count());
 
         // Take the events out so handlers can borrow the loop; put them back after.
         let events = std::mem::replace(&mut self.events, Events::with_capacity(0));
