@@ -90,9 +90,15 @@ impl<S> Conns<S> {
         // Write-through: with an empty queue the socket is very likely writable, so try
         // now and save the round trip through the queue (and a writable event).
         if conn.queued() == 0 && !conn.has(flags::CONNECTING) {
-            let slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
+            // A message has a few parts at most (data, suffix): keep them on the stack.
+            // Parts past the fourth simply go to the queue below.
+            let mut slices = [IoSlice::new(&[]); 4];
+            for (slice, part) in slices.iter_mut().zip(parts) {
+                *slice = IoSlice::new(part);
+            }
+            let slices = &slices[..parts.len().min(4)];
             loop {
-                match conn.stream.write_vectored(&slices) {
+                match conn.stream.write_vectored(slices) {
                     Ok(n) => {
                         written = n;
                         break;
