@@ -108,6 +108,8 @@ pub struct EventLoop<S> {
     signals: Option<Signals>,
     /// While descriptors are exhausted: when to try `accept` again.
     accept_paused_until: Option<Millis>,
+    /// The pause was logged; log again only after accepting fully resumed.
+    accept_pause_logged: bool,
     /// During graceful shutdown: when to give up flushing.
     shutdown_deadline: Option<Millis>,
     conns: Conns<S>,
@@ -127,6 +129,7 @@ impl<S: Default> EventLoop<S> {
             listeners: Vec::new(),
             signals: None,
             accept_paused_until: None,
+            accept_pause_logged: false,
             shutdown_deadline: None,
             conns: Conns {
                 registry,
@@ -424,16 +427,25 @@ impl<S: Default> EventLoop<S> {
             };
             let (stream, peer) = match listener.accept() {
                 Ok(pair) => pair,
-                Err(e) if would_block(&e) => return,
+                Err(e) if would_block(&e) => {
+                    if self.accept_pause_logged {
+                        info!("backlog drained: accepting normally again");
+                        self.accept_pause_logged = false;
+                    }
+                    return;
+                }
                 Err(e) if interrupted(&e) => continue,
                 Err(e) if out_of_descriptors(&e) => {
                     // The pending connection stays in the backlog and the listener stays
                     // readable: retrying now would spin. Pause; closes and a timer resume.
-                    warn!(
-                        "accept on {}: {e}; pausing accepts until descriptors free up",
-                        listener.describe()
-                    );
-                    self.conns.stats.accept_pauses += 1;
+                    if !self.accept_pause_logged {
+                        warn!(
+                            "accept on {}: {e}; pausing accepts until descriptors free up",
+                            listener.describe()
+                        );
+                        self.accept_pause_logged = true;
+                        self.conns.stats.accept_pauses += 1;
+                    }
                     self.accept_paused_until = Some(self.conns.clock.after(ACCEPT_RETRY));
                     return;
                 }

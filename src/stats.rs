@@ -30,7 +30,7 @@ pub struct Stats {
     pub closed_by_error: u64,
     /// Closed by the server shutting down.
     pub closed_by_shutdown: u64,
-    /// Times accepting was paused because descriptors ran out.
+    /// Episodes of accepting paused because descriptors ran out.
     pub accept_pauses: u64,
     /// Datagrams received.
     pub datagrams_in: u64,
