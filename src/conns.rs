@@ -11,7 +11,7 @@
 //! watermark the loop simply stops reading that connection until its queue drains.
 
 use std::io::{self, IoSlice, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -19,6 +19,7 @@ use log::{debug, trace, warn};
 use mio::net::{TcpStream, UdpSocket, UnixStream};
 use mio::{Interest, Registry, Token};
 use slab::Slab;
+use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::conn::{flags, Conn, Peer, Stream};
 use crate::deadlines::{Clock, Deadlines, Millis};
@@ -65,6 +66,8 @@ pub struct Conns<S> {
     /// Reused buffer for assembling datagrams.
     pub(crate) datagram: Vec<u8>,
     pub(crate) stopped: bool,
+    /// A turn was asked for by this time (`wake_after`).
+    pub(crate) wake_at: Option<Millis>,
     pub(crate) shutting_down: bool,
 }
 
@@ -244,11 +247,22 @@ impl<S> Conns<S> {
     /// Start a non-blocking connect; `on_open` follows when it completes, or `on_close`
     /// with `ConnectFailed`.
     pub fn connect(&mut self, target: &Target, state: S) -> io::Result<Token> {
+        self.connect_from(target, None, state)
+    }
+
+    /// Like `connect`, from a chosen local address (TCP only). The port is still picked
+    /// by the kernel, at connect time (`IP_BIND_ADDRESS_NO_PORT`), so each source address
+    /// offers its own range of ephemeral ports per destination.
+    pub fn connect_from(
+        &mut self,
+        target: &Target,
+        source: Option<IpAddr>,
+        state: S,
+    ) -> io::Result<Token> {
         let (stream, peer) = match target {
             Target::Tcp(addr) => {
-                let s = TcpStream::connect(*addr)
+                let s = connect_tcp(*addr, source)
                     .map_err(|e| io::Error::new(e.kind(), format!("connect {addr}: {e}")))?;
-                let _ = s.set_nodelay(true);
                 (Stream::Tcp(s), Peer::inet(*addr))
             }
             Target::Unix(path) => {
@@ -259,6 +273,13 @@ impl<S> Conns<S> {
             }
         };
         self.insert(stream, peer, state, true)
+    }
+
+    /// Make sure the loop turns (and calls `on_turn`) by `after` from now, even if no
+    /// event arrives: for pacing work such as a connection rate.
+    pub fn wake_after(&mut self, after: Duration) {
+        let when = self.clock.after(after);
+        self.wake_at = Some(self.wake_at.map_or(when, |w| w.min(when)));
     }
 
     /// Put an already connected stream on the loop (for example one end of a pipe).
@@ -489,4 +510,40 @@ impl<S> Conns<S> {
             buf.extend_from_slice(rest);
         }
     }
+}
+
+/// Start a non-blocking TCP connect, optionally from a given source address.
+fn connect_tcp(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
+    let Some(ip) = source else {
+        let s = TcpStream::connect(addr)?;
+        let _ = s.set_nodelay(true);
+        return Ok(s);
+    };
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_nonblocking(true)?;
+    let _ = socket.set_nodelay(true);
+    if ip.is_ipv4() {
+        use std::os::fd::AsRawFd;
+        let on: libc::c_int = 1;
+        // SAFETY: setsockopt on a descriptor we own, with a correctly sized int option.
+        // Failure only means the port is chosen at bind time (fewer ports available).
+        unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                &on as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+    socket
+        .bind(&SocketAddr::new(ip, 0).into())
+        .map_err(|e| io::Error::new(e.kind(), format!("bind source {ip}: {e}")))?;
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(TcpStream::from_std(socket.into()))
 }

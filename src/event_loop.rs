@@ -143,6 +143,7 @@ impl<S: Default> EventLoop<S> {
                 stats: Stats::default(),
                 datagram: Vec::new(),
                 stopped: false,
+                wake_at: None,
                 shutting_down: false,
             },
         })
@@ -224,6 +225,9 @@ impl<S: Default> EventLoop<S> {
             return Err(e);
         }
         let now = self.conns.clock.update();
+        if self.conns.wake_at.is_some_and(|t| t <= now) {
+            self.conns.wake_at = None;
+        }
         trace!("woke with {} events", self.events.iter().count());
 
         // Take the events out so handlers can borrow the loop; put them back after.
@@ -266,6 +270,7 @@ impl<S: Default> EventLoop<S> {
         let now = self.conns.clock.now();
         [
             self.conns.deadlines.next(),
+            self.conns.wake_at,
             self.accept_paused_until,
             self.shutdown_deadline,
         ]

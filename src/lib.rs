@@ -16,6 +16,7 @@
 //! - [`listen`]: TCP, Unix and UDP sockets made with the right options.
 //! - [`services`]: echo, upper and hello, one file each.
 //! - [`serve`]: `netloop serve`, services on every transport asked for.
+//! - [`serve_workers`]: `netloop serve --workers N`, the nginx worker model.
 //! - [`client`]: `netloop client`, the seeds' interactive client.
 //! - [`resolve`]: `netloop resolve`, seed 001's address lookups.
 //! - [`stats`]: counters and the shutdown summary line.
@@ -34,6 +35,7 @@ pub mod listen;
 pub mod outbound;
 pub mod resolve;
 pub mod serve;
+pub mod serve_workers;
 pub mod services;
 pub mod stats;
 

@@ -51,6 +51,13 @@ pub struct ServeArgs {
     /// echo: text appended after every chunk (seed 001 uses " 我收到了").
     #[arg(long, value_name = "TEXT")]
     pub suffix: Option<String>,
+    /// Run N worker processes, each its own loop, sharing the TCP port(s) with
+    /// SO_REUSEPORT (the nginx model: more cores, and more than one process's open files).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub workers: usize,
+    /// Bind TCP listeners with SO_REUSEPORT (set by `--workers` for its children).
+    #[arg(long, hide = true)]
+    pub reuse_port: bool,
 }
 
 fn seconds(name: &str, secs: f64) -> io::Result<Duration> {
@@ -69,6 +76,9 @@ pub fn serve(args: &ServeArgs) -> io::Result<()> {
             io::ErrorKind::InvalidInput,
             "--suffix only applies to the echo service",
         ));
+    }
+    if args.workers > 1 {
+        return crate::serve_workers::serve_workers(args);
     }
     match args.service {
         ServiceKind::Echo => {
@@ -99,7 +109,7 @@ fn run<H: Handler>(args: &ServeArgs, mut handler: H) -> io::Result<()> {
     }
     let opts = TcpOptions {
         backlog: args.backlog,
-        ..TcpOptions::default()
+        reuse_port: args.reuse_port,
     };
     let mut out = io::stdout().lock();
     for addr in listen {
