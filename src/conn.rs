@@ -190,6 +190,8 @@ pub mod flags {
     pub const READY_LISTED: u16 = 1 << 7;
     /// The peer sent EOF (as opposed to us deciding to stop reading).
     pub const PEER_EOF: u16 = 1 << 8;
+    /// Closing gracefully: our FIN is sent; discard input until the peer's EOF.
+    pub const LINGERING: u16 = 1 << 9;
 }
 
 /// One connection's slot.

@@ -28,6 +28,9 @@ use crate::handler::{CloseReason, Handler};
 use crate::io_util::{interrupted, peer_gone, would_block};
 use crate::stats::Stats;
 
+/// How long a gracefully closing connection waits for the peer's EOF after our FIN.
+pub const LINGER: Duration = Duration::from_secs(2);
+
 /// Where an outbound connection goes.
 #[derive(Clone, Debug)]
 pub enum Target {
@@ -156,9 +159,32 @@ impl<S> Conns<S> {
         };
         conn.flags |= flags::CLOSE_WHEN_FLUSHED | flags::READ_DONE;
         if conn.queued() == 0 {
+            self.finish_flushed_close(token);
+        }
+    }
+
+    /// Everything owed is written: close. If the peer may still be sending, close
+    /// gracefully, because closing a socket that has unread input makes the kernel send
+    /// a reset, and a reset can destroy replies still on their way to the peer. So: send
+    /// our FIN, discard what the peer sends until its EOF (or `LINGER` passes), then
+    /// close — what nginx calls a lingering close.
+    pub(crate) fn finish_flushed_close(&mut self, token: Token) {
+        let Some(conn) = self.slab.get_mut(token.0) else {
+            return;
+        };
+        if conn.has(flags::PEER_EOF | flags::LINGERING) {
             let reason = self.flushed_close_reason(token);
             self.close(token, reason);
+            return;
         }
+        conn.flags |= flags::LINGERING;
+        conn.flags &= !(flags::READ_DONE | flags::READ_PAUSED);
+        trace!("token {}: lingering close", token.0);
+        self.shutdown_write_now(token);
+        let when = self.clock.after(LINGER);
+        self.set_deadline_at(token.0, when);
+        // Input may already be waiting, and its edge is gone: drain it now.
+        self.mark_ready(token);
     }
 
     /// Half-close (send FIN) after the queued bytes are written; keep reading.
@@ -461,8 +487,7 @@ impl<S> Conns<S> {
         };
         conn.release_empty_buffers();
         if conn.has(flags::CLOSE_WHEN_FLUSHED) {
-            let reason = self.flushed_close_reason(token);
-            self.close(token, reason);
+            self.finish_flushed_close(token);
             return;
         }
         if conn.has(flags::SHUTDOWN_WHEN_FLUSHED) {

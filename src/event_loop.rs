@@ -368,9 +368,21 @@ impl<S: Default> EventLoop<S> {
             match conn.stream.read(&mut self.scratch) {
                 Ok(0) => {
                     debug!("{}: EOF", conn.peer);
+                    let lingering = conn.has(flags::LINGERING);
                     conn.flags |= flags::READ_DONE | flags::PEER_EOF;
-                    handler.on_eof(&mut self.conns, token);
+                    if lingering {
+                        let reason = self.conns.flushed_close_reason(token);
+                        self.conns.close(token, reason);
+                    } else {
+                        handler.on_eof(&mut self.conns, token);
+                    }
                     return;
+                }
+                Ok(n) if conn.has(flags::LINGERING) => {
+                    trace!("token {}: discarded {n} bytes while closing", token.0);
+                    if n < self.scratch.len() && !to_the_end {
+                        return;
+                    }
                 }
                 Ok(n) => {
                     trace!("token {}: read {n} bytes", token.0);
@@ -543,6 +555,12 @@ impl<S: Default> EventLoop<S> {
                     // Active since this entry was filed: file it again at the true time.
                     self.conns.deadlines.insert(later, key);
                     conn.filed_deadline = later;
+                }
+                _ if conn.has(flags::LINGERING) => {
+                    conn.deadline = 0;
+                    let reason = self.conns.flushed_close_reason(Token(key));
+                    self.conns.close(Token(key), reason);
+                    self.reap(handler);
                 }
                 _ => {
                     conn.deadline = 0;

@@ -82,7 +82,10 @@ impl Server {
                 Ok(line) => line,
                 Err(_) => {
                     let _ = server.child.kill();
-                    let err = server.stderr.take().and_then(|rx| rx.recv_timeout(TIMEOUT).ok());
+                    let err = server
+                        .stderr
+                        .take()
+                        .and_then(|rx| rx.recv_timeout(TIMEOUT).ok());
                     panic!("netloop serve {args:?} did not start: {err:?}");
                 }
             };
@@ -175,7 +178,127 @@ pub fn cpu_time(pid: u32) -> Duration {
 
 /// A unique temporary path for a socket file, removed by the caller.
 pub fn temp_path(name: &str) -> PathBuf {
-    let n = std::process::id();
-    let t = Instant::now().elapsed().as_nanos();
-    std::env::temp_dir().join(format!("netloop-test-{name}-{n}-{t}"))
+    unique_temp_path(name)
+}
+
+/// A temporary path unique within this test process (a counter, unlike `temp_path`,
+/// whose time part can repeat), short enough for a Unix socket address.
+pub fn unique_temp_path(name: &str) -> PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    std::env::temp_dir().join(format!("netloop-t-{name}-{}-{n}", std::process::id()))
+}
+
+/// A path removed (if it exists) when dropped.
+pub struct TempPath(pub PathBuf);
+
+impl TempPath {
+    pub fn new(name: &str) -> TempPath {
+        TempPath(unique_temp_path(name))
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.0.to_str().expect("utf-8 temp path")
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// What a finished `netloop` command printed.
+#[derive(Debug)]
+pub struct RunOutput {
+    pub status: ExitStatus,
+    pub stdout: Vec<u8>,
+    pub stderr: String,
+}
+
+/// Run `program ARGS...` with `stdin` piped in (then closed), wait at most `TIMEOUT` for
+/// it to exit on its own (killing it and panicking otherwise), and collect its output.
+#[track_caller]
+pub fn run_bounded(program: &std::path::Path, args: &[&str], stdin: &[u8]) -> RunOutput {
+    use std::io::Write;
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {program:?}: {e}"));
+    let mut input = child.stdin.take().expect("stdin");
+    let data = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        // The child may exit without reading everything (e.g. a refused connect).
+        let _ = input.write_all(&data);
+    });
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let out_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = out.read_to_end(&mut buf);
+        buf
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = err.read_to_end(&mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    });
+    let deadline = Instant::now() + TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{program:?} {args:?} did not exit within {TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let _ = writer.join();
+    RunOutput {
+        status,
+        stdout: out_reader.join().expect("stdout reader"),
+        stderr: err_reader.join().expect("stderr reader"),
+    }
+}
+
+/// Run `netloop ARGS...` like `run_bounded`.
+#[track_caller]
+pub fn run_netloop(args: &[&str], stdin: &[u8]) -> RunOutput {
+    run_bounded(&netloop_bin(), args, stdin)
+}
+
+/// `len` pseudo-random bytes from a xorshift64* generator (deterministic per seed).
+pub fn pseudo_random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut state = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        out.extend_from_slice(&state.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Whether this machine can listen on IPv6 loopback.
+pub fn ipv6_loopback_available() -> bool {
+    std::net::TcpListener::bind("[::1]:0").is_ok()
+}
+
+/// Whether `python3` runs here.
+pub fn python3_available() -> bool {
+    Command::new("python3")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
 }
