@@ -20,6 +20,7 @@
 //! - [`client`]: `netloop client`, the seeds' interactive client.
 //! - [`resolve`]: `netloop resolve`, seed 001's address lookups.
 //! - [`stats`]: counters and the shutdown summary line.
+//! - [`stress`]: `netloop stress`, many idle connections and a few measured ones.
 //! - [`io_util`]: `would_block`, `interrupted` and friends.
 
 #![deny(missing_docs)]
@@ -38,6 +39,7 @@ pub mod serve;
 pub mod serve_workers;
 pub mod services;
 pub mod stats;
+pub mod stress;
 
 pub use event_loop::{Conns, EventLoop, LoopConfig, Target};
 pub use handler::{CloseReason, Handler};

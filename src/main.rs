@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use netloop::client::{client, ClientArgs};
 use netloop::resolve::{resolve_report, ResolveArgs};
 use netloop::serve::{serve, ServeArgs};
+use netloop::stress::{stress, StressArgs};
 
 /// Readiness-based network I/O on one event loop.
 #[derive(Parser, Debug)]
@@ -22,6 +23,8 @@ enum Command {
     Serve(ServeArgs),
     /// Send standard input to a server and print its replies (the seeds' client).
     Client(ClientArgs),
+    /// Hold many idle connections to a server and measure active ones.
+    Stress(StressArgs),
     /// Look up an address, a host name or a service name (seed 001's lookups).
     Resolve(ResolveArgs),
 }
@@ -34,6 +37,7 @@ fn main() -> ExitCode {
     let (name, result) = match &cli.command {
         Command::Serve(args) => ("serve", serve(args)),
         Command::Client(args) => ("client", client(args)),
+        Command::Stress(args) => ("stress", stress(args)),
         Command::Resolve(args) => (
             "resolve",
             resolve_report(&args.host, args.service.as_deref()).map(|r| print!("{r}")),

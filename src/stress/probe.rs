@@ -1,0 +1,511 @@
+//! The stress tester's handler: many idle connections, a few measured ones.
+//!
+//! It runs on the same loop as the servers, in client mode, in three phases:
+//!
+//! 1. **Connecting**: start connects (active ones first) while fewer than
+//!    `--max-inflight` are in flight and the `--rate` allows; each connect gets a
+//!    deadline (`--connect-timeout`). A non-blocking connect completes as a writable
+//!    event, which the loop turns into `on_open` or a `ConnectFailed` close.
+//! 2. **Holding** for `--hold` seconds: idle connections sit still (or send
+//!    `--keepalive-data` every `--keepalive` seconds); active ones do back-to-back round
+//!    trips, each timed into an HDR histogram.
+//! 3. **Done**: the loop stops and the counters become a `Report`.
+//!
+//! An idle connection costs the loop a slot and this handler a 16-byte state, so the
+//! stress tester itself stays cheap per connection: that is the loop's claim, tested on
+//! the client side.
+//!
+//! Latency with `--rate-limit` follows wrk2: each active connection has a schedule of
+//! *intended* send times, and latency is measured from the intended time, so a stalled
+//! server shows up as high latency instead of as fewer, fast samples (coordinated omission).
+
+use std::io;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use mio::Token;
+
+use crate::event_loop::{Conns, Target};
+use crate::handler::{CloseReason, Handler};
+use crate::stress::http::HttpResponse;
+use crate::stress::report::{record_us, rss_kb, Report};
+
+/// What an active connection checks in each reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProbeKind {
+    /// Send `--size` bytes, expect the same bytes back.
+    Echo,
+    /// Send an HTTP/1.1 GET (keep-alive), read one response.
+    Http,
+    /// Active connections send nothing (only hold).
+    None,
+}
+
+/// The work one stress process does.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// Where to connect.
+    pub target: Target,
+    /// Idle connections to open.
+    pub idle: usize,
+    /// Active (probing) connections to open.
+    pub active: usize,
+    /// Bytes per echo round trip.
+    pub size: usize,
+    /// What active connections do.
+    pub probe: ProbeKind,
+    /// The HTTP request sent by `--probe http`.
+    pub http_request: Vec<u8>,
+    /// How long to hold the connections (and measure).
+    pub hold: Duration,
+    /// Connects per second (None: as fast as the target accepts).
+    pub rate: Option<f64>,
+    /// Connects in flight at most.
+    pub max_inflight: usize,
+    /// How long a connect may take.
+    pub connect_timeout: Duration,
+    /// Idle connections send `keepalive_data` this often.
+    pub keepalive: Option<Duration>,
+    /// What idle connections send.
+    pub keepalive_data: Vec<u8>,
+    /// Source addresses to spread connections over (empty: the kernel's choice).
+    pub sources: Vec<IpAddr>,
+    /// Total round trips per second over all active connections (None: back to back).
+    pub rate_limit: Option<f64>,
+}
+
+/// Per-connection state: 16 bytes for an idle connection.
+#[derive(Debug, Default)]
+pub struct ProbeState {
+    connected: bool,
+    active: Option<Box<ActiveProbe>>,
+}
+
+/// A measuring connection's progress through its current round trip.
+#[derive(Debug)]
+struct ActiveProbe {
+    /// Round number (also varies the echo payload, so stale bytes are caught).
+    seq: u64,
+    /// When this round was meant to be sent (latency is measured from here).
+    intended: Instant,
+    /// Bytes of the reply seen so far (echo), or the response parser (http).
+    received: usize,
+    http: HttpResponse,
+    /// A reply is outstanding.
+    in_flight: bool,
+    /// This round's reply differed from what was sent.
+    bad: bool,
+}
+
+/// Where the run is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Opening connections.
+    Connecting,
+    /// Connect phase over; waiting for the go-ahead (worker processes).
+    Connected,
+    /// Holding and measuring, until the given time.
+    Holding(Instant),
+    /// Finished.
+    Done,
+}
+
+/// Progress, for the live line and for the parent of worker processes.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Progress {
+    /// Connections open now.
+    pub open: u64,
+    /// Connections asked for.
+    pub requested: u64,
+    /// Failed connects so far.
+    pub connect_errors: u64,
+    /// Round trips so far.
+    pub round_trips: u64,
+    /// Current p99 latency, microseconds.
+    pub p99_us: u64,
+}
+
+/// The stress handler.
+pub struct Stress {
+    plan: Plan,
+    /// Results so far.
+    pub report: Report,
+    phase: Phase,
+    started: Instant,
+    launched_active: usize,
+    launched_idle: usize,
+    inflight: usize,
+    open: u64,
+    next_source: usize,
+    active_tokens: Vec<Token>,
+    hold_started: Option<Instant>,
+    /// Hold automatically when connected (single process); workers wait for `go`.
+    pub auto_hold: bool,
+    payload: Vec<u8>,
+    /// This process's RSS before connecting, KiB.
+    rss_before_kb: Option<u64>,
+}
+
+impl Stress {
+    /// A handler for `plan`.
+    pub fn new(plan: Plan) -> Stress {
+        let report = Report {
+            conns_requested: (plan.idle + plan.active) as u64,
+            active: plan.active as u64,
+            ..Report::default()
+        };
+        Stress {
+            payload: vec![0; plan.size],
+            plan,
+            report,
+            phase: Phase::Connecting,
+            started: Instant::now(),
+            launched_active: 0,
+            launched_idle: 0,
+            inflight: 0,
+            open: 0,
+            next_source: 0,
+            active_tokens: Vec::new(),
+            hold_started: None,
+            auto_hold: true,
+            rss_before_kb: rss_kb("self"),
+        }
+    }
+
+    /// The current phase.
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// Numbers for a progress line.
+    pub fn progress(&self) -> Progress {
+        Progress {
+            open: self.open,
+            requested: self.report.conns_requested,
+            connect_errors: self.report.connect_errors.total(),
+            round_trips: self.report.round_trips,
+            p99_us: if self.report.latency.is_empty() {
+                0
+            } else {
+                self.report.latency.value_at_quantile(0.99)
+            },
+        }
+    }
+
+    /// Start the hold: active connections begin their round trips.
+    pub fn start_hold(&mut self, conns: &mut Conns<ProbeState>) {
+        let now = Instant::now();
+        self.hold_started = Some(now);
+        self.phase = Phase::Holding(now + self.plan.hold);
+        conns.wake_after(self.plan.hold);
+        for token in self.active_tokens.clone() {
+            self.begin_probing(conns, token, now);
+        }
+    }
+
+    /// Count connections that are still open and close the books.
+    pub fn finish(&mut self) {
+        self.report.still_open_at_end = self.open;
+        if let Some(t) = self.hold_started {
+            self.report.hold_secs = t.elapsed().as_secs_f64();
+        }
+        self.phase = Phase::Done;
+    }
+
+    /// This process's memory growth per open connection since it started connecting.
+    fn rss_growth_per_conn(&self) -> Option<f64> {
+        let (before, after) = (self.rss_before_kb?, rss_kb("self")?);
+        (self.open > 0).then(|| (after as f64 - before as f64) * 1024.0 / self.open as f64)
+    }
+
+    fn total(&self) -> usize {
+        self.plan.idle + self.plan.active
+    }
+
+    fn launched(&self) -> usize {
+        self.launched_active + self.launched_idle
+    }
+
+    /// Start as many connects as the in-flight bound and the rate allow.
+    fn launch(&mut self, conns: &mut Conns<ProbeState>) {
+        while self.launched() < self.total() && self.inflight < self.plan.max_inflight {
+            if let Some(rate) = self.plan.rate {
+                let allowed = (self.started.elapsed().as_secs_f64() * rate) as usize + 1;
+                if self.launched() >= allowed {
+                    conns.wake_after(Duration::from_secs_f64(1.0 / rate.max(0.001)));
+                    return;
+                }
+            }
+            let is_active = self.launched_active < self.plan.active;
+            if is_active {
+                self.launched_active += 1;
+            } else {
+                self.launched_idle += 1;
+            }
+            self.connect_one(conns, is_active);
+        }
+    }
+
+    fn connect_one(&mut self, conns: &mut Conns<ProbeState>, is_active: bool) {
+        let source = if self.plan.sources.is_empty() {
+            None
+        } else {
+            self.next_source = (self.next_source + 1) % self.plan.sources.len();
+            Some(self.plan.sources[self.next_source])
+        };
+        let state = ProbeState {
+            connected: false,
+            active: is_active.then(|| {
+                Box::new(ActiveProbe {
+                    seq: 0,
+                    intended: Instant::now(),
+                    received: 0,
+                    http: HttpResponse::default(),
+                    in_flight: false,
+                    bad: false,
+                })
+            }),
+        };
+        match conns.connect_from(&self.plan.target, source, state) {
+            Ok(token) => {
+                self.inflight += 1;
+                conns.set_deadline(token, self.plan.connect_timeout);
+            }
+            Err(e) => {
+                self.connect_failed(&e);
+                if is_active {
+                    self.launched_active -= 1;
+                    self.launched_idle += 1; // count it as attempted, do not retry
+                }
+            }
+        }
+    }
+
+    fn connect_failed(&mut self, e: &io::Error) {
+        let errors = &mut self.report.connect_errors;
+        match e.kind() {
+            io::ErrorKind::ConnectionRefused => errors.refused += 1,
+            io::ErrorKind::TimedOut => errors.timeout += 1,
+            io::ErrorKind::ConnectionReset => errors.reset += 1,
+            _ => errors.other += 1,
+        }
+        if self.report.first_error.is_none() {
+            self.report.first_error = Some(e.to_string());
+        }
+    }
+
+    fn begin_probing(&mut self, conns: &mut Conns<ProbeState>, token: Token, now: Instant) {
+        if let Some(Some(probe)) = conns.state_mut(token).map(|s| s.active.as_mut()) {
+            probe.intended = now;
+        }
+        self.send_round(conns, token);
+    }
+
+    /// Send the current round's request on an active connection.
+    fn send_round(&mut self, conns: &mut Conns<ProbeState>, token: Token) {
+        let Some(probe) = conns.state_mut(token).and_then(|s| s.active.as_mut()) else {
+            return;
+        };
+        probe.in_flight = true;
+        probe.received = 0;
+        probe.bad = false;
+        probe.http = HttpResponse::default();
+        match self.plan.probe {
+            ProbeKind::Echo => {
+                fill_payload(&mut self.payload, probe.seq);
+                conns.send(token, &self.payload);
+            }
+            ProbeKind::Http => conns.send(token, &self.plan.http_request),
+            ProbeKind::None => probe.in_flight = false,
+        }
+    }
+
+    /// A round trip finished: record it, and send the next one (now or on schedule).
+    fn complete_round(&mut self, conns: &mut Conns<ProbeState>, token: Token) {
+        let now = Instant::now();
+        let holding = matches!(self.phase, Phase::Holding(_));
+        let Some(probe) = conns.state_mut(token).and_then(|s| s.active.as_mut()) else {
+            return;
+        };
+        probe.in_flight = false;
+        if holding {
+            let us = now.saturating_duration_since(probe.intended).as_micros() as u64;
+            record_us(&mut self.report.latency, us);
+            self.report.round_trips += 1;
+            if probe.bad {
+                self.report.mismatches += 1;
+            }
+        }
+        probe.seq += 1;
+        if !holding {
+            return;
+        }
+        match self.plan.rate_limit {
+            None => probe.intended = now,
+            Some(total_rate) => {
+                let per_conn = total_rate / self.plan.active.max(1) as f64;
+                probe.intended += Duration::from_secs_f64(1.0 / per_conn.max(1e-3));
+                if probe.intended > now {
+                    // Not yet: the deadline sends it at the intended time.
+                    let wait = probe.intended - now;
+                    conns.set_deadline(token, wait);
+                    return;
+                }
+            }
+        }
+        self.send_round(conns, token);
+    }
+
+    fn connect_phase_over(&mut self, conns: &mut Conns<ProbeState>) {
+        self.report.conns_open = self.open;
+        self.report.connect_secs = self.started.elapsed().as_secs_f64();
+        self.report.client_rss_bytes_per_conn = self.rss_growth_per_conn();
+        self.phase = Phase::Connected;
+        if self.open == 0 {
+            // Nothing to hold or measure: say so now rather than after the hold.
+            self.finish();
+            conns.stop();
+            return;
+        }
+        if self.auto_hold {
+            self.start_hold(conns);
+        }
+    }
+}
+
+/// The echo payload of round `seq`: printable, and different every round.
+fn fill_payload(buf: &mut [u8], seq: u64) {
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = b'a' + ((seq as usize + i) % 26) as u8;
+    }
+}
+
+impl Handler for Stress {
+    type State = ProbeState;
+
+    fn on_open(&mut self, conns: &mut Conns<ProbeState>, token: Token) {
+        self.inflight -= 1;
+        self.open += 1;
+        conns.clear_deadline(token);
+        let Some(state) = conns.state_mut(token) else {
+            return;
+        };
+        state.connected = true;
+        if state.active.is_some() {
+            self.active_tokens.push(token);
+            if matches!(self.phase, Phase::Holding(_)) {
+                // A replacement for an active connection the target closed.
+                self.begin_probing(conns, token, Instant::now());
+            }
+        } else if let Some(every) = self.plan.keepalive {
+            conns.set_deadline(token, every);
+        }
+    }
+
+    fn on_data(&mut self, conns: &mut Conns<ProbeState>, token: Token, data: &mut [u8]) -> usize {
+        let size = self.plan.size;
+        let kind = self.plan.probe;
+        let Some(probe) = conns.state_mut(token).and_then(|s| s.active.as_mut()) else {
+            return data.len(); // idle connections ignore whatever the target sends
+        };
+        if !probe.in_flight {
+            probe.bad = true;
+            self.report.mismatches += 1;
+            return data.len();
+        }
+        match kind {
+            ProbeKind::Echo => {
+                let seq = probe.seq as usize;
+                for (i, &b) in data.iter().enumerate() {
+                    let at = probe.received + i;
+                    if at >= size || b != b'a' + ((seq + at) % 26) as u8 {
+                        probe.bad = true;
+                        break;
+                    }
+                }
+                probe.received += data.len();
+                if probe.received >= size {
+                    self.complete_round(conns, token);
+                }
+                data.len()
+            }
+            ProbeKind::Http => match probe.http.feed(data) {
+                Ok((used, done)) => {
+                    if done {
+                        probe.bad |= !probe.http.ok_status();
+                        self.complete_round(conns, token);
+                    }
+                    used
+                }
+                Err(msg) => {
+                    log::warn!("--probe http: {msg}");
+                    probe.bad = true;
+                    self.report.mismatches += 1;
+                    conns.close(token, CloseReason::Done);
+                    data.len()
+                }
+            },
+            ProbeKind::None => data.len(),
+        }
+    }
+
+    fn on_deadline(&mut self, conns: &mut Conns<ProbeState>, token: Token) {
+        let Some(state) = conns.state(token) else {
+            return;
+        };
+        if !state.connected {
+            let e = io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
+            conns.close(token, CloseReason::ConnectFailed(e));
+        } else if state.active.is_some() {
+            self.send_round(conns, token); // the rate-limited schedule says: now
+        } else if let Some(every) = self.plan.keepalive {
+            conns.send(token, &self.plan.keepalive_data);
+            conns.set_deadline(token, every);
+        }
+    }
+
+    fn on_close(
+        &mut self,
+        conns: &mut Conns<ProbeState>,
+        token: Token,
+        state: ProbeState,
+        reason: &CloseReason,
+    ) {
+        if !state.connected {
+            self.inflight -= 1;
+            match reason {
+                CloseReason::ConnectFailed(e) | CloseReason::Error(e) => self.connect_failed(e),
+                _ => self.connect_failed(&io::Error::other(reason.to_string())),
+            }
+            return;
+        }
+        self.open -= 1;
+        if self.phase != Phase::Done {
+            self.report.closed_by_peer += 1;
+            log::debug!("token {}: closed during the run: {reason}", token.0);
+        }
+        if state.active.is_some() {
+            self.active_tokens.retain(|&t| t != token);
+            if matches!(self.phase, Phase::Holding(_)) {
+                // Keep measuring: replace the active connection.
+                self.connect_one(conns, true);
+            }
+        }
+    }
+
+    fn on_turn(&mut self, conns: &mut Conns<ProbeState>) {
+        match self.phase {
+            Phase::Connecting => {
+                self.launch(conns);
+                if self.launched() >= self.total() && self.inflight == 0 {
+                    self.connect_phase_over(conns);
+                }
+            }
+            Phase::Holding(until) if Instant::now() >= until => {
+                self.finish();
+                conns.stop();
+            }
+            _ => {}
+        }
+    }
+}
