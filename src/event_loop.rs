@@ -33,7 +33,7 @@ use slab::Slab;
 use crate::conn::{flags, Conn};
 pub use crate::conns::{Conns, Target};
 use crate::deadlines::{Clock, Deadlines, Millis};
-use crate::handler::{CloseReason, Handler};
+use crate::handler::{CloseReason, Handler, SignalAction};
 use crate::io_util::{interrupted, out_of_descriptors, peer_gone, would_block};
 use crate::listen::Listener;
 use crate::stats::Stats;
@@ -178,7 +178,14 @@ impl<S: Default> EventLoop<S> {
 
     /// Shut down gracefully on SIGINT or SIGTERM.
     pub fn handle_signals(&mut self) -> io::Result<()> {
-        let mut signals = Signals::new([libc::SIGINT, libc::SIGTERM])?;
+        self.handle_signals_from(&[libc::SIGINT, libc::SIGTERM])
+    }
+
+    /// Deliver these signals to the handler's `on_signal` as loop events. The signal
+    /// handler itself only writes to a pipe (signal-hook), so nothing unsafe runs at
+    /// signal time; the real work happens here, between events, like any other I/O.
+    pub fn handle_signals_from(&mut self, which: &[i32]) -> io::Result<()> {
+        let mut signals = Signals::new(which)?;
         self.poll
             .registry()
             .register(&mut signals, SIGNAL_TOKEN, Interest::READABLE)?;
@@ -577,23 +584,24 @@ impl<S: Default> EventLoop<S> {
             return;
         };
         let received: Vec<i32> = signals.pending().collect();
-        if received.is_empty() {
-            return;
+        for signal in received {
+            if handler.on_signal(&mut self.conns, signal) != SignalAction::Shutdown {
+                continue;
+            }
+            if self.conns.shutting_down {
+                info!(
+                    "signal {signal} again: closing {} connections now",
+                    self.conns.len()
+                );
+                self.abandon_unflushed();
+            } else {
+                info!(
+                    "signal {signal}: shutting down ({} connections open)",
+                    self.conns.len()
+                );
+                self.begin_shutdown(handler);
+            }
         }
-        if self.conns.shutting_down {
-            info!(
-                "second signal: closing {} connections now",
-                self.conns.len()
-            );
-            self.abandon_unflushed();
-            return;
-        }
-        info!(
-            "signal {}: shutting down ({} connections open)",
-            received[0],
-            self.conns.len()
-        );
-        self.begin_shutdown(handler);
     }
 
     /// Stop accepting, stop reading, close every connection once its queue is flushed.

@@ -50,6 +50,15 @@ impl std::fmt::Display for CloseReason {
     }
 }
 
+/// What the loop does about a signal, as decided by `Handler::on_signal`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignalAction {
+    /// Graceful shutdown: stop accepting, flush, close (a second time: close now).
+    Shutdown,
+    /// Nothing more: the handler dealt with it.
+    Handled,
+}
+
 /// An application running on the loop. Only `on_data` is required.
 pub trait Handler {
     /// Per-connection state kept in each slot; `Default` makes the state of an accepted
@@ -101,6 +110,17 @@ pub trait Handler {
         data: &mut [u8],
     ) {
         let _ = (conns, port, from, data);
+    }
+
+    /// A signal registered with `EventLoop::handle_signals_from` arrived. By default
+    /// SIGINT and SIGTERM shut the loop down gracefully and others are ignored.
+    fn on_signal(&mut self, conns: &mut Conns<Self::State>, signal: i32) -> SignalAction {
+        let _ = conns;
+        if signal == libc::SIGINT || signal == libc::SIGTERM {
+            SignalAction::Shutdown
+        } else {
+            SignalAction::Handled
+        }
     }
 
     /// Called once at the end of every turn of the loop (for progress, scheduling).

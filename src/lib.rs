@@ -42,4 +42,4 @@ pub mod stats;
 pub mod stress;
 
 pub use event_loop::{Conns, EventLoop, LoopConfig, Target};
-pub use handler::{CloseReason, Handler};
+pub use handler::{CloseReason, Handler, SignalAction};

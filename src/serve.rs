@@ -103,6 +103,8 @@ fn run<H: Handler>(args: &ServeArgs, mut handler: H) -> io::Result<()> {
     };
     let mut event_loop: EventLoop<H::State> = EventLoop::new(config)?;
 
+    // Before announcing readiness, so a SIGTERM right after it is already graceful.
+    event_loop.handle_signals()?;
     let mut listen = args.listen.clone();
     if listen.is_empty() && args.udp.is_empty() && args.unix.is_empty() {
         listen.push(SocketAddr::from(([127, 0, 0, 1], 8888)));
@@ -147,7 +149,6 @@ fn run<H: Handler>(args: &ServeArgs, mut handler: H) -> io::Result<()> {
     out.flush()?;
     drop(out);
 
-    event_loop.handle_signals()?;
     event_loop.run(&mut handler)?;
     info!("summary: {}", event_loop.stats());
     Ok(())
