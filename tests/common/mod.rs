@@ -302,3 +302,83 @@ pub fn python3_available() -> bool {
         .map(|s| s.success())
         .unwrap_or(false)
 }
+
+/// The live (not zombie) child processes of `pid`, from
+/// `/proc/PID/task/PID/children`, or by scanning every process's parent when the kernel
+/// lacks that file.
+pub fn child_pids(pid: u32) -> Vec<u32> {
+    let listed = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .map(|text| {
+            text.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .or_else(|_| {
+            std::fs::read_dir("/proc").map(|dir| {
+                dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+                    .filter(|&p| process_stat(p).is_some_and(|(_, ppid)| ppid == pid))
+                    .collect()
+            })
+        })
+        .unwrap_or_default();
+    listed.into_iter().filter(|&p| process_alive(p)).collect()
+}
+
+/// State letter and parent pid of a process, from /proc/PID/stat.
+fn process_stat(pid: u32) -> Option<(char, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let mut fields = stat.get(stat.rfind(')')? + 2..)?.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some((state, ppid))
+}
+
+/// Whether `pid` exists and is not a zombie.
+pub fn process_alive(pid: u32) -> bool {
+    process_stat(pid).is_some_and(|(state, _)| state != 'Z')
+}
+
+/// How many sockets a process has open (its /proc/PID/fd links to `socket:[...]`).
+pub fn socket_count(pid: u32) -> usize {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return 0;
+    };
+    dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.to_string_lossy().starts_with("socket:"))
+        .count()
+}
+
+/// Call `check` every 20 ms until it returns `Some`, for at most `timeout`.
+pub fn wait_until<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return Some(value);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Make the command start with at most `n` open files (soft and hard `RLIMIT_NOFILE`);
+/// the limit is inherited by its children.
+pub fn limit_open_files(cmd: &mut Command, n: u64) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: runs in the forked child before exec; setrlimit is async-signal-safe and
+    // nothing here allocates.
+    unsafe {
+        cmd.pre_exec(move || {
+            let limit = libc::rlimit {
+                rlim_cur: n as libc::rlim_t,
+                rlim_max: n as libc::rlim_t,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}

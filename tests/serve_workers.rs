@@ -1,0 +1,271 @@
+//! `netloop serve --workers N`: worker processes sharing a port with SO_REUSEPORT, under a
+//! supervising parent. The workers are found as the parent's children in /proc, and what
+//! each one holds is counted from its /proc/PID/fd.
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use common::{child_pids, process_alive, socket_count, wait_until, Server, TIMEOUT};
+
+const TWO_WORKERS: &[&str] = &["echo", "--listen", "127.0.0.1:0", "--workers", "2"];
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    stream.set_write_timeout(Some(TIMEOUT)).unwrap();
+    stream
+}
+
+/// Send a line and expect it back.
+#[track_caller]
+fn echo(stream: &mut TcpStream, text: &str) {
+    let line = format!("{text}\n");
+    stream.write_all(line.as_bytes()).unwrap();
+    let mut back = vec![0u8; line.len()];
+    stream
+        .read_exact(&mut back)
+        .unwrap_or_else(|e| panic!("no echo for {text:?}: {e}"));
+    assert_eq!(back, line.as_bytes());
+}
+
+/// Open `n` connections and check each echoes; they stay open (accepted, held by a worker).
+fn hold_echoing(addr: SocketAddr, n: usize, tag: &str) -> Vec<TcpStream> {
+    let mut conns: Vec<TcpStream> = (0..n).map(|_| connect(addr)).collect();
+    for (i, conn) in conns.iter_mut().enumerate() {
+        echo(conn, &format!("{tag} {i}"));
+    }
+    conns
+}
+
+/// Wait until the server has exactly `n` live worker processes; returns their pids.
+#[track_caller]
+fn workers(server: &Server, n: usize) -> Vec<u32> {
+    wait_until(TIMEOUT, || {
+        let pids = child_pids(server.pid());
+        (pids.len() == n).then_some(pids)
+    })
+    .unwrap_or_else(|| panic!("expected {n} workers, have {:?}", child_pids(server.pid())))
+}
+
+/// The sockets of an idle worker (its listener, its signal pipe), once every worker has
+/// them: a worker prints `listening on` before it opens its signal pipe, so the counts
+/// are read until they agree and hold still.
+#[track_caller]
+fn idle_sockets(pids: &[u32]) -> usize {
+    let mut last = None;
+    wait_until(TIMEOUT, || {
+        let counts: Vec<usize> = pids.iter().map(|&p| socket_count(p)).collect();
+        let same = counts.windows(2).all(|w| w[0] == w[1]);
+        let now = same.then(|| counts[0]);
+        let settled = now.is_some() && now == last;
+        last = now;
+        std::thread::sleep(Duration::from_millis(50));
+        settled.then_some(counts[0])
+    })
+    .expect("worker socket counts never settled")
+}
+
+fn kill(pid: u32, signal: i32) {
+    // SAFETY: plain kill(2).
+    unsafe {
+        libc::kill(pid as i32, signal);
+    }
+}
+
+#[test]
+fn connections_are_spread_over_both_workers_and_all_echo() {
+    let server = Server::start(TWO_WORKERS);
+    let pids = workers(&server, 2);
+    let idle = idle_sockets(&pids);
+    let parent_before = socket_count(server.pid());
+
+    let conns = hold_echoing(server.addr(), 200, "spread");
+
+    let gained: Vec<usize> = pids.iter().map(|&p| socket_count(p) - idle).collect();
+    // Every connection is in exactly one worker: none stuck with the parent, whose
+    // port reservation is bound but not listening, so the kernel never picks it.
+    assert_eq!(gained.iter().sum::<usize>(), 200, "per worker: {gained:?}");
+    assert_eq!(socket_count(server.pid()), parent_before);
+    // The 4-tuple hash splits 200 connections about evenly; 20 is far in the tail.
+    for (pid, n) in pids.iter().zip(&gained) {
+        assert!(*n >= 20, "worker {pid} got {n} of 200 ({gained:?})");
+    }
+    drop(conns);
+}
+
+#[test]
+fn two_port_zero_listeners_both_serve() {
+    let server = Server::start(&[
+        "echo",
+        "--listen",
+        "127.0.0.1:0",
+        "--listen",
+        "127.0.0.1:0",
+        "--workers",
+        "2",
+    ]);
+    assert_eq!(server.tcp.len(), 2);
+    assert_ne!(server.tcp[0], server.tcp[1]);
+    for &addr in &server.tcp {
+        hold_echoing(addr, 10, "two");
+    }
+}
+
+/// Each worker may hold 200 descriptors, yet the server holds 300 connections.
+#[test]
+fn more_connections_than_one_process_may_open() {
+    let server = Server::start_with(TWO_WORKERS, |cmd| common::limit_open_files(cmd, 200));
+    let pids = workers(&server, 2);
+    for pid in &pids {
+        let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+        let line = limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .unwrap();
+        let numbers: Vec<&str> = line.split_whitespace().skip(3).take(2).collect();
+        assert_eq!(numbers, ["200", "200"], "{line}");
+    }
+    let conns = hold_echoing(server.addr(), 300, "many");
+    let held: usize = pids.iter().map(|&p| socket_count(p)).sum();
+    assert!(held >= 300, "workers hold {held} sockets");
+    drop(conns);
+}
+
+/// The control for the test above: one process under the same limit cannot.
+#[test]
+fn one_process_with_the_same_limit_cannot() {
+    let server = Server::start_with(&["echo", "--listen", "127.0.0.1:0"], |cmd| {
+        common::limit_open_files(cmd, 200)
+    });
+    let mut conns: Vec<TcpStream> = (0..300).map(|_| connect(server.addr())).collect();
+    echo(&mut conns[0], "first");
+    // The kernel completed the handshake, but the server cannot accept it: no echo.
+    let last = conns.last_mut().unwrap();
+    last.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    last.write_all(b"last\n").unwrap();
+    let mut buf = [0u8; 5];
+    let err = last.read_exact(&mut buf).unwrap_err();
+    assert!(
+        matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_killed_worker_is_restarted() {
+    let mut server = Server::start(TWO_WORKERS);
+    let pids = workers(&server, 2);
+    let (victim, survivor) = (pids[0], pids[1]);
+    // A listening worker with no connections: what the new one will have too.
+    let idle = idle_sockets(&pids);
+
+    kill(victim, libc::SIGKILL);
+    let replacement = wait_until(TIMEOUT, || {
+        let now = child_pids(server.pid());
+        let fresh: Vec<u32> = now.into_iter().filter(|p| !pids.contains(p)).collect();
+        fresh.first().copied()
+    })
+    .expect("no new worker after SIGKILL");
+    assert!(process_alive(survivor));
+
+    // Still serving; and once the replacement listens, the kernel sends it its share.
+    let mut held = Vec::new();
+    let served = wait_until(TIMEOUT, || {
+        held.extend(hold_echoing(server.addr(), 10, "after"));
+        (socket_count(replacement) > idle).then_some(())
+    });
+    assert!(
+        served.is_some(),
+        "replacement {replacement} accepted nothing of {} connections",
+        held.len()
+    );
+    drop(held);
+
+    server.signal(libc::SIGTERM);
+    let (status, stderr) = server.wait_exit();
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(
+        stderr.contains(&format!("(pid {victim}) died: signal: 9")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("is listening again"), "{stderr}");
+}
+
+#[test]
+fn sigterm_stops_every_worker_and_exits_zero() {
+    let mut server = Server::start(TWO_WORKERS);
+    let pids = workers(&server, 2);
+    let mut conn = connect(server.addr());
+    echo(&mut conn, "before the end");
+
+    server.signal(libc::SIGTERM);
+    let (status, stderr) = server.wait_exit();
+    assert!(status.success(), "{status}: {stderr}");
+    assert_eq!(stderr.matches("summary:").count(), 2, "{stderr}");
+    assert!(stderr.contains("all 2 workers exited cleanly"), "{stderr}");
+    for pid in pids {
+        assert!(!process_alive(pid), "worker {pid} outlived the parent");
+    }
+    // Its worker closed the connection on the way out.
+    let mut buf = [0u8; 1];
+    assert_eq!(conn.read(&mut buf).unwrap(), 0);
+}
+
+#[test]
+fn unix_and_udp_are_refused_with_workers() {
+    let path = common::TempPath::new("workers");
+    for extra in [["--udp", "127.0.0.1:0"], ["--unix", path.as_str()]] {
+        let mut args = vec!["serve", "--workers", "2"];
+        args.extend(extra);
+        let out = common::run_netloop(&args, b"");
+        assert!(!out.status.success(), "{args:?}");
+        assert!(
+            out.stderr.contains("--workers shares TCP ports only"),
+            "{args:?}: {}",
+            out.stderr
+        );
+    }
+}
+
+#[test]
+fn a_port_in_use_fails_before_any_worker_starts() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = common::run_netloop(&["serve", "--workers", "2", "--listen", &addr], b"");
+    assert!(!out.status.success());
+    assert!(
+        out.stderr.contains("Address already in use"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("worker 0: started"), "{}", out.stderr);
+}
+
+#[test]
+fn a_worker_that_cannot_start_fails_the_server() {
+    let out = common::run_netloop(
+        &[
+            "serve",
+            "--workers",
+            "2",
+            "--listen",
+            "127.0.0.1:0",
+            "--idle-timeout=-1",
+        ],
+        b"",
+    );
+    assert!(!out.status.success());
+    assert!(
+        out.stderr.contains("--idle-timeout must be"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("exited before listening"),
+        "{}",
+        out.stderr
+    );
+}
