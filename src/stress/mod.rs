@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use crate::client::resolve_addr;
 use crate::event_loop::{Conns, EventLoop, LoopConfig, Target};
 use crate::handler::Handler;
-use probe::{Phase, Plan, ProbeKind, ProbeState, Stress};
+use probe::{Plan, ProbeKind, ProbeState, Stress};
 use report::{rss_kb, Report};
 
 /// Options of `netloop stress`.
@@ -309,6 +309,7 @@ struct Single {
     progress: ProgressLine,
     server_pid: Option<u32>,
     server_rss_before: Option<u64>,
+    server_measured: Option<Option<f64>>,
 }
 
 impl Handler for Single {
@@ -338,14 +339,18 @@ impl Handler for Single {
         self.stress.on_close(conns, token, state, reason)
     }
     fn on_turn(&mut self, conns: &mut Conns<ProbeState>) {
-        let before = self.stress.phase();
         self.stress.on_turn(conns);
-        if before == Phase::Connecting && self.stress.phase() != Phase::Connecting {
-            self.stress.report.server_rss_bytes_per_conn = server_rss_per_conn(
-                self.server_pid,
-                self.server_rss_before,
-                self.stress.report.conns_open,
-            );
+        // Measure the server half way through the hold: by then it has accepted every
+        // connection, and none has been closed yet.
+        if let (Some(half), None) = (self.stress.mid_hold(), self.server_measured) {
+            if Instant::now() >= half {
+                let open = self.stress.progress().open;
+                self.server_measured = Some(server_rss_per_conn(
+                    self.server_pid,
+                    self.server_rss_before,
+                    open,
+                ));
+            }
         }
         self.progress.update(self.stress.progress());
     }
@@ -366,6 +371,7 @@ pub fn run_single(args: &StressArgs) -> io::Result<Report> {
         progress: ProgressLine::new(),
         server_pid: args.server_pid,
         server_rss_before: args.server_pid.and_then(|p| rss_kb(&p.to_string())),
+        server_measured: None,
     };
     let mut event_loop: EventLoop<ProbeState> = EventLoop::new(LoopConfig::default())?;
     event_loop.conns().wake_after(Duration::ZERO); // the first turn starts connecting
@@ -373,5 +379,6 @@ pub fn run_single(args: &StressArgs) -> io::Result<Report> {
     handler.progress.finish();
     let mut report = handler.stress.report;
     report.client_rss_kb = rss_kb("self").unwrap_or(0);
+    report.server_rss_bytes_per_conn = handler.server_measured.flatten();
     Ok(report)
 }

@@ -144,6 +144,8 @@ pub struct Stress {
     payload: Vec<u8>,
     /// This process's RSS before connecting, KiB.
     rss_before_kb: Option<u64>,
+    /// A bad HTTP response was logged (once is enough).
+    http_error_logged: bool,
 }
 
 impl Stress {
@@ -169,6 +171,7 @@ impl Stress {
             hold_started: None,
             auto_hold: true,
             rss_before_kb: rss_kb("self"),
+            http_error_logged: false,
         }
     }
 
@@ -203,8 +206,28 @@ impl Stress {
         }
     }
 
-    /// Count connections that are still open and close the books.
-    pub fn finish(&mut self) {
+    /// Half way through the hold (when to measure the server), once holding.
+    pub fn mid_hold(&self) -> Option<Instant> {
+        let start = self.hold_started?;
+        Some(start + self.plan.hold / 2)
+    }
+
+    /// Count connections that are still open and close the books. A request still
+    /// unanswered is recorded with the time it has waited so far: a stalled server
+    /// must show up as latency, not as silence.
+    pub fn finish(&mut self, conns: &mut Conns<ProbeState>) {
+        let now = Instant::now();
+        if matches!(self.phase, Phase::Holding(_)) {
+            for &token in &self.active_tokens {
+                if let Some(Some(probe)) = conns.state(token).map(|s| s.active.as_ref()) {
+                    if probe.in_flight {
+                        let us = now.saturating_duration_since(probe.intended).as_micros() as u64;
+                        record_us(&mut self.report.latency, us);
+                        self.report.unanswered += 1;
+                    }
+                }
+            }
+        }
         self.report.still_open_at_end = self.open;
         if let Some(t) = self.hold_started {
             self.report.hold_secs = t.elapsed().as_secs_f64();
@@ -363,7 +386,7 @@ impl Stress {
         self.phase = Phase::Connected;
         if self.open == 0 {
             // Nothing to hold or measure: say so now rather than after the hold.
-            self.finish();
+            self.finish(conns);
             conns.stop();
             return;
         }
@@ -438,7 +461,12 @@ impl Handler for Stress {
                     used
                 }
                 Err(msg) => {
-                    log::warn!("--probe http: {msg}");
+                    if !self.http_error_logged {
+                        self.http_error_logged = true;
+                        log::warn!(
+                            "--probe http: {msg} (connection closed; counted as a mismatch)"
+                        );
+                    }
                     probe.bad = true;
                     self.report.mismatches += 1;
                     conns.close(token, CloseReason::Done);
@@ -480,14 +508,16 @@ impl Handler for Stress {
             return;
         }
         self.open -= 1;
-        if self.phase != Phase::Done {
+        // `Done` is our own close (a probe that could not be read): not the peer's doing.
+        let by_peer = !matches!(reason, CloseReason::Done);
+        if self.phase != Phase::Done && by_peer {
             self.report.closed_by_peer += 1;
             log::debug!("token {}: closed during the run: {reason}", token.0);
         }
         if state.active.is_some() {
             self.active_tokens.retain(|&t| t != token);
-            if matches!(self.phase, Phase::Holding(_)) {
-                // Keep measuring: replace the active connection.
+            if by_peer && matches!(self.phase, Phase::Holding(_)) {
+                // Keep measuring: replace the active connection the target closed.
                 self.connect_one(conns, true);
             }
         }
@@ -502,7 +532,7 @@ impl Handler for Stress {
                 }
             }
             Phase::Holding(until) if Instant::now() >= until => {
-                self.finish();
+                self.finish(conns);
                 conns.stop();
             }
             _ => {}

@@ -56,6 +56,8 @@ pub struct Report {
     pub hold_secs: f64,
     /// Replies that differed from what was expected (or bad HTTP responses).
     pub mismatches: u64,
+    /// Requests still unanswered when the hold ended (recorded with their wait so far).
+    pub unanswered: u64,
     /// Resident memory of the stress process(es), KiB.
     pub client_rss_kb: u64,
     /// This process's RSS growth per connection opened (a worker's, or the largest).
@@ -80,6 +82,7 @@ impl Default for Report {
             round_trips: 0,
             hold_secs: 0.0,
             mismatches: 0,
+            unanswered: 0,
             client_rss_kb: 0,
             client_rss_bytes_per_conn: None,
             server_rss_bytes_per_conn: None,
@@ -141,6 +144,7 @@ impl Report {
             "p999_us": self.quantile(0.999),
             "max_us": if self.latency.is_empty() { 0 } else { self.latency.max() },
             "mismatches": self.mismatches,
+            "unanswered": self.unanswered,
             "client_rss_kb": self.client_rss_kb,
             "client_rss_bytes_per_conn": self.client_rss_bytes_per_conn.map(round3),
             "server_rss_bytes_per_conn": self.server_rss_bytes_per_conn.map(round3),
@@ -188,6 +192,7 @@ impl Report {
             round_trips: n("round_trips")?,
             hold_secs: f("hold_secs")?,
             mismatches: n("mismatches")?,
+            unanswered: n("unanswered").unwrap_or(0),
             client_rss_kb: n("client_rss_kb")?,
             client_rss_bytes_per_conn: f("client_rss_bytes_per_conn"),
             server_rss_bytes_per_conn: f("server_rss_bytes_per_conn"),
@@ -214,6 +219,7 @@ impl Report {
         self.round_trips += other.round_trips;
         self.hold_secs = self.hold_secs.max(other.hold_secs);
         self.mismatches += other.mismatches;
+        self.unanswered += other.unanswered;
         self.client_rss_kb += other.client_rss_kb;
         self.client_rss_bytes_per_conn = match (
             self.client_rss_bytes_per_conn,
@@ -242,12 +248,13 @@ impl Report {
         ));
         if self.active > 0 {
             s.push_str(&format!(
-                "active: {} connections, {} round trips, {:.0}/s, mismatches {}\n\
+                "active: {} connections, {} round trips, {:.0}/s, mismatches {}, unanswered {}\n\
                  latency us: p50 {}  p90 {}  p99 {}  p99.9 {}  max {}\n",
                 self.active,
                 self.round_trips,
                 self.rps(),
                 self.mismatches,
+                self.unanswered,
                 self.quantile(0.5),
                 self.quantile(0.9),
                 self.quantile(0.99),

@@ -31,40 +31,41 @@ fn share(n: usize, parts: usize, i: usize) -> usize {
     n / parts + usize::from(i < n % parts)
 }
 
-/// The command line of worker `i`.
-fn worker_args(args: &StressArgs, idle: usize, active: usize) -> Vec<String> {
+/// The command line of a worker with `idle` + `active` of the `count` workers' share.
+/// Options are passed as `--name=value`, so a value starting with `-` stays a value.
+fn worker_args(args: &StressArgs, count: usize, idle: usize, active: usize) -> Vec<String> {
     let mut v: Vec<String> = vec!["stress".into(), "--worker".into()];
-    if let Some(addr) = &args.addr {
-        v.push(addr.clone());
-    }
+    let mut opt = |name: &str, value: String| v.push(format!("--{name}={value}"));
     if let Some(path) = &args.unix {
-        v.extend(["--unix".into(), path.display().to_string()]);
+        opt("unix", path.display().to_string());
     }
-    let mut opt = |name: &str, value: String| v.extend([name.to_string(), value]);
-    opt("--idle", idle.to_string());
-    opt("--active", active.to_string());
-    opt("--size", args.size.to_string());
-    opt("--path", args.path.clone());
-    opt("--hold", args.hold.to_string());
-    opt("--max-inflight", args.max_inflight.to_string());
-    opt("--connect-timeout", args.connect_timeout.to_string());
-    opt("--keepalive-data", args.keepalive_data.clone());
-    opt("--probe", format!("{:?}", args.probe).to_ascii_lowercase());
+    opt("idle", idle.to_string());
+    opt("active", active.to_string());
+    opt("size", args.size.to_string());
+    opt("path", args.path.clone());
+    opt("hold", args.hold.to_string());
+    opt("max-inflight", args.max_inflight.to_string());
+    opt("connect-timeout", args.connect_timeout.to_string());
+    opt("keepalive-data", args.keepalive_data.clone());
+    opt("probe", format!("{:?}", args.probe).to_ascii_lowercase());
     if let Some(r) = args.rate {
-        opt(
-            "--rate",
-            (r / args.workers.unwrap_or(1).max(1) as f64).to_string(),
-        );
+        opt("rate", (r / count.max(1) as f64).to_string());
     }
     if let Some(k) = args.keepalive {
-        opt("--keepalive", k.to_string());
+        opt("keepalive", k.to_string());
     }
     if let Some(s) = &args.source_ips {
-        opt("--source-ips", s.clone());
+        opt("source-ips", s.clone());
     }
     if let (Some(r), true) = (args.rate_limit, active > 0) {
-        let share = r * active as f64 / args.active.max(1) as f64;
-        opt("--rate-limit", share.to_string());
+        opt(
+            "rate-limit",
+            (r * active as f64 / args.active.max(1) as f64).to_string(),
+        );
+    }
+    if let Some(addr) = &args.addr {
+        v.push("--".into());
+        v.push(addr.clone());
     }
     v
 }
@@ -88,6 +89,9 @@ struct Parent {
     server_pid: Option<u32>,
     server_rss_before: Option<u64>,
     server_rss_per_conn: Option<f64>,
+    /// When to read the server's RSS (mid-hold).
+    measure_at: Option<Instant>,
+    hold: Duration,
     failure: Option<String>,
 }
 
@@ -118,9 +122,10 @@ impl Parent {
         }
         if !self.released && self.workers.iter().all(|w| w.connected || w.gone) {
             self.released = true;
-            let open: u64 = self.workers.iter().map(|w| w.progress.open).sum();
-            self.server_rss_per_conn =
-                server_rss_per_conn(self.server_pid, self.server_rss_before, open);
+            // Measure the server half way through the hold: by then it has accepted
+            // every connection, and none has been closed yet.
+            self.measure_at = Some(Instant::now() + self.hold / 2);
+            conns.wake_after(self.hold / 2);
             for w in &self.workers {
                 conns.send(w.stdin, b"go\n");
             }
@@ -190,6 +195,11 @@ impl Handler for Parent {
             total.p99_us = total.p99_us.max(w.progress.p99_us);
         }
         self.progress.update(total);
+        if self.measure_at.is_some_and(|t| Instant::now() >= t) {
+            self.measure_at = None;
+            self.server_rss_per_conn =
+                server_rss_per_conn(self.server_pid, self.server_rss_before, total.open);
+        }
         if self.failure.is_some() {
             conns.stop();
         }
@@ -207,6 +217,8 @@ pub fn run_workers(args: &StressArgs, count: usize) -> io::Result<Report> {
         server_pid: args.server_pid,
         server_rss_before: args.server_pid.and_then(|p| rss_kb(&p.to_string())),
         server_rss_per_conn: None,
+        measure_at: None,
+        hold: Duration::try_from_secs_f64(args.hold).unwrap_or_default(),
         failure: None,
     };
     for i in 0..count {
@@ -214,7 +226,7 @@ pub fn run_workers(args: &StressArgs, count: usize) -> io::Result<Report> {
         let (in_ours, in_theirs) = std::os::unix::net::UnixStream::pair()?;
         let (out_ours, out_theirs) = std::os::unix::net::UnixStream::pair()?;
         let child = Command::new(&exe)
-            .args(worker_args(args, idle, active))
+            .args(worker_args(args, count, idle, active))
             .stdin(Stdio::from(OwnedFd::from(in_theirs)))
             .stdout(Stdio::from(OwnedFd::from(out_theirs)))
             .stderr(Stdio::inherit())
@@ -245,8 +257,10 @@ pub fn run_workers(args: &StressArgs, count: usize) -> io::Result<Report> {
     }
     let result = event_loop.run(&mut parent);
     parent.progress.finish();
-    // Reap the workers (they exit after their report); never wait forever.
-    let deadline = Instant::now() + Duration::from_secs(10);
+    // Reap the workers (they exit after their report); never wait forever, and after a
+    // failure do not wait for the others' holds to end.
+    let patience = if parent.failure.is_some() { 0 } else { 10 };
+    let deadline = Instant::now() + Duration::from_secs(patience);
     for w in &mut parent.workers {
         loop {
             match w.child.try_wait() {
@@ -308,7 +322,7 @@ impl Handler for Worker {
     fn on_eof(&mut self, conns: &mut Conns<ProbeState>, token: Token) {
         if token == self.stdin {
             // The parent went away: stop now.
-            self.stress.finish();
+            self.stress.finish(conns);
             conns.stop();
         } else {
             conns.close_when_flushed(token);
