@@ -21,12 +21,13 @@
 //! that socket as still readable, because no new edge will come for bytes already there.
 
 use std::io::{self, Read};
+use std::sync::Arc;
 use std::time::Duration;
 
 use log::{debug, info, trace, warn};
 use mio::event::Event;
 use mio::net::UdpSocket;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Token, Waker};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
@@ -50,12 +51,14 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(200);
 /// Tokens at the top of the range belong to sources other than connections, whose
 /// tokens are slab keys counting up from 0.
 const SIGNAL_TOKEN: Token = Token(usize::MAX);
-const LISTENER_BASE: usize = usize::MAX - 1;
-const UDP_BASE: usize = usize::MAX - 1 - 4096;
+const WAKER_TOKEN: Token = Token(usize::MAX - 1);
+const LISTENER_BASE: usize = usize::MAX - 2;
+const UDP_BASE: usize = LISTENER_BASE - 4096;
 
 /// What a token refers to.
 enum Source {
     Signal,
+    Waker,
     Listener(usize),
     Udp(usize),
     Conn(usize),
@@ -64,6 +67,7 @@ enum Source {
 fn classify(token: Token) -> Source {
     match token.0 {
         t if t == SIGNAL_TOKEN.0 => Source::Signal,
+        t if t == WAKER_TOKEN.0 => Source::Waker,
         t if t > UDP_BASE => Source::Listener(LISTENER_BASE - t),
         t if t > UDP_BASE - 4096 => Source::Udp(UDP_BASE - t),
         t => Source::Conn(t),
@@ -106,6 +110,8 @@ pub struct EventLoop<S> {
     scratch: Vec<u8>,
     listeners: Vec<Listener>,
     signals: Option<Signals>,
+    /// Created on first use by `waker()`.
+    waker: Option<Arc<Waker>>,
     /// While descriptors are exhausted: when to try `accept` again.
     accept_paused_until: Option<Millis>,
     /// The pause was logged; log again only after accepting fully resumed.
@@ -128,6 +134,7 @@ impl<S: Default> EventLoop<S> {
             scratch: vec![0; SCRATCH_SIZE],
             listeners: Vec::new(),
             signals: None,
+            waker: None,
             accept_paused_until: None,
             accept_pause_logged: false,
             shutdown_deadline: None,
@@ -191,6 +198,18 @@ impl<S: Default> EventLoop<S> {
             .register(&mut signals, SIGNAL_TOKEN, Interest::READABLE)?;
         self.signals = Some(signals);
         Ok(())
+    }
+
+    /// A handle other threads use to wake the loop (it then calls `Handler::on_wake`),
+    /// e.g. a resolver thread handing back addresses through a channel. The loop itself
+    /// never blocks on anything but `poll`.
+    pub fn waker(&mut self) -> io::Result<Arc<Waker>> {
+        if let Some(waker) = &self.waker {
+            return Ok(Arc::clone(waker));
+        }
+        let waker = Arc::new(Waker::new(self.poll.registry(), WAKER_TOKEN)?);
+        self.waker = Some(Arc::clone(&waker));
+        Ok(waker)
     }
 
     /// The listeners, for printing where we listen.
@@ -290,6 +309,10 @@ impl<S: Default> EventLoop<S> {
     fn dispatch<H: Handler<State = S>>(&mut self, handler: &mut H, event: &Event) {
         match classify(event.token()) {
             Source::Signal => self.on_signal(handler),
+            Source::Waker => {
+                trace!("woken by another thread");
+                handler.on_wake(&mut self.conns);
+            }
             Source::Listener(i) => {
                 trace!("listener {i} readable");
                 if self.accept_paused_until.is_none() {

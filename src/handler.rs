@@ -123,6 +123,11 @@ pub trait Handler {
         }
     }
 
+    /// Another thread called `wake()` on the loop's waker (see `EventLoop::waker`).
+    fn on_wake(&mut self, conns: &mut Conns<Self::State>) {
+        let _ = conns;
+    }
+
     /// Called once at the end of every turn of the loop (for progress, scheduling).
     fn on_turn(&mut self, conns: &mut Conns<Self::State>) {
         let _ = conns;
