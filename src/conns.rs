@@ -220,6 +220,15 @@ impl<S> Conns<S> {
         self.slab.get_mut(token.0).map(|c| &mut c.state)
     }
 
+    /// Input the handler has not consumed yet (an unfinished line or frame): in `on_eof`,
+    /// the last line of a peer that did not end it with a newline.
+    pub fn unconsumed(&self, token: Token) -> &[u8] {
+        match self.slab.get(token.0).and_then(|c| c.pending.as_deref()) {
+            Some(pending) => &pending.read_buf,
+            None => &[],
+        }
+    }
+
     /// The connection's peer, for messages.
     pub fn peer(&self, token: Token) -> Option<Peer> {
         self.slab.get(token.0).map(|c| c.peer)

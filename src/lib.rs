@@ -16,7 +16,8 @@
 //! - [`listen`]: TCP, Unix and UDP sockets made with the right options.
 //! - [`services`]: echo, upper and hello, one file each.
 //! - [`serve`]: `netloop serve`, services on every transport asked for.
-//! - [`serve_workers`]: `netloop serve --workers N`, the nginx worker model.
+//! - [`serve_workers`]: `netloop serve --workers N`, the nginx worker model: ports, spawning.
+//! - [`supervisor`]: the parent of those workers, a handler on the loop.
 //! - [`client`]: `netloop client`, the seeds' interactive client.
 //! - [`resolve`]: `netloop resolve`, seed 001's address lookups.
 //! - [`stats`]: counters and the shutdown summary line.
@@ -40,6 +41,7 @@ pub mod serve_workers;
 pub mod services;
 pub mod stats;
 pub mod stress;
+pub mod supervisor;
 
 pub use event_loop::{Conns, EventLoop, LoopConfig, Target};
 pub use handler::{CloseReason, Handler, SignalAction};

@@ -43,8 +43,9 @@
 //!    the reservation also turns "port already in use" into one clear error before any
 //!    worker starts.
 //! 2. **spawns** N copies of itself (`current_exe() serve ... --workers 1 --reuse-port
-//!    --listen <concrete address>`), stdout piped, stderr inherited (so their log lines
-//!    and `summary:` lines appear as they would for one server);
+//!    --listen <concrete address>`), stderr inherited (so their log lines and `summary:`
+//!    lines appear as they would for one server), and for stdout one end of a Unix socket
+//!    pair whose other end the parent reads;
 //! 3. reads each worker's stdout until its `listening on` lines have come, then
 //!    **announces** them once, in the same format plus `(N workers)`, so scripts and tests
 //!    that wait for `listening on` work unchanged;
@@ -57,9 +58,10 @@
 //!    for `--grace` seconds), waits, sends SIGKILL to any still there after `--grace`
 //!    plus a margin, and exits 0 only if every worker stopped cleanly.
 //!
-//! The parent is itself a small readiness loop: one `Poll` with the signals (SIGINT,
-//! SIGTERM, and SIGCHLD — "some child changed state") and the workers' stdout pipes, and
-//! a poll timeout that is the nearest deadline (startup, a restart, the SIGKILL).
+//! Steps 1 and 2 are this file, with `Worker`, a slot holding one worker process (signals
+//! to it, reaping it, the restart back-off). Steps 3 and 4 are `supervisor.rs`: not a
+//! loop of its own but a `Handler` on the crate's one `EventLoop`, for which signals,
+//! the workers' output and the supervisor's deadlines are events like any other.
 //!
 //! Two process details matter. Workers run in their own process group, so a Ctrl-C in a
 //! terminal reaches only the parent, which forwards exactly one SIGTERM — otherwise each
@@ -70,39 +72,23 @@
 //!
 //! Options such as `--max-conns` apply to each worker, not to the total.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::ValueEnum;
-use log::{debug, error, info, warn};
-use mio::unix::pipe::Receiver;
-use mio::{Events, Interest, Poll, Token};
-use signal_hook_mio::v1_0::Signals;
+use log::{debug, info, warn};
+use mio::Token;
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::io_util::{interrupted, would_block};
+use crate::event_loop::{EventLoop, LoopConfig};
 use crate::serve::ServeArgs;
-
-/// Worker stdout pipes use their slot number as token; the signals take the top one.
-const SIGNAL_TOKEN: Token = Token(usize::MAX);
-/// How long all workers together may take to report that they listen.
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
-/// Shortest time between two starts of the same worker slot.
-const MIN_BACKOFF: Duration = Duration::from_secs(1);
-/// Longest, reached by doubling while a worker keeps dying young.
-const MAX_BACKOFF: Duration = Duration::from_secs(32);
-/// A worker that lived this long was healthy: its next restart is quick again.
-const STABLE_AFTER: Duration = Duration::from_secs(10);
-/// Time beyond `--grace` that stopping workers get before SIGKILL (to log, to exit).
-const KILL_MARGIN: Duration = Duration::from_secs(5);
-/// A worker's stdout line longer than this is passed on in pieces.
-const MAX_LINE: usize = 64 * 1024;
-/// What a worker prints once per listener when it is ready.
-const LISTENING: &str = "listening on ";
+use crate::supervisor::Supervisor;
 
 /// Run `args.workers` worker processes and supervise them until they are all done.
 pub fn serve_workers(args: &ServeArgs) -> io::Result<()> {
@@ -128,6 +114,7 @@ pub fn serve_workers(args: &ServeArgs) -> io::Result<()> {
         // The same default as a single server.
         listen.push(SocketAddr::from(([127, 0, 0, 1], 8888)));
     }
+    // Never read: owning these sockets is what keeps the ports ours.
     let mut reservations = Vec::with_capacity(listen.len());
     let mut addrs = Vec::with_capacity(listen.len());
     for addr in listen {
@@ -138,13 +125,27 @@ pub fn serve_workers(args: &ServeArgs) -> io::Result<()> {
     }
     let exe = std::env::current_exe()
         .map_err(|e| io::Error::new(e.kind(), format!("cannot find our own program: {e}")))?;
-    let worker_args = worker_args(args, &addrs)?;
-    let mut supervisor = Supervisor::new(exe, worker_args, args.workers, reservations, grace)?;
-    let result = supervisor.run();
-    if result.is_err() {
-        supervisor.stop_now();
-    }
-    result
+    let command = WorkerCommand {
+        exe,
+        args: worker_args(args, &addrs)?,
+    };
+
+    let mut event_loop = EventLoop::new(LoopConfig::default())?;
+    // Before any child exists, so no SIGCHLD and no SIGTERM can be missed.
+    event_loop.handle_signals_from(&[libc::SIGINT, libc::SIGTERM, libc::SIGCHLD])?;
+    info!(
+        "starting {} workers: {} {}",
+        args.workers,
+        command.exe.display(),
+        command.args.join(" ")
+    );
+    // One `listening on` line per `--listen`, and so per reserved address.
+    let mut supervisor = Supervisor::new(command, args.workers, addrs.len(), grace);
+    supervisor.start_all(event_loop.conns());
+    event_loop.run(&mut supervisor)?;
+    // Only now, with every worker gone, may the ports go.
+    drop(reservations);
+    supervisor.outcome()
 }
 
 /// Bind (never listen on) `addr` with the options a worker's listener will have, so the
@@ -220,175 +221,23 @@ fn worker_args(args: &ServeArgs, addrs: &[SocketAddr]) -> io::Result<Vec<String>
     Ok(out)
 }
 
-/// One worker slot: the process in it now (if any) and its restart bookkeeping.
-struct Worker {
-    child: Option<Child>,
-    /// The child's stdout, registered with token = slot number, until EOF.
-    stdout: Option<Receiver>,
-    /// Bytes of an unfinished stdout line.
-    partial: Vec<u8>,
-    /// The `listening on` lines of the current process.
-    listening: Vec<String>,
-    started: Instant,
-    /// Delay from one start of this slot to the next, when the worker dies young.
-    backoff: Duration,
-    /// When the slot's next process is due (the slot is empty until then).
-    restart_at: Option<Instant>,
-    restarts: u64,
-}
-
-enum Phase {
-    /// Waiting for every worker's `listening on` lines.
-    Starting { deadline: Instant },
-    /// Announced; restarting workers that die.
-    Running,
-    /// SIGTERM sent; SIGKILL for the rest at `kill_at` (once).
-    Stopping { kill_at: Instant, killed: bool },
-}
-
-struct Supervisor {
+/// How to start one worker: our own program, with the arguments from `worker_args`.
+pub(crate) struct WorkerCommand {
     exe: PathBuf,
-    worker_args: Vec<String>,
-    /// How many `listening on` lines a ready worker prints (one per `--listen`).
-    expected_lines: usize,
-    grace: Duration,
-    poll: Poll,
-    events: Events,
-    signals: Signals,
-    workers: Vec<Worker>,
-    phase: Phase,
-    /// Workers that did not stop cleanly when told to.
-    unclean: Vec<String>,
-    /// Held, never read: owning these sockets is what keeps the ports ours.
-    _reservations: Vec<Socket>,
+    args: Vec<String>,
 }
 
-impl Supervisor {
-    fn new(
-        exe: PathBuf,
-        worker_args: Vec<String>,
-        count: usize,
-        reservations: Vec<Socket>,
-        grace: Duration,
-    ) -> io::Result<Supervisor> {
-        let poll = Poll::new()?;
-        // Registered before any child exists, so no SIGCHLD and no SIGTERM can be missed.
-        let mut signals = Signals::new([libc::SIGINT, libc::SIGTERM, libc::SIGCHLD])?;
-        poll.registry()
-            .register(&mut signals, SIGNAL_TOKEN, Interest::READABLE)?;
-        let now = Instant::now();
-        let workers = (0..count)
-            .map(|_| Worker {
-                child: None,
-                stdout: None,
-                partial: Vec::new(),
-                listening: Vec::new(),
-                started: now,
-                backoff: MIN_BACKOFF,
-                restart_at: None,
-                restarts: 0,
-            })
-            .collect();
-        Ok(Supervisor {
-            exe,
-            worker_args,
-            // One `listening on` line per `--listen`, and so per reserved address.
-            expected_lines: reservations.len(),
-            grace,
-            poll,
-            events: Events::with_capacity(64),
-            signals,
-            workers,
-            phase: Phase::Starting {
-                deadline: now + STARTUP_TIMEOUT,
-            },
-            unclean: Vec::new(),
-            _reservations: reservations,
-        })
-    }
-
-    /// Start every worker, then react to signals, output and deadlines until all are done.
-    fn run(&mut self) -> io::Result<()> {
-        info!(
-            "starting {} workers: {} {}",
-            self.workers.len(),
-            self.exe.display(),
-            self.worker_args.join(" ")
-        );
-        for slot in 0..self.workers.len() {
-            self.start(slot)?;
-        }
-        while !self.finished() {
-            let timeout = self
-                .next_deadline()
-                .map(|t| t.saturating_duration_since(Instant::now()));
-            if let Err(e) = self.poll.poll(&mut self.events, timeout) {
-                if !interrupted(&e) {
-                    return Err(e);
-                }
-            }
-            let mut signalled = false;
-            let mut readable = Vec::new();
-            for event in self.events.iter() {
-                match event.token() {
-                    SIGNAL_TOKEN => signalled = true,
-                    Token(slot) => readable.push(slot),
-                }
-            }
-            for slot in readable {
-                self.read_stdout(slot)?;
-            }
-            if signalled {
-                self.on_signals();
-            }
-            // SIGCHLD says "at least one child changed state" (signals coalesce), so
-            // every child is asked; asking costs one non-blocking waitpid each.
-            self.reap()?;
-            self.on_deadlines()?;
-        }
-        let restarts: u64 = self.workers.iter().map(|w| w.restarts).sum();
-        if self.unclean.is_empty() {
-            info!(
-                "all {} workers exited cleanly ({restarts} restarts)",
-                self.workers.len()
-            );
-            Ok(())
-        } else {
-            Err(io::Error::other(format!(
-                "{} of {} workers did not stop cleanly: {}",
-                self.unclean.len(),
-                self.workers.len(),
-                self.unclean.join("; ")
-            )))
-        }
-    }
-
-    /// Done when no slot holds a process or awaits one.
-    fn finished(&self) -> bool {
-        self.workers
-            .iter()
-            .all(|w| w.child.is_none() && w.restart_at.is_none())
-    }
-
-    fn next_deadline(&self) -> Option<Instant> {
-        let phase = match self.phase {
-            Phase::Starting { deadline } => Some(deadline),
-            Phase::Running => None,
-            Phase::Stopping { kill_at, killed } => (!killed).then_some(kill_at),
-        };
-        self.workers
-            .iter()
-            .filter_map(|w| w.restart_at)
-            .chain(phase)
-            .min()
-    }
-
-    /// Put a new worker process in `slot`, its stdout on our poll.
-    fn start(&mut self, slot: usize) -> io::Result<()> {
+impl WorkerCommand {
+    /// Start the worker for `slot`; returns it with our end of its stdout (non-blocking).
+    pub(crate) fn spawn(&self, slot: usize) -> io::Result<(Child, UnixStream)> {
+        // A socket pair rather than a pipe: the loop's connections are sockets, and to
+        // the worker a socket is as good a stdout as a pipe.
+        let (ours, theirs) = UnixStream::pair()?;
+        ours.set_nonblocking(true)?;
         let mut cmd = Command::new(&self.exe);
-        cmd.args(&self.worker_args)
+        cmd.args(&self.args)
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
+            .stdout(Stdio::from(OwnedFd::from(theirs)))
             .stderr(Stdio::inherit())
             // Terminal signals (Ctrl-C) go to the parent only; see the module comment.
             .process_group(0);
@@ -407,341 +256,148 @@ impl Supervisor {
                 Ok(())
             });
         }
-        let mut child = cmd.spawn().map_err(|e| {
+        let child = cmd.spawn().map_err(|e| {
             io::Error::new(
                 e.kind(),
                 format!("start worker {slot} ({}): {e}", self.exe.display()),
             )
         })?;
-        let pipe = child
-            .stdout
-            .take()
-            .ok_or_else(|| io::Error::other("worker started without a stdout pipe"))
-            .and_then(|stdout| {
-                let mut pipe = Receiver::from(stdout);
-                pipe.set_nonblocking(true)?;
-                self.poll
-                    .registry()
-                    .register(&mut pipe, Token(slot), Interest::READABLE)?;
-                Ok(pipe)
-            });
-        let pipe = match pipe {
-            Ok(pipe) => pipe,
-            Err(e) => {
-                // It is not listening yet: nothing to drain, so no need to be gentle.
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(e);
-            }
-        };
-        info!("worker {slot}: started, pid {}", child.id());
-        let w = &mut self.workers[slot];
-        w.child = Some(child);
-        w.stdout = Some(pipe);
-        w.partial.clear();
-        w.listening.clear();
-        w.started = Instant::now();
-        w.restart_at = None;
-        Ok(())
-    }
-
-    /// Read a worker's stdout until `WouldBlock` (edge-triggered) or EOF.
-    fn read_stdout(&mut self, slot: usize) -> io::Result<()> {
-        let mut buf = [0u8; 4096];
-        loop {
-            let Some(pipe) = self.workers.get_mut(slot).and_then(|w| w.stdout.as_mut()) else {
-                // An event for a pipe already closed: ignore it.
-                return Ok(());
-            };
-            match pipe.read(&mut buf) {
-                Ok(0) => {
-                    let w = &mut self.workers[slot];
-                    // Closing the descriptor also takes it out of the poll.
-                    w.stdout = None;
-                    let rest = std::mem::take(&mut w.partial);
-                    if !rest.is_empty() {
-                        self.on_line(slot, &rest)?;
-                    }
-                    return Ok(());
-                }
-                Ok(n) => {
-                    self.workers[slot].partial.extend_from_slice(&buf[..n]);
-                    self.split_lines(slot)?;
-                }
-                Err(e) if would_block(&e) => return Ok(()),
-                Err(e) if interrupted(&e) => continue,
-                Err(e) => {
-                    warn!("worker {slot}: reading its output: {e}");
-                    self.workers[slot].stdout = None;
-                    return Ok(());
-                }
-            }
-        }
-    }
-
-    fn split_lines(&mut self, slot: usize) -> io::Result<()> {
-        loop {
-            let partial = &mut self.workers[slot].partial;
-            let line: Vec<u8> = match partial.iter().position(|&b| b == b'\n') {
-                Some(end) => {
-                    let line = partial[..end].to_vec();
-                    partial.drain(..=end);
-                    line
-                }
-                None if partial.len() > MAX_LINE => std::mem::take(partial),
-                None => return Ok(()),
-            };
-            self.on_line(slot, &line)?;
-        }
-    }
-
-    /// A line of a worker's stdout: collect `listening on` lines, pass anything else on.
-    fn on_line(&mut self, slot: usize, line: &[u8]) -> io::Result<()> {
-        let line = String::from_utf8_lossy(line);
-        let expected = self.expected_lines;
-        let w = &mut self.workers[slot];
-        if !line.starts_with(LISTENING) || w.listening.len() >= expected {
-            // Nothing else is printed today; whatever comes is the user's, not ours.
-            let mut out = io::stdout().lock();
-            if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
-                debug!("worker {slot}: passing its output on: {e}");
-            }
-            return Ok(());
-        }
-        w.listening.push(line.into_owned());
-        if w.listening.len() < expected {
-            return Ok(());
-        }
-        let pid = w.child.as_ref().map_or(0, |c| c.id());
-        match self.phase {
-            Phase::Starting { .. } => {
-                debug!("worker {slot} (pid {pid}) is listening");
-                if self.workers.iter().all(|w| w.listening.len() == expected) {
-                    self.announce()?;
-                }
-            }
-            Phase::Running => info!("worker {slot} (pid {pid}) is listening again"),
-            Phase::Stopping { .. } => {}
-        }
-        Ok(())
-    }
-
-    /// Print the listening lines once for all workers (they are the same in each).
-    fn announce(&mut self) -> io::Result<()> {
-        let n = self.workers.len();
-        let mut out = io::stdout().lock();
-        for line in &self.workers[0].listening {
-            writeln!(out, "{line}  ({n} workers)")?;
-        }
-        out.flush()?;
-        let pids: Vec<String> = self
-            .workers
-            .iter()
-            .filter_map(|w| w.child.as_ref().map(|c| c.id().to_string()))
-            .collect();
-        info!("{n} workers listening, pids {}", pids.join(" "));
-        self.phase = Phase::Running;
-        Ok(())
-    }
-
-    fn on_signals(&mut self) {
-        let received: Vec<i32> = self.signals.pending().collect();
-        for signal in received {
-            if signal == libc::SIGCHLD {
-                continue; // `reap` runs after every wake-up anyway
-            }
-            if let Phase::Stopping { .. } = self.phase {
-                // As for a single server, a second signal means "now": each worker closes
-                // its remaining connections when it gets its second SIGTERM.
-                info!("signal {signal} again: telling workers to close connections now");
-                self.signal_all(libc::SIGTERM);
-            } else {
-                let running = self.workers.iter().filter(|w| w.child.is_some()).count();
-                info!("signal {signal}: stopping {running} workers");
-                self.phase = Phase::Stopping {
-                    kill_at: Instant::now() + self.grace + KILL_MARGIN,
-                    killed: false,
-                };
-                for w in &mut self.workers {
-                    w.restart_at = None;
-                }
-                self.signal_all(libc::SIGTERM);
-            }
-        }
-    }
-
-    fn signal_all(&self, signal: i32) {
-        for (slot, w) in self.workers.iter().enumerate() {
-            if let Some(child) = &w.child {
-                // A child not yet reaped keeps its pid (a zombie at worst), so this can
-                // never hit an unrelated process that reused the number.
-                // SAFETY: kill(2) has no memory-safety preconditions.
-                if unsafe { libc::kill(child.id() as libc::pid_t, signal) } == -1 {
-                    let e = io::Error::last_os_error();
-                    warn!("worker {slot} (pid {}): kill: {e}", child.id());
-                }
-            }
-        }
-    }
-
-    /// Collect every worker that exited, and decide what its exit means.
-    fn reap(&mut self) -> io::Result<()> {
-        for slot in 0..self.workers.len() {
-            let Some(child) = self.workers[slot].child.as_mut() else {
-                continue;
-            };
-            let pid = child.id();
-            let status = match child.try_wait() {
-                Ok(Some(status)) => status,
-                Ok(None) => continue,
-                Err(e) => {
-                    // Nothing to wait for (ECHILD) means it is gone all the same.
-                    warn!("worker {slot} (pid {pid}): waitpid: {e}");
-                    ExitStatus::from_raw(libc::EXIT_FAILURE << 8)
-                }
-            };
-            // Whatever it printed before dying is still in the pipe.
-            self.read_stdout(slot)?;
-            let w = &mut self.workers[slot];
-            w.child = None;
-            w.stdout = None;
-            w.partial.clear();
-            self.exited(slot, pid, status)?;
-        }
-        Ok(())
-    }
-
-    fn exited(&mut self, slot: usize, pid: u32, status: ExitStatus) -> io::Result<()> {
-        let w = &mut self.workers[slot];
-        match self.phase {
-            Phase::Starting { .. } => {
-                // Before the first announcement a death is almost always configuration
-                // (a bad option, a port taken): restarting would only repeat it.
-                let what = if w.listening.len() < self.expected_lines {
-                    "before listening"
-                } else {
-                    "while the others were starting"
-                };
-                error!("worker {slot} (pid {pid}) exited {what}: {status}");
-                Err(io::Error::other(format!(
-                    "worker {slot} exited {what} ({status}); its error, if any, is above"
-                )))
-            }
-            Phase::Stopping { .. } => {
-                // Killed by our own SIGTERM counts as clean: that happens when it came
-                // before the worker had set up its signal handling.
-                if status.success() || status.signal() == Some(libc::SIGTERM) {
-                    info!("worker {slot} (pid {pid}) stopped: {status}");
-                } else {
-                    warn!("worker {slot} (pid {pid}) did not stop cleanly: {status}");
-                    self.unclean.push(format!("worker {slot}: {status}"));
-                }
-                Ok(())
-            }
-            Phase::Running if status.success() => {
-                // Exit 0 is a worker told to stop (someone sent *it* SIGTERM): respect it.
-                info!("worker {slot} (pid {pid}) exited 0 on its own: not restarting it");
-                Ok(())
-            }
-            Phase::Running => {
-                let now = Instant::now();
-                if now.duration_since(w.started) >= STABLE_AFTER {
-                    w.backoff = MIN_BACKOFF;
-                }
-                let at = (w.started + w.backoff).max(now);
-                w.restart_at = Some(at);
-                w.backoff = (w.backoff * 2).min(MAX_BACKOFF);
-                warn!(
-                    "worker {slot} (pid {pid}) died: {status}; restarting it in {:.1}s",
-                    at.duration_since(now).as_secs_f64()
-                );
-                Ok(())
-            }
-        }
-    }
-
-    fn on_deadlines(&mut self) -> io::Result<()> {
-        let now = Instant::now();
-        match self.phase {
-            Phase::Starting { deadline } if now >= deadline => {
-                let waiting: Vec<String> = self
-                    .workers
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, w)| w.listening.len() < self.expected_lines)
-                    .map(|(slot, _)| slot.to_string())
-                    .collect();
-                Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!(
-                        "workers {} did not report listening within {STARTUP_TIMEOUT:?}",
-                        waiting.join(", ")
-                    ),
-                ))
-            }
-            Phase::Starting { .. } => Ok(()),
-            Phase::Running => {
-                for slot in 0..self.workers.len() {
-                    if !self.workers[slot].restart_at.is_some_and(|t| t <= now) {
-                        continue;
-                    }
-                    self.workers[slot].restarts += 1;
-                    if let Err(e) = self.start(slot) {
-                        let w = &mut self.workers[slot];
-                        let delay = w.backoff;
-                        w.restart_at = Some(now + delay);
-                        w.backoff = (delay * 2).min(MAX_BACKOFF);
-                        warn!("worker {slot}: {e}; trying again in {delay:?}");
-                    }
-                }
-                Ok(())
-            }
-            Phase::Stopping { kill_at, killed } if !killed && now >= kill_at => {
-                let left = self.workers.iter().filter(|w| w.child.is_some()).count();
-                warn!("{left} workers still running after the grace period: SIGKILL");
-                self.signal_all(libc::SIGKILL);
-                self.phase = Phase::Stopping {
-                    kill_at,
-                    killed: true,
-                };
-                Ok(())
-            }
-            Phase::Stopping { .. } => Ok(()),
-        }
-    }
-
-    /// After an error: stop the workers (SIGTERM, a bounded wait, SIGKILL) and reap them.
-    fn stop_now(&mut self) {
-        self.signal_all(libc::SIGTERM);
-        let kill_at = Instant::now() + self.grace + KILL_MARGIN;
-        while Instant::now() < kill_at && self.workers.iter().any(|w| w.child.is_some()) {
-            for w in &mut self.workers {
-                if let Some(child) = &mut w.child {
-                    if !matches!(child.try_wait(), Ok(None)) {
-                        w.child = None;
-                    }
-                }
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        for w in &mut self.workers {
-            if let Some(mut child) = w.child.take() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
+        // `cmd` goes now, and with it our copy of the worker's end: the worker's exit is
+        // then what closes the socket, and we read EOF.
+        Ok((child, ours))
     }
 }
 
-impl Drop for Supervisor {
-    fn drop(&mut self) {
-        // Only reached with workers left on an unexpected path (a panic): do not leave
-        // them running. On every normal path they are all reaped by now.
-        for w in &mut self.workers {
-            if let Some(mut child) = w.child.take() {
-                let _ = child.kill();
-                let _ = child.wait();
+/// Shortest time between two starts of the same worker slot.
+const MIN_BACKOFF: Duration = Duration::from_secs(1);
+/// Longest, reached by doubling while a worker keeps dying young.
+const MAX_BACKOFF: Duration = Duration::from_secs(32);
+/// A worker that lived this long was healthy: its next restart is quick again.
+const STABLE_AFTER: Duration = Duration::from_secs(10);
+
+/// One worker slot: the process in it now (if any), what the parent knows of it, and the
+/// slot's restart bookkeeping.
+pub(crate) struct Worker {
+    /// The process, until it is reaped.
+    child: Option<Child>,
+    /// Its pid, for log lines (kept after the reaping).
+    pub(crate) pid: u32,
+    /// Its stdout on the loop, until EOF.
+    pub(crate) stdout: Option<Token>,
+    /// How it exited, once reaped; reported by `finished` when `stdout` has closed too.
+    exited: Option<ExitStatus>,
+    /// The `listening on` lines of the current process.
+    pub(crate) listening: Vec<String>,
+    started: Instant,
+    /// Delay from one start of this slot to the next, when the worker dies young.
+    backoff: Duration,
+    /// When the slot's next process is due (the slot is empty until then).
+    pub(crate) restart_at: Option<Instant>,
+    /// Processes started in this slot after the first.
+    pub(crate) restarts: u64,
+}
+
+impl Worker {
+    /// An empty slot.
+    pub(crate) fn new() -> Worker {
+        Worker {
+            child: None,
+            pid: 0,
+            stdout: None,
+            exited: None,
+            listening: Vec::new(),
+            started: Instant::now(),
+            backoff: MIN_BACKOFF,
+            restart_at: None,
+            restarts: 0,
+        }
+    }
+
+    /// A new process is in the slot, its stdout on the loop as `stdout`.
+    pub(crate) fn started(&mut self, child: Child, stdout: Token) {
+        self.pid = child.id();
+        self.child = Some(child);
+        self.stdout = Some(stdout);
+        self.listening.clear();
+        self.started = Instant::now();
+        self.restart_at = None;
+    }
+
+    /// The process is there and not yet reaped.
+    pub(crate) fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Nothing in the slot, and nothing to come.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.child.is_none() && self.exited.is_none() && self.restart_at.is_none()
+    }
+
+    /// Send `signal` to the process, if it is not reaped yet.
+    pub(crate) fn signal(&self, slot: usize, signal: i32) {
+        if self.child.is_none() {
+            return;
+        }
+        // A child not yet reaped keeps its pid (a zombie at worst), so this can never hit
+        // an unrelated process that reused the number.
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        if unsafe { libc::kill(self.pid as libc::pid_t, signal) } == -1 {
+            let e = io::Error::last_os_error();
+            warn!("worker {slot} (pid {}): kill: {e}", self.pid);
+        }
+    }
+
+    /// Reap the process if it has exited (a non-blocking `waitpid`); its exit status once
+    /// its stdout has closed too — until then, the last lines it printed may be unread.
+    pub(crate) fn finished(&mut self, slot: usize) -> Option<ExitStatus> {
+        if let Some(child) = &mut self.child {
+            let status = match child.try_wait() {
+                Ok(status) => status,
+                Err(e) => {
+                    // Nothing to wait for (ECHILD) means it is gone all the same.
+                    warn!("worker {slot} (pid {}): waitpid: {e}", self.pid);
+                    Some(ExitStatus::from_raw(libc::EXIT_FAILURE << 8))
+                }
+            };
+            if status.is_some() {
+                self.child = None;
+                self.exited = status;
             }
+        }
+        match self.stdout {
+            Some(_) => None,
+            None => self.exited.take(),
+        }
+    }
+
+    /// The process died: start the next one `backoff` after this one started (or now),
+    /// and double the back-off unless this one lived long enough to count as healthy.
+    pub(crate) fn plan_restart(&mut self, now: Instant) -> Duration {
+        if now.duration_since(self.started) >= STABLE_AFTER {
+            self.backoff = MIN_BACKOFF;
+        }
+        let at = (self.started + self.backoff).max(now);
+        self.restart_at = Some(at);
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        at.duration_since(now)
+    }
+
+    /// Starting a process failed: try again after the back-off, doubled for next time.
+    pub(crate) fn retry_later(&mut self, now: Instant) -> Duration {
+        let delay = self.backoff;
+        self.restart_at = Some(now + delay);
+        self.backoff = (delay * 2).min(MAX_BACKOFF);
+        delay
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        // Only reached with a process left on an unexpected path (a panic, a failed
+        // poll): do not leave it running. On every normal path it is reaped by now.
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 }
