@@ -9,7 +9,9 @@
 //! 2. **Holding** for `--hold` seconds: idle connections sit still (or send
 //!    `--keepalive-data` every `--keepalive` seconds); active ones do back-to-back round
 //!    trips, each timed into an HDR histogram.
-//! 3. **Done**: the loop stops and the counters become a `Report`.
+//! 3. **Draining** (at most a second): no new requests; replies to those already sent
+//!    are still timed; any still missing are counted as `unanswered`, with their wait.
+//! 4. **Done**: the loop stops and the counters become a `Report`.
 //!
 //! An idle connection costs the loop a slot and this handler a 16-byte state, so the
 //! stress tester itself stays cheap per connection: that is the loop's claim, tested on
@@ -29,6 +31,9 @@ use crate::event_loop::{Conns, Target};
 use crate::handler::{CloseReason, Handler};
 use crate::stress::http::HttpResponse;
 use crate::stress::report::{record_us, rss_kb, Report};
+
+/// After the hold, how long to wait for replies to requests already sent.
+const DRAIN: Duration = Duration::from_secs(1);
 
 /// What an active connection checks in each reply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -106,6 +111,9 @@ pub enum Phase {
     Connected,
     /// Holding and measuring, until the given time.
     Holding(Instant),
+    /// Hold over: no new requests; waiting (until the given time at most) for the
+    /// replies to requests already sent.
+    Draining(Instant),
     /// Finished.
     Done,
 }
@@ -217,7 +225,7 @@ impl Stress {
     /// must show up as latency, not as silence.
     pub fn finish(&mut self, conns: &mut Conns<ProbeState>) {
         let now = Instant::now();
-        if matches!(self.phase, Phase::Holding(_)) {
+        if matches!(self.phase, Phase::Holding(_) | Phase::Draining(_)) {
             for &token in &self.active_tokens {
                 if let Some(Some(probe)) = conns.state(token).map(|s| s.active.as_ref()) {
                     if probe.in_flight {
@@ -229,10 +237,23 @@ impl Stress {
             }
         }
         self.report.still_open_at_end = self.open;
-        if let Some(t) = self.hold_started {
+        if let (Some(t), 0.0) = (self.hold_started, self.report.hold_secs) {
             self.report.hold_secs = t.elapsed().as_secs_f64();
         }
         self.phase = Phase::Done;
+    }
+
+    /// Requests sent and not yet answered.
+    fn in_flight(&self, conns: &Conns<ProbeState>) -> usize {
+        self.active_tokens
+            .iter()
+            .filter(|&&t| {
+                conns
+                    .state(t)
+                    .and_then(|s| s.active.as_ref())
+                    .is_some_and(|p| p.in_flight)
+            })
+            .count()
     }
 
     /// This process's memory growth per open connection since it started connecting.
@@ -347,11 +368,12 @@ impl Stress {
     fn complete_round(&mut self, conns: &mut Conns<ProbeState>, token: Token) {
         let now = Instant::now();
         let holding = matches!(self.phase, Phase::Holding(_));
+        let measuring = holding || matches!(self.phase, Phase::Draining(_));
         let Some(probe) = conns.state_mut(token).and_then(|s| s.active.as_mut()) else {
             return;
         };
         probe.in_flight = false;
-        if holding {
+        if measuring {
             let us = now.saturating_duration_since(probe.intended).as_micros() as u64;
             record_us(&mut self.report.latency, us);
             self.report.round_trips += 1;
@@ -532,6 +554,16 @@ impl Handler for Stress {
                 }
             }
             Phase::Holding(until) if Instant::now() >= until => {
+                // The hold is what the rate is measured over; replies to requests sent
+                // during it still count, so wait a little for them before closing books.
+                if let Some(t) = self.hold_started {
+                    self.report.hold_secs = t.elapsed().as_secs_f64();
+                }
+                self.phase = Phase::Draining(Instant::now() + DRAIN);
+                conns.wake_after(DRAIN);
+                self.on_turn(conns);
+            }
+            Phase::Draining(until) if Instant::now() >= until || self.in_flight(conns) == 0 => {
                 self.finish(conns);
                 conns.stop();
             }
