@@ -43,6 +43,14 @@ impl Listener {
         }
     }
 
+    /// The bound TCP address (with the real port when port 0 was asked for).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Listener::Tcp(_, addr) => Some(*addr),
+            Listener::Unix(..) => None,
+        }
+    }
+
     /// A human description, such as `tcp 127.0.0.1:8888`.
     pub fn describe(&self) -> String {
         match self {
