@@ -99,10 +99,12 @@ impl<S> Conns<S> {
             // A message has a few parts at most (data, suffix): keep them on the stack.
             // Parts past the fourth simply go to the queue below.
             let mut slices = [IoSlice::new(&[]); 4];
-            for (slice, part) in slices.iter_mut().zip(parts) {
-                *slice = IoSlice::new(part);
+            let mut count = 0;
+            for part in parts.iter().filter(|p| !p.is_empty()).take(4) {
+                slices[count] = IoSlice::new(part);
+                count += 1;
             }
-            let slices = &slices[..parts.len().min(4)];
+            let slices = &slices[..count];
             loop {
                 match conn.stream.write_vectored(slices) {
                     Ok(n) => {
