@@ -106,7 +106,11 @@ impl<S> Conns<S> {
             }
             let slices = &slices[..count];
             loop {
-                match conn.stream.write_vectored(slices) {
+                let result = match slices {
+                    [one] => conn.stream.write(one),
+                    _ => conn.stream.write_vectored(slices),
+                };
+                match result {
                     Ok(n) => {
                         written = n;
                         break;

@@ -340,7 +340,11 @@ impl<S: Default> EventLoop<S> {
                 if conn.has(flags::CONNECTING) && !self.finish_connect(handler, token) {
                     return;
                 }
-                if event.is_writable() || event.is_write_closed() || event.is_error() {
+                // epoll reports "writable" with nearly every event; it only matters when
+                // something is queued (or the event carries an error to surface).
+                let queued = self.conns.queued(token) > 0;
+                if (queued && (event.is_writable() || event.is_write_closed())) || event.is_error()
+                {
                     self.conns.flush(handler, token);
                 }
                 if event.is_read_closed() || event.is_error() {
@@ -536,6 +540,9 @@ impl<S: Default> EventLoop<S> {
 
     /// Remove the connections closed during the last callback.
     fn reap<H: Handler<State = S>>(&mut self, handler: &mut H) {
+        if self.conns.closing.is_empty() {
+            return;
+        }
         let mut freed = false;
         while let Some((token, reason)) = self.conns.closing.pop() {
             let Some(conn) = self.conns.slab.try_remove(token.0) else {

@@ -24,7 +24,11 @@ impl Handler for Echo {
     type State = ();
 
     fn on_data(&mut self, conns: &mut Conns<()>, token: Token, data: &mut [u8]) -> usize {
-        conns.send_parts(token, &[data, &self.suffix]);
+        if self.suffix.is_empty() {
+            conns.send(token, data);
+        } else {
+            conns.send_parts(token, &[data, &self.suffix]);
+        }
         data.len()
     }
 
