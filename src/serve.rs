@@ -15,7 +15,7 @@ use log::info;
 use crate::event_loop::{EventLoop, LoopConfig};
 use crate::handler::Handler;
 use crate::listen::{bind_tcp, bind_udp, bind_unix, TcpOptions};
-use crate::services::{Echo, Hello, ServiceKind, Upper};
+use crate::services::{Echo, Hello, ServiceKind, Upload, UploadOptions, Upper};
 
 /// Options of `netloop serve`.
 #[derive(Clone, Debug, clap::Args)]
@@ -51,6 +51,9 @@ pub struct ServeArgs {
     /// echo: text appended after every chunk (seed 001 uses " 我收到了").
     #[arg(long, value_name = "TEXT")]
     pub suffix: Option<String>,
+    /// Options of the upload service.
+    #[command(flatten)]
+    pub upload: UploadOptions,
     /// Run N worker processes, each its own loop, sharing the TCP port(s) with
     /// SO_REUSEPORT (the nginx model: more cores, and more than one process's open files).
     #[arg(long, default_value_t = 1, value_name = "N")]
@@ -77,6 +80,19 @@ pub fn serve(args: &ServeArgs) -> io::Result<()> {
             "--suffix only applies to the echo service",
         ));
     }
+    if args.upload.any_given() && args.service != ServiceKind::Upload {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "--dir, --max-file-size, --max-header, --secret-file and --auth-timeout only \
+             apply to the upload service",
+        ));
+    }
+    if args.service == ServiceKind::Upload && !args.udp.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the upload service runs over TCP and Unix sockets, not UDP",
+        ));
+    }
     if args.workers > 1 {
         return crate::serve_workers::serve_workers(args);
     }
@@ -87,11 +103,12 @@ pub fn serve(args: &ServeArgs) -> io::Result<()> {
         }
         ServiceKind::Upper => run(args, Upper),
         ServiceKind::Hello => run(args, Hello::default()),
+        ServiceKind::Upload => run(args, Upload::new(&args.upload)?),
     }
 }
 
 fn run<H: Handler>(args: &ServeArgs, mut handler: H) -> io::Result<()> {
-    let config = LoopConfig {
+    let mut config = LoopConfig {
         max_queue: args.max_queue.max(1),
         idle_timeout: args
             .idle_timeout
@@ -101,6 +118,12 @@ fn run<H: Handler>(args: &ServeArgs, mut handler: H) -> io::Result<()> {
         shutdown_grace: seconds("--grace", args.grace)?,
         ..LoopConfig::default()
     };
+    // upload: a partial frame header waits in the read buffer, so it must fit there.
+    let header_frame = args
+        .upload
+        .max_header
+        .saturating_add(crate::framing::PREFIX_LEN);
+    config.max_read_buf = config.max_read_buf.max(header_frame);
     let mut event_loop: EventLoop<H::State> = EventLoop::new(config)?;
 
     // Before announcing readiness, so a SIGTERM right after it is already graceful.

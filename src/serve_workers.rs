@@ -193,6 +193,7 @@ fn worker_args(args: &ServeArgs, addrs: &[SocketAddr]) -> io::Result<Vec<String>
         idle_timeout,
         grace,
         suffix,
+        upload,
         workers: _,
         reuse_port: _,
     } = args;
@@ -215,6 +216,9 @@ fn worker_args(args: &ServeArgs, addrs: &[SocketAddr]) -> io::Result<Vec<String>
     out.push(format!("--grace={grace}"));
     if let Some(text) = suffix {
         out.push(format!("--suffix={text}"));
+    }
+    if upload.any_given() {
+        out.extend(upload.to_args());
     }
     out.push("--workers=1".to_string());
     out.push("--reuse-port".to_string());

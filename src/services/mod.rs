@@ -1,4 +1,5 @@
-//! The line services of `netloop serve`: echo, upper and hello.
+//! The services of `netloop serve`: the line services echo, upper and hello, and the
+//! framed file upload.
 //!
 //! Each service is one small `Handler` in its own file, answering both stream
 //! connections (TCP, Unix) and UDP datagrams with the same transform, the way the seeds
@@ -7,10 +8,12 @@
 
 pub mod echo;
 pub mod hello;
+pub mod upload;
 pub mod upper;
 
 pub use echo::Echo;
 pub use hello::Hello;
+pub use upload::{Upload, UploadOptions};
 pub use upper::Upper;
 
 /// The services `netloop serve` knows, by name.
@@ -22,4 +25,6 @@ pub enum ServiceKind {
     Upper,
     /// `Welcome!` on connect, `Hello, <msg>!` per message, `exit` closes (seed 003).
     Hello,
+    /// Framed file upload into `--dir` (seeds 000 and 004; TCP and Unix only).
+    Upload,
 }

@@ -1,0 +1,235 @@
+//! Results: one per URL, as a line for people or a JSON object, and a progress bar.
+//!
+//! Every URL given gets exactly one `FetchResult`, printed the moment its transfer ends
+//! (so a long run shows results as it goes): a status, the body bytes, the elapsed time
+//! and the redirects followed, or a one-line error saying what went wrong (refused, DNS,
+//! timeout, TLS, malformed response, short body, reset). A non-2xx status is a result,
+//! not an error, but it does not count as a success for the exit status.
+
+use std::io::{self, IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+use crate::handler::CloseReason;
+
+/// What happened to one URL.
+#[derive(Clone, Debug)]
+pub struct FetchResult {
+    /// The URL as given.
+    pub url: String,
+    /// The final status (after redirects), if a response head arrived.
+    pub status: Option<u16>,
+    /// Body bytes received for the final response.
+    pub bytes: u64,
+    /// From the start of the transfer to its end.
+    pub elapsed: Duration,
+    /// Redirects followed.
+    pub redirects: u32,
+    /// The file the body was saved to (`-o DIR`).
+    pub file: Option<PathBuf>,
+    /// Why it failed, in one line; None if a complete response arrived.
+    pub error: Option<String>,
+}
+
+impl FetchResult {
+    /// A complete response with a 2xx status.
+    pub fn succeeded(&self) -> bool {
+        self.error.is_none() && self.status.is_some_and(|s| (200..300).contains(&s))
+    }
+
+    /// The result as one JSON object (one line), keys in a fixed order.
+    pub fn to_json(&self) -> String {
+        let file = self.file.as_ref().map(|p| p.display().to_string());
+        format!(
+            "{{\"url\":{},\"status\":{},\"bytes\":{},\"elapsed_ms\":{},\"redirects\":{},\"file\":{},\"error\":{}}}",
+            json!(self.url),
+            json!(self.status),
+            self.bytes,
+            self.elapsed.as_millis(),
+            self.redirects,
+            json!(file),
+            json!(self.error),
+        )
+    }
+
+    /// The result as one line for people.
+    pub fn human(&self) -> String {
+        let ms = self.elapsed.as_secs_f64() * 1000.0;
+        let redirects = match self.redirects {
+            0 => String::new(),
+            1 => ", 1 redirect".into(),
+            n => format!(", {n} redirects"),
+        };
+        match (&self.error, self.status) {
+            (Some(e), _) => format!("FAIL {}: {e} ({ms:.0} ms{redirects})", self.url),
+            (None, status) => {
+                let file = match &self.file {
+                    Some(p) => format!(" -> {}", p.display()),
+                    None => String::new(),
+                };
+                format!(
+                    "{} {} {} bytes in {ms:.0} ms{redirects}{file}",
+                    status.unwrap_or(0),
+                    self.url,
+                    self.bytes
+                )
+            }
+        }
+    }
+}
+
+/// How results are printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResultFormat {
+    /// One line per URL for people.
+    Human,
+    /// One JSON object per URL (JSON lines).
+    Json,
+    /// Nothing printed (a library caller reads `Fetcher::results`).
+    Silent,
+}
+
+/// Prints results as they come and keeps the totals.
+pub struct Reporter {
+    format: ResultFormat,
+    /// Results go to stderr when stdout carries the body.
+    to_stderr: bool,
+    bar: Option<ProgressBar>,
+    /// Result lines go to the terminal the bar is on: clear the bar around each one.
+    share_terminal: bool,
+    last_draw: Instant,
+    /// URLs finished so far.
+    pub done: u64,
+    /// Of those, not a complete 2xx response.
+    pub failed: u64,
+    /// Body bytes received so far (all transfers).
+    pub bytes: u64,
+}
+
+impl Reporter {
+    /// A reporter for `total` URLs; a progress bar when stderr is a terminal and there
+    /// is more than one URL.
+    pub fn new(format: ResultFormat, to_stderr: bool, total: usize) -> Reporter {
+        let bar = (total > 1 && format != ResultFormat::Silent && io::stderr().is_terminal()).then(
+            || {
+                let bar = ProgressBar::new(total as u64);
+                if let Ok(style) = ProgressStyle::with_template(
+                    "{bar:30} {pos}/{len} URLs  {msg}  {elapsed_precise}",
+                ) {
+                    bar.set_style(style);
+                }
+                bar
+            },
+        );
+        let share_terminal = bar.is_some() && (to_stderr || io::stdout().is_terminal());
+        Reporter {
+            format,
+            to_stderr,
+            bar,
+            share_terminal,
+            last_draw: Instant::now(),
+            done: 0,
+            failed: 0,
+            bytes: 0,
+        }
+    }
+
+    /// Body bytes arrived (for the progress bar).
+    pub fn add_bytes(&mut self, n: u64) {
+        self.bytes += n;
+    }
+
+    /// Print one finished URL's result.
+    pub fn report(&mut self, result: &FetchResult) {
+        self.done += 1;
+        if !result.succeeded() {
+            self.failed += 1;
+        }
+        let line = match self.format {
+            ResultFormat::Human => result.human(),
+            ResultFormat::Json => result.to_json(),
+            ResultFormat::Silent => return,
+        };
+        let to_stderr = self.to_stderr;
+        let print = || {
+            let written = if to_stderr {
+                writeln!(io::stderr().lock(), "{line}")
+            } else {
+                writeln!(io::stdout().lock(), "{line}")
+            };
+            if let Err(e) = written {
+                log::debug!("printing a result: {e}");
+            }
+        };
+        match &self.bar {
+            Some(bar) if self.share_terminal => bar.suspend(print),
+            _ => print(),
+        }
+    }
+
+    /// Redraw the bar, at most ten times a second.
+    pub fn tick(&mut self) {
+        let Some(bar) = &self.bar else {
+            return;
+        };
+        if self.last_draw.elapsed() < Duration::from_millis(100) {
+            return;
+        }
+        self.last_draw = Instant::now();
+        bar.set_position(self.done);
+        bar.set_message(format!(
+            "{:.1} MB  {} failed",
+            self.bytes as f64 / 1e6,
+            self.failed
+        ));
+    }
+
+    /// Remove the bar.
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// "2 s", "0.5 s".
+pub fn secs(d: Duration) -> String {
+    format!("{} s", d.as_secs_f64())
+}
+
+/// An I/O error in a few words ("connection refused"), without "(os error 111)".
+pub fn io_text(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => "connection refused".into(),
+        io::ErrorKind::ConnectionReset => "connection reset by peer".into(),
+        io::ErrorKind::TimedOut => e
+            .get_ref()
+            .map_or_else(|| "timeout".into(), |inner| inner.to_string()),
+        _ => {
+            let text = e.to_string();
+            match text.find(" (os error") {
+                Some(i) => text[..i].to_string(),
+                None => text,
+            }
+        }
+    }
+}
+
+/// Why a connection under a transfer closed, in one line.
+pub fn close_text(reason: &CloseReason, started: bool, body_bytes: u64) -> String {
+    let when = if started {
+        format!("after {body_bytes} body bytes")
+    } else {
+        "before any response".into()
+    };
+    match reason {
+        CloseReason::Error(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+            format!("connection reset by the server {when}")
+        }
+        CloseReason::Error(e) => format!("connection error {when}: {}", io_text(e)),
+        other => format!("connection closed {when}: {other}"),
+    }
+}

@@ -1,0 +1,260 @@
+//! `Transfer`: one URL's way from request to result, as a state machine.
+//!
+//! Seed 001's `Fetcher` strings its steps together as callbacks re-registered on the
+//! selector: `get_url` connects and registers `send_request` for EVENT_WRITE, which sends
+//! and registers `read_data` for EVENT_READ. Here the steps are the transfer's `Phase`,
+//! and the fetcher (`fetcher.rs`) moves it along as the loop reports events:
+//!
+//! ```text
+//!  Queued ─▶ Resolving ─▶ Waiting ─▶ Connecting ─▶ Requesting ─▶ (head) ─▶ Body ─▶ Done
+//!     (DNS thread)    (host at --per-host)   (writable + SO_ERROR)     │
+//!                                 ▲                                    │ 3xx + Location
+//!                                 └──────────── next URL ◀─────────────┘
+//! ```
+//!
+//! A reused keep-alive connection skips Connecting: the request is written at once. This
+//! file holds what belongs to the transfer itself — the request it sends, what a response
+//! head means for it (a redirect to follow, a loop, a final response to save) — so the
+//! fetcher only routes bytes and connections.
+
+use std::time::Instant;
+
+use mio::Token;
+use url::Url;
+
+use crate::fetch::output::Sink;
+use crate::fetch::report::FetchResult;
+use crate::fetch::response::{Head, ResponseParser};
+
+/// Where a transfer is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting for its host's addresses (a resolver thread is on it).
+    Resolving,
+    /// Waiting for a connection to its host (`--per-host` reached).
+    Waiting,
+    /// Its own connection is being opened (non-blocking connect in progress).
+    Connecting,
+    /// The request is sent; reading the response.
+    Requesting,
+}
+
+/// What a response head means for the transfer.
+#[derive(Debug)]
+pub enum HeadAction {
+    /// A redirect to follow once this response's body has been read (and dropped).
+    Redirect(Url),
+    /// The final response: save its body.
+    Final,
+}
+
+/// One URL being fetched.
+#[derive(Debug)]
+pub struct Transfer {
+    /// The URL as given (reported as is).
+    pub requested: String,
+    /// The URL parsed as given (names the output file).
+    pub first: Url,
+    /// The URL being fetched now (after redirects).
+    pub url: Url,
+    /// The pool entry of `url`'s host.
+    pub host: usize,
+    /// Where it is.
+    pub phase: Phase,
+    /// URLs already fetched in this chain, to report redirect loops.
+    pub visited: Vec<Url>,
+    /// Redirects followed.
+    pub redirects: u32,
+    /// When the transfer started (admitted into the `--concurrency` window).
+    pub started: Instant,
+    /// `--timeout`: when the whole transfer must be over.
+    pub deadline: Option<Instant>,
+    /// The connection carrying it, while it has one.
+    pub conn: Option<Token>,
+    /// Which of the host's addresses to try next for a new connection.
+    pub next_addr: usize,
+    /// Take a new connection, not an idle one (after a reused one failed).
+    pub fresh_conn: bool,
+    /// A failed reused connection was already retried once.
+    pub retried: bool,
+    /// The response being read.
+    pub parser: ResponseParser,
+    /// The current response is a redirect to this URL (its body is dropped).
+    pub redirect_to: Option<Url>,
+    /// The current response allows another request on its connection.
+    pub keep_alive: bool,
+    /// Final status, once its head arrived.
+    pub status: Option<u16>,
+    /// Body bytes of the final response so far.
+    pub bytes: u64,
+    /// Where the final response's body goes.
+    pub sink: Sink,
+    /// Send HEAD instead of GET.
+    pub head_only: bool,
+    /// Keep raw heads (for `--include`).
+    pub keep_heads: bool,
+}
+
+impl Transfer {
+    /// A transfer of `url` (already parsed), as given in `requested`.
+    pub fn new(requested: String, mut url: Url, host: usize, head_only: bool, keep: bool) -> Self {
+        // A fragment is never sent, and must not make `/a#x` and `/a` two URLs.
+        url.set_fragment(None);
+        Transfer {
+            requested,
+            first: url.clone(),
+            visited: vec![url.clone()],
+            url,
+            host,
+            phase: Phase::Waiting,
+            redirects: 0,
+            started: Instant::now(),
+            deadline: None,
+            conn: None,
+            next_addr: 0,
+            fresh_conn: false,
+            retried: false,
+            parser: ResponseParser::new(head_only, keep),
+            redirect_to: None,
+            keep_alive: false,
+            status: None,
+            bytes: 0,
+            sink: Sink::None,
+            head_only,
+            keep_heads: keep,
+        }
+    }
+
+    /// The request for the current URL, into `buf` (cleared first).
+    pub fn write_request(&self, buf: &mut Vec<u8>, keepalive: bool) {
+        buf.clear();
+        let method = if self.head_only { "HEAD" } else { "GET" };
+        let path = &self.url[url::Position::BeforePath..url::Position::AfterQuery];
+        let path = if path.is_empty() { "/" } else { path };
+        // `host_str` keeps IPv6 literals in brackets, as the Host header wants them.
+        let host = self.url.host_str().unwrap_or("");
+        buf.extend_from_slice(method.as_bytes());
+        buf.push(b' ');
+        buf.extend_from_slice(path.as_bytes());
+        buf.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+        buf.extend_from_slice(host.as_bytes());
+        if let Some(port) = self.url.port() {
+            buf.extend_from_slice(format!(":{port}").as_bytes());
+        }
+        buf.extend_from_slice(b"\r\nUser-Agent: netloop/");
+        buf.extend_from_slice(env!("CARGO_PKG_VERSION").as_bytes());
+        buf.extend_from_slice(b"\r\nAccept: */*\r\n");
+        if !keepalive {
+            buf.extend_from_slice(b"Connection: close\r\n");
+        }
+        buf.extend_from_slice(b"\r\n");
+    }
+
+    /// A response head arrived: follow a redirect, or take it as the final response.
+    pub fn on_head(&mut self, head: &Head, max_redirects: u32) -> Result<HeadAction, String> {
+        self.keep_alive = head.keep_alive;
+        let redirect = matches!(head.status, 301 | 302 | 303 | 307 | 308);
+        let Some(location) = head.location.as_deref().filter(|_| redirect) else {
+            self.status = Some(head.status);
+            return Ok(HeadAction::Final);
+        };
+        // A relative Location is resolved against the URL that answered.
+        let next = self
+            .url
+            .join(location)
+            .map_err(|e| format!("redirect to a bad Location {location:?}: {e}"))?;
+        if !matches!(next.scheme(), "http" | "https") {
+            return Err(format!("redirect to an unsupported URL {next}"));
+        }
+        if self.visited.contains(&next) {
+            let chain: Vec<&str> = self.visited.iter().map(Url::as_str).collect();
+            return Err(format!("redirect loop: {} -> {next}", chain.join(" -> ")));
+        }
+        if self.redirects >= max_redirects {
+            return Err(format!(
+                "too many redirects (more than --max-redirects {max_redirects}), next was {next}"
+            ));
+        }
+        Ok(HeadAction::Redirect(next))
+    }
+
+    /// Move on to the redirect target: a new response, possibly on another host.
+    pub fn follow(&mut self, next: Url, host: usize) {
+        self.redirects += 1;
+        self.visited.push(next.clone());
+        self.url = next;
+        self.host = host;
+        self.next_addr = 0;
+        self.parser = ResponseParser::new(self.head_only, self.keep_heads);
+    }
+
+    /// Start the current request again on a new connection (a reused connection died
+    /// before answering: the server had closed it while it sat idle).
+    pub fn restart(&mut self) {
+        self.retried = true;
+        self.fresh_conn = true;
+        self.next_addr = 0;
+        self.parser = ResponseParser::new(self.head_only, self.keep_heads);
+        self.redirect_to = None;
+    }
+
+    /// The result, once the transfer is over.
+    pub fn into_result(self, error: Option<String>) -> FetchResult {
+        let ok = error.is_none();
+        FetchResult {
+            url: self.requested,
+            status: self.status,
+            bytes: self.bytes,
+            elapsed: self.started.elapsed(),
+            redirects: self.redirects,
+            file: self.sink.finish(ok),
+            error,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fetch::response::BodyKind;
+
+    fn head(status: u16, location: Option<&str>) -> Head {
+        Head {
+            status,
+            location: location.map(str::to_string),
+            body: BodyKind::Empty,
+            keep_alive: true,
+            raw: None,
+        }
+    }
+
+    #[test]
+    fn requests_and_redirects() {
+        let url = Url::parse("http://[::1]:8080/a/b?q=1#frag").unwrap();
+        let mut t = Transfer::new(url.to_string(), url, 0, false, false);
+        let mut buf = Vec::new();
+        t.write_request(&mut buf, false);
+        let text = String::from_utf8(buf).unwrap();
+        assert!(
+            text.starts_with("GET /a/b?q=1 HTTP/1.1\r\nHost: [::1]:8080\r\n"),
+            "{text}"
+        );
+        assert!(text.ends_with("Connection: close\r\n\r\n"));
+
+        let next = match t.on_head(&head(302, Some("../c")), 5).unwrap() {
+            HeadAction::Redirect(u) => u,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(next.as_str(), "http://[::1]:8080/c");
+        t.follow(next, 0);
+        let e = t.on_head(&head(301, Some("/a/b?q=1")), 5).unwrap_err();
+        assert!(e.starts_with("redirect loop"), "{e}");
+        let e = t.on_head(&head(307, Some("/d")), 1).unwrap_err();
+        assert!(e.starts_with("too many redirects"), "{e}");
+        assert!(matches!(
+            t.on_head(&head(304, None), 5),
+            Ok(HeadAction::Final)
+        ));
+        assert_eq!(t.status, Some(304));
+    }
+}

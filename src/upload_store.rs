@@ -1,0 +1,280 @@
+//! The upload directory: file-name rules, temporary files, and putting files in place.
+//!
+//! An upload's bytes go to a temporary file in the target directory as they arrive
+//! (never collected in memory), named `.netloop-upload-<pid>-<n>.part`. Only when the
+//! last byte is written is the file flushed to disk (`fsync`) and given its real name,
+//! with `link(2)`, which is atomic and **never replaces** an existing file: if the name is
+//! taken, the next free `name (1).ext`, `name (2).ext`, ... is used instead, and the reply
+//! says which. So a reader of the directory sees a stored file whole or not at all, a
+//! client that vanishes mid-file leaves nothing (dropping a [`Partial`] removes its
+//! temporary file), and nobody's file is silently overwritten.
+//!
+//! Disk writes here are ordinary blocking calls made from the loop: a regular file is
+//! always "ready" to epoll, so readiness cannot help, and page-cache writes are fast. The
+//! `fsync` per file is the one slow call; it blocks every connection for its duration
+//! (NOTES.md, "Framed messages and the upload service", measures what that costs).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use log::{info, warn};
+use sha2::{Digest, Sha256};
+
+/// Names of temporary files start with this; clients may not use it.
+pub const TEMP_PREFIX: &str = ".netloop-upload-";
+/// Longest file name, in bytes (the usual `NAME_MAX`).
+pub const MAX_NAME_BYTES: usize = 255;
+/// How many `name (n).ext` alternatives to try before giving up.
+const MAX_COPIES: u32 = 10_000;
+/// Buffer between the socket reads (often small) and the file.
+const WRITE_BUFFER: usize = 64 * 1024;
+
+/// Why a requested file name is refused. Only a single plain path component is accepted;
+/// nothing is "cleaned up", because a silently changed name surprises the client more
+/// than a refusal does.
+pub fn check_file_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("file name is empty".into());
+    }
+    if name == "." || name == ".." {
+        return Err(format!("file name {name:?} is not a file"));
+    }
+    if name.contains('/') || name.contains('\\') {
+        return Err(format!("file name {name:?} contains a path separator"));
+    }
+    if name.contains('\0') {
+        return Err("file name contains a NUL byte".into());
+    }
+    if name.chars().any(char::is_control) {
+        return Err(format!("file name {name:?} contains a control character"));
+    }
+    if name.len() > MAX_NAME_BYTES {
+        return Err(format!(
+            "file name is {} bytes, over the limit of {MAX_NAME_BYTES}",
+            name.len()
+        ));
+    }
+    if name.starts_with(TEMP_PREFIX) {
+        return Err(format!(
+            "file names starting with {TEMP_PREFIX} are reserved"
+        ));
+    }
+    Ok(())
+}
+
+/// The `n`th alternative to `name`: `report.pdf` -> `report (n).pdf`; `.bashrc` ->
+/// `.bashrc (n)`. `n == 0` is the name itself.
+pub fn numbered_name(name: &str, n: u32) -> String {
+    if n == 0 {
+        return name.to_string();
+    }
+    match name.rfind('.') {
+        Some(dot) if dot > 0 => format!("{} ({n}){}", &name[..dot], &name[dot..]),
+        _ => format!("{name} ({n})"),
+    }
+}
+
+/// A file being received: its temporary file, and the running count and hash.
+#[derive(Debug)]
+pub struct Partial {
+    file: BufWriter<File>,
+    /// The temporary path; `None` once the file has been put in place.
+    temp: Option<PathBuf>,
+    /// The name the client asked for (already checked).
+    pub name: String,
+    /// The size announced in the header.
+    pub size: u64,
+    /// Bytes written so far.
+    pub written: u64,
+    hasher: Sha256,
+}
+
+impl Partial {
+    /// Append body bytes.
+    pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.file.write_all(bytes)?;
+        self.hasher.update(bytes);
+        self.written += bytes.len() as u64;
+        Ok(())
+    }
+}
+
+impl Drop for Partial {
+    /// An upload that did not finish leaves nothing behind.
+    fn drop(&mut self) {
+        if let Some(temp) = self.temp.take() {
+            if let Err(e) = fs::remove_file(&temp) {
+                warn!("removing {}: {e}", temp.display());
+            }
+        }
+    }
+}
+
+/// A file now in place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// The name it was stored under.
+    pub name: String,
+    /// Its size.
+    pub bytes: u64,
+    /// SHA-256 of its bytes, lower-case hex.
+    pub sha256: String,
+}
+
+/// The upload directory.
+#[derive(Debug)]
+pub struct Store {
+    dir: PathBuf,
+    /// Kept open to `fsync` the directory after each new name (so the name survives a
+    /// crash, not only the data).
+    dir_handle: File,
+    /// Counter for temporary names (with the pid, unique among live servers).
+    next: u64,
+}
+
+impl Store {
+    /// Open (creating if needed) the upload directory, and remove temporary files left
+    /// by servers that died mid-upload.
+    pub fn open(dir: &Path) -> io::Result<Store> {
+        let context = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", dir.display()));
+        fs::create_dir_all(dir).map_err(context)?;
+        let dir_handle = File::open(dir).map_err(context)?;
+        if !dir_handle.metadata().map_err(context)?.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} is not a directory", dir.display()),
+            ));
+        }
+        let store = Store {
+            dir: dir.to_path_buf(),
+            dir_handle,
+            next: 0,
+        };
+        store.remove_stale_temps();
+        Ok(store)
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Remove `.netloop-upload-<pid>-*.part` files whose server process is gone
+    /// (a `kill -9` mid-upload); files of live servers sharing the directory stay.
+    fn remove_stale_temps(&self) {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(TEMP_PREFIX)) else {
+                continue;
+            };
+            let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+                continue;
+            };
+            if Path::new("/proc").join(pid.to_string()).exists() {
+                continue;
+            }
+            match fs::remove_file(entry.path()) {
+                Ok(()) => removed += 1,
+                Err(e) => warn!("removing stale {}: {e}", entry.path().display()),
+            }
+        }
+        if removed > 0 {
+            info!(
+                "{}: removed {removed} temporary files left by a dead server",
+                self.dir.display()
+            );
+        }
+    }
+
+    /// Start receiving `name` (already checked with `check_file_name`).
+    pub fn begin(&mut self, name: &str, size: u64) -> io::Result<Partial> {
+        self.next += 1;
+        let temp_name = format!("{TEMP_PREFIX}{}-{}.part", std::process::id(), self.next);
+        let temp = self.dir.join(temp_name);
+        // create_new: never follow or reuse something already at that path.
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
+            .map_err(|e| io::Error::new(e.kind(), format!("creating {}: {e}", temp.display())))?;
+        Ok(Partial {
+            file: BufWriter::with_capacity(WRITE_BUFFER, file),
+            temp: Some(temp),
+            name: name.to_string(),
+            size,
+            written: 0,
+            hasher: Sha256::new(),
+        })
+    }
+
+    /// The last byte is in: flush, `fsync`, and give the file its name (or the first
+    /// free numbered alternative). On error the temporary file is removed.
+    pub fn finish(&self, mut partial: Partial) -> io::Result<Stored> {
+        let temp = partial.temp.clone().unwrap_or_default();
+        let context = |what: &str, e: io::Error| {
+            io::Error::new(e.kind(), format!("{what} {}: {e}", temp.display()))
+        };
+        partial.file.flush().map_err(|e| context("writing", e))?;
+        partial
+            .file
+            .get_ref()
+            .sync_all()
+            .map_err(|e| context("fsync", e))?;
+        let mut n = 0;
+        let name = loop {
+            let candidate = numbered_name(&partial.name, n);
+            if candidate.len() > MAX_NAME_BYTES {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!(
+                        "{:?} exists and a numbered copy's name would be too long",
+                        partial.name
+                    ),
+                ));
+            }
+            let target = self.dir.join(&candidate);
+            // link(2) fails with EEXIST instead of replacing: two uploads of one name,
+            // even from two server processes, can never overwrite each other.
+            match fs::hard_link(&temp, &target) {
+                Ok(()) => break candidate,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && n < MAX_COPIES => n += 1,
+                Err(e) => {
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("naming {}: {e}", target.display()),
+                    ))
+                }
+            }
+        };
+        // The file is in place; the temporary name is now just a second link.
+        partial.temp = None;
+        if let Err(e) = fs::remove_file(&temp) {
+            warn!("removing {}: {e}", temp.display());
+        }
+        if let Err(e) = self.dir_handle.sync_all() {
+            warn!("fsync {}: {e}", self.dir.display());
+        }
+        let digest = std::mem::take(&mut partial.hasher).finalize();
+        Ok(Stored {
+            name,
+            bytes: partial.written,
+            sha256: hex(&digest),
+        })
+    }
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    out
+}

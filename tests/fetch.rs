@@ -1,0 +1,578 @@
+//! `netloop fetch` against real servers on loopback: the test server in `fetch_server/`
+//! (plain and TLS, with a CA made here by `rcgen`), and nginx when it is installed.
+//!
+//! Each test runs the real binary with `--json` and checks every URL's result line: the
+//! right status, byte count and redirects, or the right one-line error, while all the
+//! other URLs of the same run still complete. Bodies saved with `-o` are compared byte
+//! for byte. Every run is bounded by `TIMEOUT`; the slowest case (a server that never
+//! answers) costs the `--idle-timeout 1` of its run.
+
+mod fetch_server;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use fetch_server::{page, pattern, TestServer, CHUNKED, CHUNKED_BODY};
+use serde_json::Value;
+
+/// Bound for one run of the binary.
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// What one run of `netloop fetch` left behind.
+struct Run {
+    status: ExitStatus,
+    stdout: Vec<u8>,
+    stderr: String,
+}
+
+impl Run {
+    /// The `--json` lines, by URL.
+    #[track_caller]
+    fn results(&self) -> HashMap<String, Value> {
+        let text = String::from_utf8_lossy(&self.stdout);
+        text.lines()
+            .map(|line| {
+                let v: Value = serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("not JSON: {line:?}: {e}\nstderr: {}", self.stderr));
+                (v["url"].as_str().unwrap_or_default().to_string(), v)
+            })
+            .collect()
+    }
+}
+
+/// Run `netloop fetch ARGS`, with `stdin` piped in; killed after `TIMEOUT`.
+#[track_caller]
+fn fetch(args: &[&str], stdin: Option<&str>) -> Run {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_netloop"))
+        .arg("fetch")
+        .args(args)
+        .env("RUST_LOG", "netloop=warn")
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn netloop fetch");
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(text.as_bytes()).expect("write stdin");
+    }
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let output = match rx.recv_timeout(TIMEOUT) {
+        Ok(output) => output.expect("wait for netloop fetch"),
+        Err(_) => {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            panic!("netloop fetch {args:?} did not finish within {TIMEOUT:?}");
+        }
+    };
+    Run {
+        status: output.status,
+        stdout: output.stdout,
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// A fresh, empty directory for this test.
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("netloop-fetch-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("make temp dir");
+    dir
+}
+
+/// A port nothing listens on (bound, then released).
+fn closed_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// Check a successful result: status, body bytes, redirects, and the saved file.
+#[track_caller]
+fn assert_body(
+    results: &HashMap<String, Value>,
+    url: &str,
+    status: u64,
+    body: &[u8],
+    redirects: u64,
+) {
+    let r = results
+        .get(url)
+        .unwrap_or_else(|| panic!("no result for {url}"));
+    assert_eq!(r["error"], Value::Null, "{url}: {r}");
+    assert_eq!(r["status"], status, "{url}: {r}");
+    assert_eq!(r["bytes"], body.len() as u64, "{url}: {r}");
+    assert_eq!(r["redirects"], redirects, "{url}: {r}");
+    if let Some(file) = r["file"].as_str() {
+        let saved = std::fs::read(file).unwrap_or_else(|e| panic!("{url}: {file}: {e}"));
+        assert!(saved == body, "{url}: {file} differs from the body sent");
+    }
+}
+
+/// Check a failed result: no file, and an error mentioning `what`.
+#[track_caller]
+fn assert_error(results: &HashMap<String, Value>, url: &str, what: &str) {
+    let r = results
+        .get(url)
+        .unwrap_or_else(|| panic!("no result for {url}"));
+    let error = r["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{url}: expected an error: {r}"));
+    assert!(
+        error.contains(what),
+        "{url}: error {error:?} does not say {what:?}"
+    );
+    assert!(
+        !error.contains('\n'),
+        "{url}: error is not one line: {error:?}"
+    );
+    assert_eq!(
+        r["file"],
+        Value::Null,
+        "{url}: a failed transfer leaves no file: {r}"
+    );
+}
+
+#[test]
+fn every_kind_of_response_in_one_run() {
+    let server = TestServer::start();
+    let dir = temp_dir("kinds");
+    let u = |p: &str| server.url(p);
+    let refused = format!("http://127.0.0.1:{}/", closed_port());
+    let splits: Vec<String> = (0..=CHUNKED.len())
+        .map(|k| u(&format!("/split/{k}")))
+        .collect();
+    let mut urls: Vec<String> = [
+        "/len/0",
+        "/len/1",
+        "/len/100000",
+        "/chunked",
+        "/close",
+        "/http10",
+        "/dribble",
+        "/204",
+        "/304",
+        "/status/404",
+        "/redir/rel",
+        "/redir/abs",
+        "/redir/303",
+        "/loop/a",
+        "/chain/5",
+        "/chain/6",
+        "/bighead",
+        "/manyheaders",
+        "/garbage",
+        "/short",
+        "/reset",
+        "/hang",
+    ]
+    .iter()
+    .map(|p| u(p))
+    .collect();
+    urls.extend(splits.iter().cloned());
+    urls.extend([
+        refused.clone(),
+        "http://nonexistent.invalid/".into(),
+        "not a url".into(),
+    ]);
+    let list = dir.join("urls.txt");
+    std::fs::write(&list, urls.join("\n")).expect("write url list");
+    let out = dir.join("out");
+    let run = fetch(
+        &[
+            "--json",
+            "-o",
+            out.to_str().unwrap(),
+            "-i",
+            list.to_str().unwrap(),
+            "--idle-timeout",
+            "1",
+            "--timeout",
+            "10",
+        ],
+        None,
+    );
+    let results = run.results();
+    assert_eq!(
+        results.len(),
+        urls.len(),
+        "one result per URL\n{}",
+        run.stderr
+    );
+
+    assert_body(&results, &u("/len/0"), 200, b"", 0);
+    assert_body(&results, &u("/len/1"), 200, b"a", 0);
+    assert_body(&results, &u("/len/100000"), 200, &pattern(100_000), 0);
+    assert_body(&results, &u("/chunked"), 200, CHUNKED_BODY, 0);
+    for url in &splits {
+        assert_body(&results, url, 200, CHUNKED_BODY, 0);
+    }
+    assert_body(&results, &u("/close"), 200, &pattern(5000), 0);
+    assert_body(&results, &u("/http10"), 200, b"old style", 0);
+    assert_body(&results, &u("/dribble"), 200, &pattern(40), 0);
+    assert_body(&results, &u("/204"), 204, b"", 0);
+    assert_body(&results, &u("/304"), 304, b"", 0);
+    assert_body(&results, &u("/status/404"), 404, b"no such page", 0);
+    assert_body(&results, &u("/redir/rel"), 200, &pattern(10), 1);
+    assert_body(&results, &u("/redir/abs"), 200, &pattern(20), 1);
+    assert_body(&results, &u("/redir/303"), 200, &pattern(30), 1);
+    assert_body(&results, &u("/chain/5"), 200, b"end of chain", 5);
+
+    assert_error(&results, &u("/loop/a"), "redirect loop");
+    assert_error(&results, &u("/chain/6"), "too many redirects");
+    assert_error(&results, &u("/bighead"), "header section over 64 KiB");
+    assert_error(&results, &u("/manyheaders"), "more than 100 header fields");
+    assert_error(&results, &u("/garbage"), "malformed response");
+    assert_error(&results, &u("/short"), "body shorter than Content-Length");
+    assert_error(&results, &u("/short"), "500 of 1000");
+    assert_error(&results, &u("/reset"), "reset");
+    assert_error(&results, &u("/hang"), "timeout");
+    assert_error(&results, &refused, "connection refused");
+    assert_error(&results, "http://nonexistent.invalid/", "DNS");
+    assert_error(&results, "not a url", "invalid URL");
+
+    // 11 errors, plus 304 and 404: results, but not successes.
+    assert!(
+        !run.status.success(),
+        "exit status must say something failed"
+    );
+    assert!(
+        run.stderr.contains("13 of"),
+        "failure count: {}",
+        run.stderr
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_thousand_urls_over_a_few_reused_connections() {
+    let server = TestServer::start();
+    let dir = temp_dir("thousand");
+    let urls: Vec<String> = (0..1000)
+        .map(|i| server.url(&format!("/page/{i}")))
+        .collect();
+    let out = dir.join("out");
+    let run = fetch(
+        &[
+            "--json",
+            "--concurrency",
+            "50",
+            "-o",
+            out.to_str().unwrap(),
+            "-i",
+            "-",
+        ],
+        Some(&urls.join("\n")),
+    );
+    assert!(run.status.success(), "{}", run.stderr);
+    let results = run.results();
+    assert_eq!(results.len(), 1000);
+    for (i, url) in urls.iter().enumerate() {
+        assert_body(&results, url, 200, &page(i), 0);
+    }
+    // Keep-alive: at most --per-host (6) connections for 1,000 requests.
+    let accepts = server.accepts();
+    assert!(
+        accepts <= 6,
+        "{accepts} connections accepted for 1,000 URLs"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn no_keepalive_means_one_connection_per_url() {
+    let server = TestServer::start();
+    let urls: Vec<String> = (0..30).map(|i| server.url(&format!("/page/{i}"))).collect();
+    let mut args = vec!["--json", "--no-keepalive"];
+    args.extend(urls.iter().map(String::as_str));
+    let run = fetch(&args, None);
+    assert!(run.status.success(), "{}", run.stderr);
+    let results = run.results();
+    for (i, url) in urls.iter().enumerate() {
+        assert_body(&results, url, 200, &page(i), 0);
+        assert_eq!(
+            results[url]["file"],
+            Value::Null,
+            "several URLs without -o: no files"
+        );
+    }
+    assert_eq!(server.accepts(), 30);
+}
+
+#[test]
+fn one_url_prints_its_body_like_curl() {
+    let server = TestServer::start();
+    let run = fetch(&[&server.url("/len/100000")], None);
+    assert!(run.status.success(), "{}", run.stderr);
+    assert!(run.stdout == pattern(100_000), "stdout is exactly the body");
+    assert!(
+        run.stderr.contains("100000 bytes"),
+        "result on stderr: {}",
+        run.stderr
+    );
+
+    let run = fetch(&["--include", &server.url("/redir/rel")], None);
+    let text = String::from_utf8_lossy(&run.stdout);
+    let expected_tail = format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n{}",
+        "abcdefghij"
+    );
+    assert!(
+        text.starts_with("HTTP/1.1 302 Found\r\nLocation: ../len/10\r\n"),
+        "{text}"
+    );
+    assert!(text.ends_with(&expected_tail), "{text}");
+
+    let run = fetch(&["-I", "--include", &server.url("/head")], None);
+    assert!(run.status.success(), "{}", run.stderr);
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout),
+        "HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n",
+        "HEAD: headers, no body"
+    );
+
+    let run = fetch(&[&server.url("/status/404")], None);
+    assert_eq!(
+        run.stdout, b"no such page",
+        "a non-2xx body is still printed"
+    );
+    assert!(
+        !run.status.success() && run.stderr.contains("1 of 1 URLs failed"),
+        "{}",
+        run.stderr
+    );
+}
+
+/// A CA named `ca_name`, a certificate for `localhost` and 127.0.0.1 signed by it, and
+/// the CA as PEM.
+fn make_tls(ca_name: &str) -> (Arc<rustls::ServerConfig>, String) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, ca_name);
+    let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().expect("server key");
+    let params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+        .expect("server params");
+    let cert = params.signed_by(&key, &issuer).expect("server certificate");
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocol versions")
+    .with_no_client_auth()
+    .with_single_cert(vec![cert.der().clone()], key)
+    .expect("server config");
+    (Arc::new(config), ca_cert.pem())
+}
+
+#[test]
+fn https_with_a_ca_made_in_the_test() {
+    let (config, ca_pem) = make_tls("netloop test CA");
+    let server = TestServer::start_with(Some(config));
+    let dir = temp_dir("tls");
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, &ca_pem).expect("write CA");
+    let port = server.addr.port();
+    // `localhost` goes through the resolver thread (and may try ::1 first).
+    let https = |p: &str| format!("https://localhost:{port}{p}");
+    let mut urls: Vec<String> = (0..20).map(|i| https(&format!("/page/{i}"))).collect();
+    urls.push(https("/len/300000"));
+    urls.push(https("/chunked"));
+    urls.push(format!("https://127.0.0.1:{port}/redir/rel"));
+    let mut args = vec!["--json", "--cacert", ca.to_str().unwrap()];
+    args.extend(urls.iter().map(String::as_str));
+    let run = fetch(&args, None);
+    assert!(run.status.success(), "{}", run.stderr);
+    let results = run.results();
+    for i in 0..20 {
+        assert_body(&results, &https(&format!("/page/{i}")), 200, &page(i), 0);
+    }
+    assert_body(&results, &https("/len/300000"), 200, &pattern(300_000), 0);
+    assert_body(&results, &https("/chunked"), 200, CHUNKED_BODY, 0);
+    assert_body(
+        &results,
+        &format!("https://127.0.0.1:{port}/redir/rel"),
+        200,
+        &pattern(10),
+        1,
+    );
+    assert!(
+        server.accepts() <= 12,
+        "TLS connections reused: {}",
+        server.accepts()
+    );
+
+    // Another CA, or none (the built-in roots do not know ours): a clear TLS error.
+    let (_, other_pem) = make_tls("some other CA");
+    let other = dir.join("other.pem");
+    std::fs::write(&other, other_pem).expect("write other CA");
+    for extra in [vec!["--cacert", other.to_str().unwrap()], vec![]] {
+        let url = https("/len/10");
+        let out = dir.join("out");
+        let mut args = vec!["--json", "-o", out.to_str().unwrap()];
+        args.extend(extra);
+        args.push(&url);
+        let run = fetch(&args, None);
+        assert!(!run.status.success());
+        let results = run.results();
+        assert_error(
+            &results,
+            &url,
+            "TLS handshake failed: invalid peer certificate: UnknownIssuer",
+        );
+    }
+
+    // --insecure works, and says loudly what it gives up.
+    let run = fetch(&["--insecure", &https("/len/10")], None);
+    assert!(run.status.success(), "{}", run.stderr);
+    assert_eq!(run.stdout, pattern(10));
+    assert!(run.stderr.contains("WARNING"), "{}", run.stderr);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A private nginx on a free loopback port, stopped when dropped.
+struct Nginx {
+    child: std::process::Child,
+    port: u16,
+    prefix: PathBuf,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.prefix);
+    }
+}
+
+fn start_nginx(bin: &str, prefix: &Path) -> Option<Nginx> {
+    let www = prefix.join("www");
+    std::fs::create_dir_all(www.join("p")).ok()?;
+    for i in 0..200 {
+        std::fs::write(www.join(format!("p/{i}.html")), page(i)).ok()?;
+    }
+    std::fs::write(www.join("big.bin"), pattern(3 << 20)).ok()?;
+    let port = closed_port();
+    let conf = format!(
+        "daemon off;\nmaster_process off;\nworker_processes 1;\npid {prefix}/nginx.pid;\n\
+         error_log {prefix}/error.log;\nevents {{ worker_connections 256; }}\n\
+         http {{\n  log_format conn '$connection $request_uri $status';\n\
+           access_log {prefix}/access.log conn;\n\
+           client_body_temp_path {prefix}; proxy_temp_path {prefix}; fastcgi_temp_path {prefix};\n\
+           uwsgi_temp_path {prefix}; scgi_temp_path {prefix};\n\
+           server {{\n    listen 127.0.0.1:{port};\n    root {www};\n\
+             location = /moved {{ return 301 /p/7.html; }}\n  }}\n}}\n",
+        prefix = prefix.display(),
+        www = www.display(),
+    );
+    std::fs::write(prefix.join("nginx.conf"), conf).ok()?;
+    let child = Command::new(bin)
+        .args([
+            "-p",
+            prefix.to_str()?,
+            "-c",
+            prefix.join("nginx.conf").to_str()?,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .ok()?;
+    let mut nginx = Nginx {
+        child,
+        port,
+        prefix: prefix.to_path_buf(),
+    };
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Some(nginx);
+        }
+        if let Ok(Some(status)) = nginx.child.try_wait() {
+            let mut err = String::new();
+            if let Some(mut e) = nginx.child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            panic!("nginx exited ({status}): {err}");
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("nginx did not start listening on port {port}");
+}
+
+/// The nginx binary: on PATH, or where Debian puts it (/usr/sbin is not always on PATH).
+fn nginx_binary() -> Option<&'static str> {
+    ["nginx", "/usr/sbin/nginx"].into_iter().find(|bin| {
+        Command::new(bin)
+            .arg("-v")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok()
+    })
+}
+
+#[test]
+fn the_same_fetches_against_nginx() {
+    let Some(bin) = nginx_binary() else {
+        println!("SKIPPED the_same_fetches_against_nginx: nginx is not on PATH (apt-get install nginx-light)");
+        return;
+    };
+    let prefix = temp_dir("nginx");
+    let nginx = start_nginx(bin, &prefix).expect("set up nginx");
+    let base = format!("http://127.0.0.1:{}", nginx.port);
+    let mut urls: Vec<String> = (0..200).map(|i| format!("{base}/p/{i}.html")).collect();
+    urls.push(format!("{base}/big.bin"));
+    urls.push(format!("{base}/moved"));
+    urls.push(format!("{base}/missing"));
+    let out = prefix.join("out");
+    let run = fetch(
+        &["--json", "-o", out.to_str().unwrap(), "-i", "-"],
+        Some(&urls.join("\n")),
+    );
+    let results = run.results();
+    for (i, url) in urls.iter().take(200).enumerate() {
+        assert_body(&results, url, 200, &page(i), 0);
+    }
+    assert_body(
+        &results,
+        &format!("{base}/big.bin"),
+        200,
+        &pattern(3 << 20),
+        0,
+    );
+    assert_body(&results, &format!("{base}/moved"), 200, &page(7), 1);
+    assert_eq!(results[&format!("{base}/missing")]["status"], 404);
+    assert!(
+        run.stderr.contains("1 of 203 URLs failed"),
+        "{}",
+        run.stderr
+    );
+    // nginx's log names the connection of every request: a handful for 203 URLs.
+    let log = std::fs::read_to_string(prefix.join("access.log")).unwrap_or_default();
+    let mut conns: Vec<&str> = log.lines().filter_map(|l| l.split(' ').next()).collect();
+    conns.sort_unstable();
+    conns.dedup();
+    assert!(
+        log.lines().count() >= 203,
+        "requests logged: {}",
+        log.lines().count()
+    );
+    assert!(conns.len() <= 7, "{} connections for 203 URLs", conns.len());
+}
