@@ -216,6 +216,14 @@ impl<S> Conns<S> {
         self.closing.push((token, reason));
     }
 
+    /// True while the connection exists and no close is pending (a failed `send`
+    /// closes it: a handler working through a large input can stop early).
+    pub fn is_open(&self, token: Token) -> bool {
+        self.slab
+            .get(token.0)
+            .is_some_and(|c| !c.has(flags::CLOSING))
+    }
+
     /// The handler's state for a connection.
     pub fn state(&self, token: Token) -> Option<&S> {
         self.slab.get(token.0).map(|c| &c.state)
@@ -518,36 +526,43 @@ impl<S> Conns<S> {
         token: Token,
         fresh: &mut [u8],
     ) {
-        let kept = match self.slab.get_mut(token.0) {
+        let mut input = match self.slab.get_mut(token.0) {
             Some(conn) => match conn.pending.as_mut() {
                 Some(p) if !p.read_buf.is_empty() => std::mem::take(&mut p.read_buf),
                 _ => Vec::new(),
             },
             None => return,
         };
-        let mut input = kept;
-        let consumed;
-        let rest: &[u8] = if input.is_empty() {
-            consumed = handler.on_data(self, token, fresh).min(fresh.len());
-            &fresh[consumed..]
+        if input.is_empty() {
+            // The common case: nothing kept, the handler reads straight from scratch.
+            let consumed = handler.on_data(self, token, fresh).min(fresh.len());
+            let rest = &fresh[consumed..];
+            if !rest.is_empty() {
+                input.extend_from_slice(rest);
+            }
         } else {
             input.extend_from_slice(fresh);
-            consumed = handler.on_data(self, token, &mut input).min(input.len());
-            &input[consumed..]
-        };
+            let consumed = handler.on_data(self, token, &mut input).min(input.len());
+            // Nothing consumed (a frame still arriving) moves nothing: a header sent
+            // one byte at a time costs one append per byte, not a copy of all so far.
+            input.drain(..consumed);
+        }
+        self.keep_unconsumed(token, input);
+    }
+
+    /// Store input the handler left for later (or free the buffers when there is none).
+    fn keep_unconsumed(&mut self, token: Token, input: Vec<u8>) {
         let limit = self.config.max_read_buf;
         let Some(conn) = self.slab.get_mut(token.0) else {
             return;
         };
-        if rest.is_empty() {
+        if input.is_empty() {
             conn.release_empty_buffers();
-        } else if rest.len() > limit {
+        } else if input.len() > limit {
             warn!("{}: more than {limit} bytes of unconsumed input", conn.peer);
             self.close(token, CloseReason::InputTooLarge);
         } else {
-            let buf = &mut conn.pending_mut().read_buf;
-            buf.clear();
-            buf.extend_from_slice(rest);
+            conn.pending_mut().read_buf = input;
         }
     }
 }

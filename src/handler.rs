@@ -80,7 +80,10 @@ pub trait Handler {
         conns.close_when_flushed(token);
     }
 
-    /// The connection's outbound queue is empty again.
+    /// The connection's outbound queue became empty after a queued write drained. Not
+    /// called when `send` wrote everything at once (nothing was queued): a producer
+    /// that paces itself on this callback must also continue after such sends (e.g.
+    /// from `on_turn`, with `Conns::wake_after`).
     fn on_drained(&mut self, conns: &mut Conns<Self::State>, token: Token) {
         let _ = (conns, token);
     }
