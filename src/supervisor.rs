@@ -295,7 +295,7 @@ impl Supervisor {
             }
             Phase::Running => {
                 for slot in 0..self.workers.len() {
-                    if !self.workers[slot].restart_at.is_some_and(|t| t <= now) {
+                    if self.workers[slot].restart_at.is_none_or(|t| t > now) {
                         continue;
                     }
                     self.workers[slot].restarts += 1;
