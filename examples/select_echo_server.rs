@@ -48,8 +48,9 @@ impl Handler for SelectEcho {
     }
 
     fn on_data(&mut self, conns: &mut Conns<String>, token: Token, data: &mut [u8]) -> usize {
-        // seed: `data = s.recv(1024)`. The loop read everything the socket had (until
-        // `WouldBlock`) and hands it over; one message may come in pieces, or two as one.
+        // seed: `data = s.recv(1024)`. The loop read what the socket had (up to 64 KiB
+        // per read, until the socket is drained) and hands each read over; one message
+        // may come in pieces, or two as one.
         let peer = conns.state(token).map_or("?", String::as_str);
         println!("from {peer}: {}", String::from_utf8_lossy(data).trim_end());
         // seed: `message_queue[s].put(data)` and `outputs.append(s)`, then, on a later

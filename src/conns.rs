@@ -243,6 +243,20 @@ impl<S> Conns<S> {
         }
     }
 
+    /// Take the input the handler has not consumed yet (it is then consumed).
+    pub fn take_unconsumed(&mut self, token: Token) -> Vec<u8> {
+        let Some(conn) = self.slab.get_mut(token.0) else {
+            return Vec::new();
+        };
+        let taken = conn
+            .pending
+            .as_mut()
+            .map(|p| std::mem::take(&mut p.read_buf))
+            .unwrap_or_default();
+        conn.release_empty_buffers();
+        taken
+    }
+
     /// The connection's peer, for messages.
     pub fn peer(&self, token: Token) -> Option<Peer> {
         self.slab.get(token.0).map(|c| c.peer)

@@ -45,6 +45,8 @@ pub const SCRATCH_SIZE: usize = 64 * 1024;
 const READS_PER_TURN: usize = 16;
 /// Datagrams per UDP port per turn before others get a go.
 const DATAGRAMS_PER_TURN: usize = 256;
+/// Accept errors in a row (other than `WouldBlock`) before backing off.
+const MAX_ACCEPT_FAILURES: usize = 64;
 /// How long to wait before retrying `accept` after running out of descriptors.
 const ACCEPT_RETRY: Duration = Duration::from_millis(200);
 
@@ -427,11 +429,13 @@ impl<S: Default> EventLoop<S> {
                         // A short read emptied the kernel's receive queue: anything that
                         // arrives later raises a new edge, so this is as good as
                         // WouldBlock and saves a system call per message.
+                        self.burst_ended(handler, token);
                         return;
                     }
                 }
                 Err(e) if would_block(&e) => {
                     trace!("token {}: read WouldBlock", token.0);
+                    self.burst_ended(handler, token);
                     return;
                 }
                 Err(e) if interrupted(&e) => continue,
@@ -443,6 +447,18 @@ impl<S: Default> EventLoop<S> {
         }
         // Fairness cap reached with data possibly left: come back after the others.
         self.conns.mark_ready(token);
+    }
+
+    /// Tell the handler the socket is drained, if the connection is still reading.
+    fn burst_ended<H: Handler<State = S>>(&mut self, handler: &mut H, token: Token) {
+        let reading = self
+            .conns
+            .slab
+            .get(token.0)
+            .is_some_and(|c| !c.has(flags::CLOSING | flags::LINGERING | flags::READ_DONE));
+        if reading {
+            handler.on_burst_end(&mut self.conns, token);
+        }
     }
 
     fn read_udp<H: Handler<State = S>>(&mut self, handler: &mut H, port: usize) {
@@ -472,6 +488,7 @@ impl<S: Default> EventLoop<S> {
 
     /// Accept until `WouldBlock` (edge-triggered: the backlog may hold many).
     fn accept<H: Handler<State = S>>(&mut self, handler: &mut H, index: usize) {
+        let mut failures = 0;
         loop {
             let Some(listener) = self.listeners.get(index) else {
                 return;
@@ -501,8 +518,19 @@ impl<S: Default> EventLoop<S> {
                     return;
                 }
                 Err(e) => {
-                    // ECONNABORTED and friends: that client gave up; others may wait.
+                    // ECONNABORTED and friends: that client gave up; others may wait. An
+                    // error that repeats is not about one client: back off as for EMFILE
+                    // rather than spin on it.
                     debug!("accept on {}: {e}", listener.describe());
+                    failures += 1;
+                    if failures >= MAX_ACCEPT_FAILURES {
+                        warn!(
+                            "accept on {}: {e} (repeated); retrying later",
+                            listener.describe()
+                        );
+                        self.accept_paused_until = Some(self.conns.clock.after(ACCEPT_RETRY));
+                        return;
+                    }
                     continue;
                 }
             };
@@ -565,7 +593,9 @@ impl<S: Default> EventLoop<S> {
                 _ => debug!("token {}: {} {reason}", token.0, conn.peer),
             }
             // Dropping the stream closes the descriptor, which also removes it from the
-            // epoll set (we never duplicate descriptors), so no deregister call is needed.
+            // epoll set (the kernel drops an epoll entry when the last descriptor of the
+            // socket closes, and the loop never duplicates a connection's descriptor), so
+            // no deregister call is needed.
             let Conn { stream, state, .. } = conn;
             drop(stream);
             freed = true;

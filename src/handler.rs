@@ -75,6 +75,13 @@ pub trait Handler {
     /// connection's read buffer and offered again, with more, on the next read.
     fn on_data(&mut self, conns: &mut Conns<Self::State>, token: Token, data: &mut [u8]) -> usize;
 
+    /// The socket has nothing more to read for now (a read burst ended: a short read or
+    /// `WouldBlock`), and the peer may be waiting for an answer to what it sent. Input
+    /// the handler left unconsumed is still in `Conns::unconsumed`.
+    fn on_burst_end(&mut self, conns: &mut Conns<Self::State>, token: Token) {
+        let _ = (conns, token);
+    }
+
     /// The peer half-closed (EOF). By default: finish sending what is queued, then close.
     fn on_eof(&mut self, conns: &mut Conns<Self::State>, token: Token) {
         conns.close_when_flushed(token);

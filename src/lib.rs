@@ -1,7 +1,7 @@
 //! netloop: readiness-based network I/O on one single-threaded `mio` event loop.
 //!
-//! Everything netloop does — the echo family of servers, the client, and (later) the
-//! HTTP fetcher, the stress tester and the upload service — is a [`handler::Handler`]
+//! Everything netloop does — the echo family of servers, the client, the HTTP fetcher,
+//! the stress tester and the upload service — is a [`handler::Handler`]
 //! plugged into the one loop in [`event_loop`]. Read that file first; `NOTES.md` explains
 //! how it maps to the Python `select()`/`selectors` programs it comes from.
 //!

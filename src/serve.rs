@@ -74,6 +74,8 @@ fn seconds(name: &str, secs: f64) -> io::Result<Duration> {
 
 /// Run the server until SIGINT/SIGTERM; returns after the summary line is logged.
 pub fn serve(args: &ServeArgs) -> io::Result<()> {
+    // Every connection is a descriptor: allow as many as the hard limit does.
+    crate::io_util::raise_nofile_limit();
     if args.suffix.is_some() && args.service != ServiceKind::Echo {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,

@@ -431,8 +431,17 @@ fn server_closing_half_the_idle_connections_is_counted() {
                 (registry.lock().unwrap().len() >= IDLE + ACTIVE).then_some(())
             })
             .expect("every connection accepted");
-            // By now the hold has started and the active connections have sent.
-            thread::sleep(Duration::from_millis(400));
+            // Wait until every active connection has sent (the hold has started), so
+            // that exactly the idle ones are those that sent nothing.
+            wait_until(TIMEOUT, || {
+                let reg = registry.lock().unwrap();
+                let sent = reg
+                    .iter()
+                    .filter(|(_, n)| n.load(Ordering::SeqCst) > 0)
+                    .count();
+                (sent >= ACTIVE).then_some(())
+            })
+            .expect("active connections sent");
             let reg = registry.lock().unwrap();
             let idle: Vec<&TcpStream> = reg
                 .iter()

@@ -3,9 +3,12 @@
 //! Seed 003's server greets, then answers each `recv` with `Hello, %s!` until it reads
 //! `exit`. Its classic client sends `b'Michael'` with no newline and waits for the reply,
 //! while a person at `nc` types lines. Both work here: a message ends at `\n` (a `\r`
-//! before it is dropped), and bytes left without a `\n` at the end of a read are a
-//! message too. Replies keep the caller's style: a line gets a line back (`...!\n`), a
-//! bare message gets a bare reply. The greeting is `Welcome!\n`.
+//! before it is dropped), and bytes left without a `\n` when the socket has nothing more
+//! to read (the end of a read burst: `on_burst_end`) are a message too. Until then an
+//! unfinished line stays in the connection's read buffer, so a long line split over
+//! several reads is still one message (up to the loop's 1 MiB input limit). Replies keep
+//! the caller's style: a line gets a line back (`...!\n`), a bare message gets a bare
+//! reply. The greeting is `Welcome!\n`.
 
 use std::net::SocketAddr;
 
@@ -29,18 +32,23 @@ enum After {
 }
 
 impl Hello {
-    /// Answer every message in `data` into `self.reply`.
-    fn answer(&mut self, data: &[u8]) -> After {
+    /// Answer the messages in `data` into `self.reply`: every complete line, and with
+    /// `final_message` also bytes after the last newline. Returns what to do next and
+    /// how many bytes were answered.
+    fn answer(&mut self, data: &[u8], final_message: bool) -> (After, usize) {
         self.reply.clear();
-        let mut rest = data;
-        while !rest.is_empty() {
-            let (message, newline, next) = match rest.iter().position(|&b| b == b'\n') {
-                Some(i) => (&rest[..i], true, &rest[i + 1..]),
-                None => (rest, false, &rest[rest.len()..]),
+        let mut used = 0;
+        while used < data.len() {
+            let rest = &data[used..];
+            let (message, newline, len) = match rest.iter().position(|&b| b == b'\n') {
+                Some(i) => (&rest[..i], true, i + 1),
+                None if final_message => (rest, false, rest.len()),
+                None => break, // an unfinished line: wait for the rest of it
             };
+            used += len;
             let message = message.strip_suffix(b"\r").unwrap_or(message);
             if message == b"exit" {
-                return After::Close;
+                return (After::Close, data.len());
             }
             self.reply.extend_from_slice(b"Hello, ");
             self.reply.extend_from_slice(message);
@@ -48,9 +56,22 @@ impl Hello {
             if newline {
                 self.reply.push(b'\n');
             }
-            rest = next;
         }
-        After::KeepOpen
+        (After::KeepOpen, used)
+    }
+
+    /// Answer kept input as one bare message (the peer stopped sending for now).
+    fn answer_unfinished(&mut self, conns: &mut Conns<()>, token: Token) -> After {
+        let rest = conns.take_unconsumed(token);
+        if rest.is_empty() {
+            return After::KeepOpen;
+        }
+        let (after, _) = self.answer(&rest, true);
+        conns.send(token, &self.reply);
+        if after == After::Close {
+            conns.close_when_flushed(token);
+        }
+        after
     }
 }
 
@@ -62,12 +83,21 @@ impl Handler for Hello {
     }
 
     fn on_data(&mut self, conns: &mut Conns<()>, token: Token, data: &mut [u8]) -> usize {
-        let after = self.answer(data);
+        let (after, used) = self.answer(data, false);
         conns.send(token, &self.reply);
         if after == After::Close {
             conns.close_when_flushed(token);
         }
-        data.len()
+        used
+    }
+
+    fn on_burst_end(&mut self, conns: &mut Conns<()>, token: Token) {
+        self.answer_unfinished(conns, token);
+    }
+
+    fn on_eof(&mut self, conns: &mut Conns<()>, token: Token) {
+        self.answer_unfinished(conns, token);
+        conns.close_when_flushed(token);
     }
 
     fn on_datagram(
@@ -78,7 +108,7 @@ impl Handler for Hello {
         data: &mut [u8],
     ) {
         // Over UDP there is no connection to close, so `exit` gets no reply.
-        if self.answer(data) == After::KeepOpen {
+        if self.answer(data, true).0 == After::KeepOpen {
             conns.send_datagram(port, from, &[&self.reply]);
         }
     }
@@ -90,8 +120,15 @@ mod tests {
 
     fn reply(data: &[u8]) -> (Vec<u8>, After) {
         let mut h = Hello::default();
-        let after = h.answer(data);
+        let (after, _) = h.answer(data, true);
         (h.reply, after)
+    }
+
+    #[test]
+    fn unfinished_line_waits_unless_final() {
+        let mut h = Hello::default();
+        assert_eq!(h.answer(b"a\nbc", false), (After::KeepOpen, 2));
+        assert_eq!(h.reply, b"Hello, a!\n");
     }
 
     #[test]

@@ -159,30 +159,6 @@ pub fn plan(args: &StressArgs, idle: usize, active: usize) -> io::Result<Plan> {
     })
 }
 
-/// The open-file limit, raised to its hard maximum (soft limits are often lower).
-pub fn raise_nofile_limit() -> u64 {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: get/setrlimit with a valid pointer to a local struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return 1024;
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: lim.rlim_max,
-                rlim_max: lim.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                return raised.rlim_cur;
-            }
-        }
-    }
-    lim.rlim_cur
-}
-
 /// Descriptors a process keeps for itself (stdio, epoll, pipes, ...).
 const RESERVED_FDS: u64 = 64;
 
@@ -194,7 +170,7 @@ pub fn stress(args: &StressArgs) -> io::Result<()> {
             "nothing to do: give --idle N and/or --active M".into(),
         ));
     }
-    let limit = raise_nofile_limit();
+    let limit = crate::io_util::raise_nofile_limit();
     let per_process = limit.saturating_sub(RESERVED_FDS).max(1);
     if args.worker {
         return workers::run_as_worker(args);
