@@ -116,7 +116,10 @@ impl<S> Conns<S> {
                         break;
                     }
                     Err(e) if interrupted(&e) => continue,
-                    Err(e) if would_block(&e) => break,
+                    Err(e) if would_block(&e) => {
+                        trace!("token {}: write WouldBlock", token.0);
+                        break;
+                    }
                     Err(e) => {
                         self.close(token, CloseReason::Error(e));
                         return;
@@ -481,7 +484,10 @@ impl<S> Conns<S> {
                     }
                 }
                 Err(e) if interrupted(&e) => continue,
-                Err(e) if would_block(&e) => break,
+                Err(e) if would_block(&e) => {
+                    trace!("token {}: flush WouldBlock", token.0);
+                    break;
+                }
                 Err(e) => {
                     self.close(token, CloseReason::Error(e));
                     return;

@@ -496,6 +496,7 @@ impl<S: Default> EventLoop<S> {
             let (stream, peer) = match listener.accept() {
                 Ok(pair) => pair,
                 Err(e) if would_block(&e) => {
+                    trace!("listener {index}: accept WouldBlock");
                     if self.accept_pause_logged {
                         info!("backlog drained: accepting normally again");
                         self.accept_pause_logged = false;

@@ -87,28 +87,48 @@ impl Default for TcpOptions {
     }
 }
 
-/// Bind and listen on a TCP address (port 0 picks a free port).
-pub fn bind_tcp(addr: SocketAddr, opts: TcpOptions) -> io::Result<Listener> {
+/// A socket bound to `addr` with the options every netloop socket gets: `SO_REUSEADDR`
+/// (as the seeds do: restart at once on a port whose old connections are in TIME_WAIT),
+/// optionally `SO_REUSEPORT` (workers sharing a port must all set it), and for IPv6
+/// `IPV6_V6ONLY` (so `[::]` and `0.0.0.0` can be bound side by side). Errors name the
+/// address and `what` it was for.
+pub fn bound_socket(
+    addr: SocketAddr,
+    kind: Type,
+    reuse_port: bool,
+    what: &str,
+) -> io::Result<Socket> {
     let context =
-        |e: io::Error, what: &str| io::Error::new(e.kind(), format!("{what} {addr}: {e}"));
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+        |e: io::Error, step: &str| io::Error::new(e.kind(), format!("{step} {what}{addr}: {e}"));
+    let protocol = if kind == Type::DGRAM {
+        Protocol::UDP
+    } else {
+        Protocol::TCP
+    };
+    let socket = Socket::new(Domain::for_address(addr), kind, Some(protocol))
         .map_err(|e| context(e, "socket for"))?;
-    // As the seeds do: restart at once on a port whose old connections are in TIME_WAIT.
     socket
         .set_reuse_address(true)
         .map_err(|e| context(e, "SO_REUSEADDR on"))?;
-    if opts.reuse_port {
+    if reuse_port {
         socket
             .set_reuse_port(true)
             .map_err(|e| context(e, "SO_REUSEPORT on"))?;
     }
     if addr.is_ipv6() {
-        // `[::]` then means IPv6 only, so `0.0.0.0` can be listened on beside it.
         socket
             .set_only_v6(true)
             .map_err(|e| context(e, "IPV6_V6ONLY on"))?;
     }
     socket.bind(&addr.into()).map_err(|e| context(e, "bind"))?;
+    Ok(socket)
+}
+
+/// Bind and listen on a TCP address (port 0 picks a free port).
+pub fn bind_tcp(addr: SocketAddr, opts: TcpOptions) -> io::Result<Listener> {
+    let context =
+        |e: io::Error, what: &str| io::Error::new(e.kind(), format!("{what} {addr}: {e}"));
+    let socket = bound_socket(addr, Type::STREAM, opts.reuse_port, "")?;
     socket
         .listen(opts.backlog)
         .map_err(|e| context(e, "listen on"))?;
@@ -171,21 +191,9 @@ pub fn bind_unix(path: &Path, backlog: i32) -> io::Result<Listener> {
 
 /// Bind a UDP port (with `SO_REUSEADDR`, as the seeds do).
 pub fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
-    let context =
-        |e: io::Error, what: &str| io::Error::new(e.kind(), format!("{what} udp {addr}: {e}"));
-    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
-        .map_err(|e| context(e, "socket for"))?;
-    socket
-        .set_reuse_address(true)
-        .map_err(|e| context(e, "SO_REUSEADDR on"))?;
-    if addr.is_ipv6() {
-        socket
-            .set_only_v6(true)
-            .map_err(|e| context(e, "IPV6_V6ONLY on"))?;
-    }
-    socket.bind(&addr.into()).map_err(|e| context(e, "bind"))?;
+    let socket = bound_socket(addr, Type::DGRAM, false, "udp ")?;
     socket
         .set_nonblocking(true)
-        .map_err(|e| context(e, "non-blocking mode on"))?;
+        .map_err(|e| io::Error::new(e.kind(), format!("non-blocking mode on udp {addr}: {e}")))?;
     Ok(UdpSocket::from_std(socket.into()))
 }

@@ -26,12 +26,30 @@ enum Command {
     /// Send standard input to a server and print its replies (the seeds' client).
     Client(ClientArgs),
     /// Hold many idle connections to a server and measure active ones.
+    #[command(
+        after_help = "Exit status: 0 when every connection asked for was opened and held to \
+                      the end; 1 otherwise (the message says how many), e.g. when the target \
+                      is unreachable."
+    )]
     Stress(StressArgs),
     /// Look up an address, a host name or a service name (seed 001's lookups).
     Resolve(ResolveArgs),
     /// Fetch URLs over HTTP/1.1 and HTTPS, many at once (seed 001's `Fetcher`, complete).
+    #[command(
+        after_help = "Output: with one URL and no -o, the body goes to stdout and the result \
+                      line (or --json object) to stderr; otherwise bodies go to -o DIR (or are \
+                      dropped) and one result per URL, text or JSON lines, goes to stdout. With \
+                      several URLs a summary line goes to stderr.\n\n\
+                      Exit status: 0 when every URL got a complete 2xx response; 1 otherwise \
+                      (an error, a status other than 2xx, or output that could not be written)."
+    )]
     Fetch(FetchArgs),
     /// Upload files to `netloop serve upload` (seeds 000/004's framing), checking replies.
+    #[command(
+        after_help = "Exit status: 0 when every file was stored and its reply matched the bytes \
+                      and SHA-256 sent; 1 on a refusal, a mismatch, an early close, a connect \
+                      failure or --timeout without progress (the message says which)."
+    )]
     Upload(UploadArgs),
 }
 

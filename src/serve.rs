@@ -36,13 +36,16 @@ pub struct ServeArgs {
     /// listen() backlog.
     #[arg(long, default_value_t = 1024, value_name = "N")]
     pub backlog: i32,
-    /// Outbound bytes queued for one connection before the server stops reading from it.
+    /// Outbound bytes queued for one connection before the server stops reading from it
+    /// (backpressure); reading resumes once the queue is below a quarter of this.
     #[arg(long, default_value_t = 1024 * 1024, value_name = "BYTES")]
     pub max_queue: usize,
-    /// Most open connections; extra ones are accepted and closed at once.
+    /// Most open connections; extra ones are accepted and closed at once (with
+    /// --workers: per worker process).
     #[arg(long, value_name = "N")]
     pub max_conns: Option<usize>,
-    /// Close connections with no traffic for this many seconds.
+    /// Close connections with no traffic for this many seconds (default: never, except
+    /// 60 for the upload service, so stalled uploads are dropped).
     #[arg(long, value_name = "SECS")]
     pub idle_timeout: Option<f64>,
     /// On SIGINT/SIGTERM, how many seconds to keep flushing queued bytes.
@@ -56,6 +59,7 @@ pub struct ServeArgs {
     pub upload: UploadOptions,
     /// Run N worker processes, each its own loop, sharing the TCP port(s) with
     /// SO_REUSEPORT (the nginx model: more cores, and more than one process's open files).
+    /// 1 (the default) serves in this process. TCP only: --udp and --unix are refused.
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub workers: usize,
     /// Bind TCP listeners with SO_REUSEPORT (set by `--workers` for its children).
@@ -112,10 +116,14 @@ pub fn serve(args: &ServeArgs) -> io::Result<()> {
 fn run<H: Handler>(args: &ServeArgs, mut handler: H) -> io::Result<()> {
     let mut config = LoopConfig {
         max_queue: args.max_queue.max(1),
-        idle_timeout: args
-            .idle_timeout
-            .map(|s| seconds("--idle-timeout", s))
-            .transpose()?,
+        idle_timeout: match args.idle_timeout {
+            Some(s) => Some(seconds("--idle-timeout", s)?),
+            // A stalled upload would hold its connection and temporary file forever.
+            None if args.service == ServiceKind::Upload => {
+                Some(crate::services::upload::DEFAULT_IDLE_TIMEOUT)
+            }
+            None => None,
+        },
         max_conns: args.max_conns,
         shutdown_grace: seconds("--grace", args.grace)?,
         ..LoopConfig::default()

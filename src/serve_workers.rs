@@ -84,9 +84,10 @@ use std::time::{Duration, Instant};
 use clap::ValueEnum;
 use log::{debug, info, warn};
 use mio::Token;
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Socket, Type};
 
 use crate::event_loop::{EventLoop, LoopConfig};
+use crate::listen::bound_socket;
 use crate::serve::ServeArgs;
 use crate::supervisor::Supervisor;
 
@@ -151,28 +152,12 @@ pub fn serve_workers(args: &ServeArgs) -> io::Result<()> {
 /// Bind (never listen on) `addr` with the options a worker's listener will have, so the
 /// port is ours for as long as the socket lives; returns it with its concrete address.
 fn reserve_port(addr: SocketAddr) -> io::Result<(Socket, SocketAddr)> {
-    let context = |e: io::Error, what: &str| {
-        io::Error::new(e.kind(), format!("{what} {addr} for the workers: {e}"))
-    };
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
-        .map_err(|e| context(e, "socket for"))?;
-    // The same options as `listen::bind_tcp` with `reuse_port`: the kernel lets sockets
-    // share a port only if all of them agree.
-    socket
-        .set_reuse_address(true)
-        .map_err(|e| context(e, "SO_REUSEADDR on"))?;
-    socket
-        .set_reuse_port(true)
-        .map_err(|e| context(e, "SO_REUSEPORT on"))?;
-    if addr.is_ipv6() {
-        socket
-            .set_only_v6(true)
-            .map_err(|e| context(e, "IPV6_V6ONLY on"))?;
-    }
-    socket.bind(&addr.into()).map_err(|e| context(e, "bind"))?;
+    // The same options as a worker's listener (`listen::bind_tcp` with `reuse_port`):
+    // the kernel lets sockets share a port only if all of them agree.
+    let socket = bound_socket(addr, Type::STREAM, true, "(for the workers) ")?;
     let local = socket
         .local_addr()
-        .map_err(|e| context(e, "address of"))?
+        .map_err(|e| io::Error::new(e.kind(), format!("address of {addr}: {e}")))?
         .as_socket()
         .ok_or_else(|| io::Error::other(format!("bound {addr} but got no IP address back")))?;
     Ok((socket, local))

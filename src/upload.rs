@@ -38,13 +38,14 @@ pub struct UploadArgs {
     /// Files to send, in order, on one connection.
     #[arg(value_name = "FILE", required = true)]
     pub files: Vec<PathBuf>,
-    /// Server address, HOST:PORT.
+    /// Server address, HOST:PORT (required unless --unix is given).
     #[arg(long, value_name = "ADDR", required_unless_present = "unix")]
     pub to: Option<String>,
     /// Connect to a Unix stream socket instead.
     #[arg(long, value_name = "PATH", conflicts_with = "to")]
     pub unix: Option<PathBuf>,
-    /// Answer the server's HMAC challenge with the secret in this file.
+    /// Answer the server's HMAC challenge with the secret in this file (its bytes, one
+    /// trailing newline removed, as the server reads it).
     #[arg(long, value_name = "PATH")]
     pub secret_file: Option<PathBuf>,
     /// Give up when nothing was sent or received for this many seconds.
@@ -83,6 +84,8 @@ struct Sender {
     secret: Option<Secret>,
     /// The server's challenge is still to come.
     challenge_pending: bool,
+    /// The connection was established (`on_open`).
+    connected: bool,
     /// Replies received so far (to hint at a missing `--secret-file` on the first one).
     replies: usize,
     token: Option<Token>,
@@ -256,6 +259,7 @@ impl Handler for Sender {
     type State = ();
 
     fn on_open(&mut self, conns: &mut Conns<()>, _token: Token) {
+        self.connected = true;
         self.pump(conns);
     }
 
@@ -324,6 +328,10 @@ impl Handler for Sender {
         let msg = match reason {
             CloseReason::ConnectFailed(e) => format!("connect {}: {e}", self.target),
             CloseReason::Error(e) => format!("{}: {e}", self.target),
+            CloseReason::IdleTimeout if self.connected && self.challenge_pending => format!(
+                "no challenge received from {} — does the server run with --secret-file?",
+                self.target
+            ),
             CloseReason::IdleTimeout => format!("{}: no progress, gave up", self.target),
             _ if !self.awaiting.is_empty() || !self.all_sent => {
                 format!(
@@ -400,6 +408,7 @@ pub fn upload(args: &UploadArgs) -> io::Result<()> {
         current: None,
         awaiting: VecDeque::new(),
         challenge_pending: secret.is_some(),
+        connected: false,
         secret,
         replies: 0,
         token: None,

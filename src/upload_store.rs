@@ -49,6 +49,12 @@ pub fn check_file_name(name: &str) -> Result<(), String> {
     if name.chars().any(char::is_control) {
         return Err(format!("file name {name:?} contains a control character"));
     }
+    if let Some(c) = name.chars().find(|&c| is_format_char(c)) {
+        return Err(format!(
+            "file name {name:?} contains an invisible formatting character (U+{:04X})",
+            c as u32
+        ));
+    }
     if name.len() > MAX_NAME_BYTES {
         return Err(format!(
             "file name is {} bytes, over the limit of {MAX_NAME_BYTES}",
@@ -61,6 +67,23 @@ pub fn check_file_name(name: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Unicode format and bidi characters that make a shown name differ from the stored
+/// one: `evil\u{202E}gpj.exe` displays as `evilexe.jpg`. Soft hyphen, Arabic letter mark,
+/// zero-width space/joiners and LRM/RLM, the bidi embeddings/overrides and isolates, word
+/// joiner and invisible operators, and the BOM.
+fn is_format_char(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{061C}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{FEFF}'
+    )
 }
 
 /// The `n`th alternative to `name`: `report.pdf` -> `report (n).pdf`; `.bashrc` ->

@@ -335,6 +335,17 @@ fn hostile_inputs_get_error_replies_and_write_nothing() {
         ("empty", named(""), "empty"),
         ("NUL", named("a\0b"), "NUL"),
         ("control", named("a\nb"), "control character"),
+        (
+            "RLO",
+            named("evil\u{202E}gpj.exe"),
+            "invisible formatting character (U+202E)",
+        ),
+        ("zero-width space", named("a\u{200B}b"), "U+200B"),
+        ("soft hyphen", named("a\u{00AD}b"), "U+00AD"),
+        ("Arabic letter mark", named("a\u{061C}b"), "U+061C"),
+        ("word joiner", named("a\u{2060}b"), "U+2060"),
+        ("isolate", named("a\u{2066}b"), "U+2066"),
+        ("BOM", named("\u{FEFF}a"), "U+FEFF"),
         ("300 bytes", named(&long), "over the limit of 255"),
         ("reserved", named(".netloop-upload-1-1.part"), "reserved"),
     ];
@@ -412,6 +423,55 @@ fn half_a_file_then_reset_leaves_nothing() {
     assert!(error.contains("after 400 of 1000 bytes"), "{error}");
     tree.wait_for(&[]);
     tree.assert_clean();
+}
+
+/// Stalled clients: `--idle-timeout 1` drops one that sent half a header, one that sent
+/// half a file (its temporary file removed), and one that authenticated and went silent.
+/// Without `--idle-timeout` the upload service uses 60 s (not testable in a unit of time).
+#[test]
+fn stalled_clients_are_dropped_by_the_idle_timeout() {
+    let tree = TempTree::new("up-stall");
+    let key = secret_file(&tree, "egg");
+    let server = start_upload(&tree, &["--idle-timeout", "1"]);
+    let t = Instant::now();
+    let mut half_header = connect(server.addr());
+    let header = frame(&json!({"file_name": "stall.bin", "file_size": 1000}));
+    half_header
+        .write_all(&header[..header.len() / 2])
+        .expect("half header");
+    let mut half_file = connect(server.addr());
+    half_file.write_all(&header).expect("header");
+    half_file.write_all(&[7u8; 500]).expect("half body");
+    wait_for_temp(&tree, 0);
+    assert_closed(&mut half_header);
+    assert_closed(&mut half_file);
+    let waited = t.elapsed();
+    assert!(
+        waited >= Duration::from_millis(800) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+    tree.wait_for(&[]);
+    tree.assert_clean();
+
+    // With authentication: the idle timeout counts again once the answer is in.
+    let auth = start_upload(
+        &tree,
+        &[
+            "--secret-file",
+            key.to_str().unwrap(),
+            "--idle-timeout",
+            "1",
+        ],
+    );
+    let mut s = connect(auth.addr());
+    let challenge = read_challenge(&mut s);
+    s.write_all(&Secret::new(b"egg".to_vec()).unwrap().answer(&challenge))
+        .expect("answer");
+    let t = Instant::now();
+    assert_closed(&mut s);
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    tree.assert_clean();
+    let _ = std::fs::remove_file(key);
 }
 
 #[test]
@@ -676,6 +736,25 @@ fn upload_command_sends_and_checks_every_file() {
     let out = run_netloop(&["upload", "/nonexistent/file", "--to", &to], b"");
     assert!(!out.status.success());
     assert!(out.stderr.contains("/nonexistent/file"), "{}", out.stderr);
+    // --secret-file against a server without authentication: no challenge ever comes.
+    let key = secret_file(&tree, "egg");
+    let out = run_netloop(
+        &[
+            "upload",
+            e,
+            "--to",
+            &to,
+            "--secret-file",
+            key.to_str().unwrap(),
+            "--timeout",
+            "1",
+        ],
+        b"",
+    );
+    assert!(!out.status.success());
+    let want = format!("no challenge received from {to} — does the server run with --secret-file?");
+    assert!(out.stderr.contains(&want), "{}", out.stderr);
+    let _ = std::fs::remove_file(key);
     tree.wait_for(&["a (1).bin", "a.bin", "empty", "empty (1)"]);
     tree.assert_clean();
     let _ = std::fs::remove_dir_all(tree.root.with_extension("src"));

@@ -119,7 +119,10 @@ impl Fetcher {
                 }
                 Step::Head(head) => {
                     if let Some(raw) = &head.raw {
-                        let _ = io::stdout().lock().write_all(raw);
+                        if let Err(e) = io::stdout().lock().write_all(raw) {
+                            let e = format!("output: writing to stdout: {e}");
+                            return self.finish(conns, id, Some(e));
+                        }
                     }
                     match t.on_head(&head, self.plan.max_redirects) {
                         Ok(HeadAction::Redirect(next)) => t.redirect_to = Some(next),

@@ -45,8 +45,8 @@ pub use report::{FetchResult, Reporter, ResultFormat};
 /// Options of `netloop fetch`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct FetchArgs {
-    /// URLs to fetch (http:// or https://).
-    #[arg(value_name = "URL")]
+    /// URLs to fetch (http:// or https://); at least one is required unless -i gives them.
+    #[arg(value_name = "URL", required_unless_present = "input")]
     pub urls: Vec<String>,
     /// Also read URLs from FILE, one per line (`-`: standard input; blank lines and
     /// lines starting with # are skipped).
@@ -68,7 +68,8 @@ pub struct FetchArgs {
     /// Redirects (301, 302, 303, 307, 308) followed per URL at most.
     #[arg(long, default_value_t = 5, value_name = "N")]
     pub max_redirects: u32,
-    /// Seconds a connect may take.
+    /// Seconds a connect may take, per address tried (a host with several addresses may
+    /// take this long for each before the next is tried).
     #[arg(long, default_value_t = 10.0, value_name = "SECS")]
     pub connect_timeout: f64,
     /// Seconds a whole transfer may take, redirects included (default: no limit).
@@ -89,7 +90,8 @@ pub struct FetchArgs {
     /// Send HEAD requests instead of GET (no bodies).
     #[arg(short = 'I', long)]
     pub head: bool,
-    /// Print one JSON object per URL (JSON lines) instead of text.
+    /// Print one JSON object per URL (JSON lines) instead of text: on stdout, or on
+    /// stderr when stdout carries the body (one URL, no -o).
     #[arg(long)]
     pub json: bool,
 }

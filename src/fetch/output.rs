@@ -129,21 +129,30 @@ impl Sink {
     }
 
     /// The transfer is over: on success, the file's path (if any); on failure, remove
-    /// the partial file.
-    pub fn finish(self, ok: bool) -> Option<PathBuf> {
+    /// the partial file. A failed final flush (stdout) or write-out (file) is an error:
+    /// the body did not all arrive where it was meant to go.
+    pub fn finish(self, ok: bool) -> Result<Option<PathBuf>, String> {
         match self {
-            Sink::None => None,
-            Sink::Stdout => {
-                let _ = io::stdout().lock().flush();
-                None
-            }
-            Sink::File(file, path) => {
+            Sink::None => Ok(None),
+            Sink::Stdout => io::stdout()
+                .lock()
+                .flush()
+                .map(|()| None)
+                .map_err(|e| format!("output: writing to stdout: {e}")),
+            Sink::File(mut file, path) => {
+                // `File` has no user-space buffer; `flush` is a no-op kept for symmetry.
+                let flushed = file.flush();
                 drop(file);
-                if ok {
-                    Some(path)
-                } else {
-                    let _ = std::fs::remove_file(&path);
-                    None
+                match flushed {
+                    Ok(()) if ok => Ok(Some(path)),
+                    Ok(()) => {
+                        let _ = std::fs::remove_file(&path);
+                        Ok(None)
+                    }
+                    Err(e) => {
+                        let _ = std::fs::remove_file(&path);
+                        Err(format!("output: writing {}: {e}", path.display()))
+                    }
                 }
             }
         }

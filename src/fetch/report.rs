@@ -148,6 +148,10 @@ impl Reporter {
         if !result.succeeded() {
             self.failed += 1;
         }
+        if let Some(bar) = &self.bar {
+            // The count moves with every result; `tick` only throttles the message.
+            bar.set_position(self.done);
+        }
         let line = match self.format {
             ResultFormat::Human => result.human(),
             ResultFormat::Json => result.to_json(),
@@ -160,13 +164,18 @@ impl Reporter {
             } else {
                 writeln!(io::stdout().lock(), "{line}")
             };
-            if let Err(e) = written {
-                log::debug!("printing a result: {e}");
-            }
+            written
         };
-        match &self.bar {
+        let written = match &self.bar {
             Some(bar) if self.share_terminal => bar.suspend(print),
             _ => print(),
+        };
+        if let Err(e) = written {
+            // A result nobody can read is not a success: make the exit status say so.
+            log::warn!("printing the result of {}: {e}", result.url);
+            if result.succeeded() {
+                self.failed += 1;
+            }
         }
     }
 

@@ -6,13 +6,17 @@
 //! and the fetcher (`fetcher.rs`) moves it along as the loop reports events:
 //!
 //! ```text
-//!  Queued ─▶ Resolving ─▶ Waiting ─▶ Connecting ─▶ Requesting ─▶ (head) ─▶ Body ─▶ Done
-//!     (DNS thread)    (host at --per-host)   (writable + SO_ERROR)     │
-//!                                 ▲                                    │ 3xx + Location
-//!                                 └──────────── next URL ◀─────────────┘
+//! Resolving ──▶ Waiting ──▶ Connecting ──▶ Requesting ──▶ result
+//! (DNS thread)  (host at    (writable +    (head, then    │
+//!      ▲         --per-host) SO_ERROR)      body)         │ 3xx + Location
+//!      └──────────────── next URL ◀───────────────────────┘
 //! ```
 //!
-//! A reused keep-alive connection skips Connecting: the request is written at once. This
+//! A URL waits in the fetcher's list, not yet a `Transfer`, until the `--concurrency`
+//! window admits it. Steps not needed are skipped: known addresses skip Resolving, a free
+//! connection slot skips Waiting, and a reused keep-alive connection skips Connecting
+//! (the request is written at once). Head and body are both read in Requesting; there is
+//! no final phase: the finished transfer is removed and its result reported. This
 //! file holds what belongs to the transfer itself — the request it sends, what a response
 //! head means for it (a redirect to follow, a loop, a final response to save) — so the
 //! fetcher only routes bytes and connections.
@@ -201,13 +205,17 @@ impl Transfer {
     /// The result, once the transfer is over.
     pub fn into_result(self, error: Option<String>) -> FetchResult {
         let ok = error.is_none();
+        let (file, error) = match self.sink.finish(ok) {
+            Ok(file) => (file, error),
+            Err(e) => (None, error.or(Some(e))),
+        };
         FetchResult {
             url: self.requested,
             status: self.status,
             bytes: self.bytes,
             elapsed: self.started.elapsed(),
             redirects: self.redirects,
-            file: self.sink.finish(ok),
+            file,
             error,
         }
     }

@@ -32,13 +32,19 @@ use crate::framing::{FrameError, Item, Limits, Reply, UploadDecoder, DEFAULT_MAX
 use crate::handler::{CloseReason, Handler, SignalAction};
 use crate::upload_store::{check_file_name, Partial, Store};
 
+/// `--idle-timeout` of the upload service when none is given: a client that sends nothing
+/// for this long, mid-header or mid-file, is dropped and its temporary file removed.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Options of `netloop serve upload` (flattened into `ServeArgs`).
 #[derive(Clone, Debug, clap::Args)]
 pub struct UploadOptions {
-    /// upload: directory to store files in (created if missing).
+    /// upload: directory to store files in (created if missing); required for the upload
+    /// service. An existing file is never overwritten: a taken name is stored as
+    /// `name (1).ext`, `name (2).ext`, ...
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
-    /// upload: largest file accepted, in bytes.
+    /// upload: largest file accepted, in bytes (default 10 GiB).
     #[arg(long, default_value_t = DEFAULT_MAX_FILE_SIZE, value_name = "BYTES")]
     pub max_file_size: u64,
     /// upload: largest JSON header accepted, in bytes.
@@ -172,7 +178,9 @@ impl Upload {
         let secret = self.secret.as_ref()?;
         if secret.verify(&challenge, answer) {
             state.challenge = None;
+            // The auth deadline is over; the idle timeout (if any) counts from this read.
             conns.clear_deadline(token);
+            conns.touch(token);
             info!("{peer}: authenticated");
             Some(CHALLENGE_LEN)
         } else {

@@ -36,13 +36,13 @@ pub struct StressArgs {
     /// Connect to a Unix stream socket instead.
     #[arg(long, value_name = "PATH", conflicts_with = "addr")]
     pub unix: Option<PathBuf>,
-    /// Idle connections to open and hold.
+    /// Idle connections to open and hold (give --idle, --active or both).
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub idle: usize,
     /// Connections doing timed round trips the whole time.
     #[arg(long, default_value_t = 0, value_name = "M")]
     pub active: usize,
-    /// Bytes per echo round trip.
+    /// Bytes per echo round trip (--probe echo only).
     #[arg(long, default_value_t = 64, value_name = "S")]
     pub size: usize,
     /// What active connections send and expect.
@@ -57,7 +57,7 @@ pub struct StressArgs {
     /// New connections per second (default: as fast as the target accepts).
     #[arg(long, value_name = "R")]
     pub rate: Option<f64>,
-    /// Connects in flight at most.
+    /// Most connects started but not yet completed at any time.
     #[arg(long, default_value_t = 256, value_name = "N")]
     pub max_inflight: usize,
     /// Seconds a connect may take before it counts as a timeout.
@@ -83,7 +83,8 @@ pub struct StressArgs {
     /// Print exactly one JSON object on stdout (the human report goes to stderr).
     #[arg(long)]
     pub json: bool,
-    /// The target's process id, to report its RSS growth per connection.
+    /// The target's process id (same machine): report its RSS growth per open
+    /// connection, read half way through the hold.
     #[arg(long, value_name = "PID")]
     pub server_pid: Option<u32>,
     /// Internal: run as a worker of a parent `netloop stress`.
