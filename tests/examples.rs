@@ -13,42 +13,22 @@
 //! which tells the test the port to give the client. Every wait is bounded by `TIMEOUT`,
 //! and each child is killed when its guard is dropped, even when an assertion fails.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{mpsc, OnceLock};
+use std::sync::mpsc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 /// Generous bound for anything a test waits on.
 const TIMEOUT: Duration = Duration::from_secs(20);
 
-/// The path of an example binary, built (once per test run) if needed.
+/// The path of an example binary (built once per run).
 fn example(name: &str) -> PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    let dir = DIR.get_or_init(|| {
-        let exe = std::env::current_exe().expect("test binary path");
-        // exe is target/<profile>/deps/examples-<hash>.
-        let profile_dir = exe.parent().and_then(Path::parent).expect("profile dir");
-        let target_dir = profile_dir.parent().expect("target dir");
-        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") => "dev", // the one profile whose directory has another name
-            Some(name) => name,
-            None => panic!("unexpected test binary path {}", exe.display()),
-        };
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "--examples", "--profile", profile])
-            .arg("--manifest-path")
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
-            .arg("--target-dir")
-            .arg(target_dir)
-            .status()
-            .expect("run cargo build --examples");
-        assert!(status.success(), "cargo build --examples failed");
-        profile_dir.join("examples")
-    });
-    dir.join(name)
+    common::example_bin(name)
 }
 
 /// A running example; killed (if still running) when dropped.

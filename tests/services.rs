@@ -3,40 +3,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::io::Write;
+use std::net::{Shutdown, TcpStream};
 use std::sync::{Arc, Barrier};
 use std::time::Instant;
 
-use common::{Server, TIMEOUT};
-
-/// A blocking TCP client with read and write timeouts.
-fn connect(addr: SocketAddr) -> TcpStream {
-    let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-    stream.set_write_timeout(Some(TIMEOUT)).unwrap();
-    stream
-}
-
-/// Read exactly `len` bytes (bounded by the read timeout).
-#[track_caller]
-fn read_n(stream: &mut impl Read, len: usize) -> Vec<u8> {
-    let mut buf = vec![0u8; len];
-    stream
-        .read_exact(&mut buf)
-        .unwrap_or_else(|e| panic!("reading {len} bytes: {e}"));
-    buf
-}
-
-/// Read until EOF (bounded by the read timeout).
-#[track_caller]
-fn read_to_eof(stream: &mut impl Read) -> Vec<u8> {
-    let mut buf = Vec::new();
-    stream
-        .read_to_end(&mut buf)
-        .unwrap_or_else(|e| panic!("reading to EOF (got {:?}): {e}", buf));
-    buf
-}
+use common::{connect, read_n, read_to_eof, Server, TIMEOUT};
 
 /// Python's `bytes.upper()`: only a-z change.
 fn python_upper(data: &[u8]) -> Vec<u8> {

@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::unix::net::{UnixListener, UnixStream};
 
-use common::{Server, TempPath, TIMEOUT};
+use common::{read_n, read_to_eof, Server, TempPath, TIMEOUT};
 
 fn connect_tcp(addr: SocketAddr) -> TcpStream {
     let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
@@ -45,24 +45,6 @@ fn udp_exchange(socket: &UdpSocket, server: SocketAddr, data: &[u8]) -> Vec<u8> 
         .unwrap_or_else(|e| panic!("no UDP reply to {data:?}: {e}"));
     assert_eq!(from, server, "reply from the server's port");
     buf.truncate(n);
-    buf
-}
-
-#[track_caller]
-fn read_n(stream: &mut impl Read, len: usize) -> Vec<u8> {
-    let mut buf = vec![0u8; len];
-    stream
-        .read_exact(&mut buf)
-        .unwrap_or_else(|e| panic!("reading {len} bytes: {e}"));
-    buf
-}
-
-#[track_caller]
-fn read_to_eof(stream: &mut impl Read) -> Vec<u8> {
-    let mut buf = Vec::new();
-    stream
-        .read_to_end(&mut buf)
-        .unwrap_or_else(|e| panic!("reading to EOF (got {buf:?}): {e}"));
     buf
 }
 

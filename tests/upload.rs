@@ -793,32 +793,6 @@ fn upload_command_detects_a_mismatch() {
 
 // ---- the examples that mirror the seed programs ----
 
-/// An example binary, built once per run with the cargo and profile that built this test
-/// (as tests/examples.rs does: `cargo test --test upload` does not build examples).
-fn example_bin(name: &str) -> PathBuf {
-    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    let dir = DIR.get_or_init(|| {
-        let exe = std::env::current_exe().expect("test binary path");
-        let profile_dir = exe.parent().and_then(Path::parent).expect("profile dir");
-        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") => "dev",
-            Some(name) => name,
-            None => panic!("unexpected test binary path {}", exe.display()),
-        };
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "--examples", "--profile", profile])
-            .arg("--manifest-path")
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
-            .arg("--target-dir")
-            .arg(profile_dir.parent().expect("target dir"))
-            .status()
-            .expect("run cargo build --examples");
-        assert!(status.success(), "cargo build --examples failed");
-        profile_dir.join("examples")
-    });
-    dir.join(name)
-}
-
 /// Start an example server on port 0; returns it, the port it printed, and its later
 /// output lines.
 fn start_example(
@@ -826,7 +800,7 @@ fn start_example(
     args: &[&str],
 ) -> (std::process::Child, u16, std::sync::mpsc::Receiver<String>) {
     use std::io::BufRead;
-    let mut child = Command::new(example_bin(name))
+    let mut child = Command::new(common::example_bin(name))
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -868,7 +842,8 @@ fn examples_mirror_the_seeds() {
     let tree = TempTree::new("up-examples");
     let data = pseudo_random_bytes(8, 200_000);
     let file = source_file(&tree, "movie.mp4", &data);
-    let run = |name: &str, args: &[&str]| common::run_bounded(&example_bin(name), args, b"");
+    let run =
+        |name: &str, args: &[&str]| common::run_bounded(&common::example_bin(name), args, b"");
 
     // Seed 000 demo 3 / seed 004: the framed upload pair.
     let (mut server, port, _) = start_example("upload_server", &["0", tree.dir_str()]);

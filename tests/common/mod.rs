@@ -382,3 +382,61 @@ pub fn limit_open_files(cmd: &mut Command, n: u64) {
         });
     }
 }
+
+/// A blocking TCP client with read and write timeouts.
+#[track_caller]
+pub fn connect(addr: SocketAddr) -> std::net::TcpStream {
+    let stream =
+        std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    stream.set_write_timeout(Some(TIMEOUT)).unwrap();
+    stream
+}
+
+/// Read exactly `len` bytes (bounded by the stream's read timeout).
+#[track_caller]
+pub fn read_n(stream: &mut impl Read, len: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; len];
+    stream
+        .read_exact(&mut buf)
+        .unwrap_or_else(|e| panic!("reading {len} bytes: {e}"));
+    buf
+}
+
+/// Read until EOF (bounded by the stream's read timeout).
+#[track_caller]
+pub fn read_to_eof(stream: &mut impl Read) -> Vec<u8> {
+    let mut buf = Vec::new();
+    stream
+        .read_to_end(&mut buf)
+        .unwrap_or_else(|e| panic!("reading to EOF (got {buf:?}): {e}"));
+    buf
+}
+
+/// The path of an example binary, built once per test run with the cargo and profile
+/// that built this test (`cargo test --test X` does not build examples by itself).
+pub fn example_bin(name: &str) -> PathBuf {
+    use std::path::Path;
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test binary path");
+        // exe is target/<profile>/deps/<test>-<hash>.
+        let profile_dir = exe.parent().and_then(Path::parent).expect("profile dir");
+        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") => "dev", // the one profile whose directory has another name
+            Some(name) => name,
+            None => panic!("unexpected test binary path {}", exe.display()),
+        };
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "--examples", "--profile", profile])
+            .arg("--manifest-path")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
+            .arg("--target-dir")
+            .arg(profile_dir.parent().expect("target dir"))
+            .status()
+            .expect("run cargo build --examples");
+        assert!(status.success(), "cargo build --examples failed");
+        profile_dir.join("examples")
+    });
+    dir.join(name)
+}
