@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use mio::Token;
-use netloop::{CloseReason, Conns, EventLoop, Handler, LoopConfig, Target};
+use netloop::{CloseReason, Closed, Ctx, EventLoop, Handler, LoopConfig, Target};
 
 /// How many messages to send (the seed's `range(1, 4)`).
 const ROUNDS: u32 = 3;
@@ -41,23 +41,23 @@ struct EchoClient {
 
 impl EchoClient {
     /// One round of the seed's loop, up to its `recv`: send the next message.
-    fn send_next(&mut self, conns: &mut Conns<()>, token: Token) {
+    fn send_next(&mut self, ctx: &mut Ctx<()>, token: Token) {
         self.sent += 1;
         println!("round {}", self.sent); // seed: print(f"第{i}次循环")
-        conns.send(token, format!("number {}", self.sent).as_bytes());
-        conns.set_deadline(token, REPLY_TIMEOUT);
+        ctx.send(token, format!("number {}", self.sent).as_bytes());
+        ctx.set_deadline(token, REPLY_TIMEOUT);
     }
 }
 
 impl Handler for EchoClient {
     type State = ();
 
-    fn on_open(&mut self, conns: &mut Conns<()>, token: Token) {
+    fn on_open(&mut self, ctx: &mut Ctx<()>, token: Token) {
         println!("connected"); // seed: `client.connect(...)` returned
-        self.send_next(conns, token);
+        self.send_next(ctx, token);
     }
 
-    fn on_data(&mut self, conns: &mut Conns<()>, token: Token, data: &mut [u8]) -> usize {
+    fn on_data(&mut self, ctx: &mut Ctx<()>, token: Token, data: &mut [u8]) -> usize {
         // seed: `data = client.recv(1024)` and print it. Like the seed, we take whatever
         // one read returns as the reply: replies this small arrive in one piece in
         // practice, though TCP, a byte stream, does not promise it.
@@ -65,25 +65,26 @@ impl Handler for EchoClient {
         if self.replies < self.sent {
             self.replies += 1;
             if self.replies == ROUNDS {
-                conns.close_when_flushed(token); // all done: close, as the seed exits
+                ctx.close_when_flushed(token); // all done: close, as the seed exits
             } else {
-                conns.set_deadline(token, PAUSE); // replaces the reply timeout
+                ctx.set_deadline(token, PAUSE); // replaces the reply timeout
             }
         }
         data.len()
     }
 
-    fn on_deadline(&mut self, conns: &mut Conns<()>, token: Token) {
+    fn on_deadline(&mut self, ctx: &mut Ctx<()>, token: Token) {
         if self.replies == self.sent {
-            self.send_next(conns, token); // the pause is over: next round
+            self.send_next(ctx, token); // the pause is over: next round
         } else {
             let why = format!("no reply to number {} within {REPLY_TIMEOUT:?}", self.sent);
             self.error = Some(why);
-            conns.close(token, CloseReason::IdleTimeout);
+            ctx.close(token, CloseReason::IdleTimeout);
         }
     }
 
-    fn on_close(&mut self, conns: &mut Conns<()>, _: Token, _: (), why: &CloseReason) {
+    fn on_close(&mut self, ctx: &mut Ctx<()>, _: Token, closed: Closed<()>) {
+        let why = &closed.reason;
         // Whatever closed the connection (us, the server, a failed connect), we are done.
         if self.replies < ROUNDS && self.error.is_none() {
             let n = self.replies;
@@ -91,7 +92,7 @@ impl Handler for EchoClient {
                 "connection closed after {n} of {ROUNDS} replies: {why}"
             ));
         }
-        conns.stop();
+        ctx.stop();
     }
 }
 
@@ -104,9 +105,9 @@ fn main() -> io::Result<()> {
 
     let mut event_loop = EventLoop::new(LoopConfig::default())?;
     // Only starts the connect; `run` finishes it and then calls `on_open`.
-    event_loop.conns().connect(&Target::Tcp(server), ())?;
+    event_loop.ctx().connect(&Target::Tcp(server), ())?;
     let mut client = EchoClient::default();
-    event_loop.run(&mut client)?; // returns when a handler calls `conns.stop()`
+    event_loop.run(&mut client)?; // returns when a handler calls `ctx.stop()`
     match client.error {
         None => Ok(()),
         Some(why) => Err(io::Error::other(why)),

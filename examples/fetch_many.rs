@@ -15,7 +15,7 @@ use std::io::{self, BufRead};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use netloop::fetch::{run, Destination, Fetcher, Output, Plan, Reporter, ResultFormat};
+use netloop::apps::fetch::{run, Destination, Fetcher, Output, Plan, Reporter, ResultFormat};
 use netloop::{EventLoop, LoopConfig};
 
 fn main() -> ExitCode {

@@ -29,7 +29,7 @@
 use std::io;
 use std::process::ExitCode;
 
-use netloop::fetch::{run, Destination, Fetcher, Output, Plan, Reporter, ResultFormat};
+use netloop::apps::fetch::{run, Destination, Fetcher, Output, Plan, Reporter, ResultFormat};
 use netloop::{EventLoop, LoopConfig};
 
 fn main() -> ExitCode {

@@ -19,9 +19,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use mio::Token;
-use netloop::auth::{challenge, Secret, CHALLENGE_LEN};
-use netloop::listen::{bind_tcp, Listener, TcpOptions};
-use netloop::{CloseReason, Conns, EventLoop, Handler, LoopConfig, Target};
+use netloop::core::listen::{bind_tcp, Listener, TcpOptions};
+use netloop::proto::hmac_auth::{challenge, Secret, CHALLENGE_LEN};
+use netloop::{CloseReason, Closed, Ctx, EventLoop, Handler, LoopConfig, Target};
 
 /// How long a client has to answer (the seed waits forever).
 const ANSWER_WITHIN: Duration = Duration::from_secs(5);
@@ -34,40 +34,40 @@ impl Handler for Checker {
     /// Per connection: the challenge sent to it.
     type State = [u8; CHALLENGE_LEN];
 
-    fn on_open(&mut self, conns: &mut Conns<[u8; CHALLENGE_LEN]>, token: Token) {
+    fn on_open(&mut self, ctx: &mut Ctx<[u8; CHALLENGE_LEN]>, token: Token) {
         // seed: `msg = os.urandom(32)`, `conn.send(msg)`.
         match challenge() {
             Ok(msg) => {
-                if let Some(state) = conns.state_mut(token) {
+                if let Some(state) = ctx.state_mut(token) {
                     *state = msg;
                 }
-                conns.send(token, &msg);
-                conns.set_deadline(token, ANSWER_WITHIN);
+                ctx.send(token, &msg);
+                ctx.set_deadline(token, ANSWER_WITHIN);
             }
-            Err(e) => conns.close(token, CloseReason::Error(e)),
+            Err(e) => ctx.close(token, CloseReason::Error(e)),
         }
     }
 
-    fn on_data(&mut self, conns: &mut Conns<[u8; 32]>, token: Token, data: &mut [u8]) -> usize {
+    fn on_data(&mut self, ctx: &mut Ctx<[u8; 32]>, token: Token, data: &mut [u8]) -> usize {
         let Some(answer) = data.get(..CHALLENGE_LEN) else {
             return 0; // not all 32 bytes yet: the loop keeps them
         };
-        let peer = conns.peer(token).map(|p| p.to_string()).unwrap_or_default();
-        let msg = conns.state(token).copied().unwrap_or_default();
+        let peer = ctx.peer(token).map(|p| p.to_string()).unwrap_or_default();
+        let msg = ctx.state(token).copied().unwrap_or_default();
         // seed: `hmac.compare_digest(digest, client_digest)` — constant time here too.
         if self.secret.verify(&msg, answer) {
             println!("{peer}: legitimate client (合法的客户端)");
         } else {
             println!("{peer}: illegitimate client (不合法的客户端)");
         }
-        conns.close_when_flushed(token); // seed: `conn.close()`
+        ctx.close_when_flushed(token); // seed: `conn.close()`
         data.len()
     }
 
-    fn on_deadline(&mut self, conns: &mut Conns<[u8; 32]>, token: Token) {
-        let peer = conns.peer(token).map(|p| p.to_string()).unwrap_or_default();
+    fn on_deadline(&mut self, ctx: &mut Ctx<[u8; 32]>, token: Token) {
+        let peer = ctx.peer(token).map(|p| p.to_string()).unwrap_or_default();
         println!("{peer}: no answer within {ANSWER_WITHIN:?}, dropped");
-        conns.close(token, CloseReason::IdleTimeout);
+        ctx.close(token, CloseReason::IdleTimeout);
     }
 }
 
@@ -79,18 +79,18 @@ struct Answerer {
 impl Handler for Answerer {
     type State = ();
 
-    fn on_data(&mut self, conns: &mut Conns<()>, token: Token, data: &mut [u8]) -> usize {
+    fn on_data(&mut self, ctx: &mut Ctx<()>, token: Token, data: &mut [u8]) -> usize {
         let Some(msg) = data.get(..CHALLENGE_LEN) else {
             return 0;
         };
-        conns.send(token, &self.secret.answer(msg));
+        ctx.send(token, &self.secret.answer(msg));
         println!("answered the challenge");
-        conns.close_when_flushed(token); // seed: `sk.close()`
+        ctx.close_when_flushed(token); // seed: `sk.close()`
         data.len()
     }
 
-    fn on_close(&mut self, conns: &mut Conns<()>, _: Token, _: (), _: &CloseReason) {
-        conns.stop();
+    fn on_close(&mut self, ctx: &mut Ctx<()>, _: Token, _: Closed<()>) {
+        ctx.stop();
     }
 }
 
@@ -127,7 +127,7 @@ fn main() -> io::Result<()> {
         }
         Some("client") => {
             let mut event_loop = EventLoop::new(LoopConfig::default())?;
-            event_loop.conns().connect(&Target::Tcp(addr), ())?;
+            event_loop.ctx().connect(&Target::Tcp(addr), ())?;
             event_loop.run(&mut Answerer { secret })
         }
         _ => Err(io::Error::other(

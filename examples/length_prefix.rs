@@ -12,16 +12,16 @@
 //! output ("sticky packets", 黏包). With the length first, the receiver knows where each
 //! message ends. On the loop the receiving side must also cope with the opposite split:
 //! the prefix and the output may arrive in any number of pieces, so `on_data` returns 0
-//! ("not consumed") until `framing::check` sees a whole frame; the loop keeps the bytes.
+//! ("not consumed") until `frames::check` sees a whole frame; the loop keeps the bytes.
 
 use std::io;
 use std::net::SocketAddr;
 use std::process::Command;
 
 use mio::Token;
-use netloop::framing::{self, FrameError};
-use netloop::listen::{bind_tcp, Listener, TcpOptions};
-use netloop::{CloseReason, Conns, EventLoop, Handler, LoopConfig, Target};
+use netloop::core::listen::{bind_tcp, Listener, TcpOptions};
+use netloop::proto::frames::{self, FrameError};
+use netloop::{CloseReason, Closed, Ctx, EventLoop, Handler, LoopConfig, Target};
 
 /// Largest output accepted (the prefix is checked before anything is buffered).
 const MAX_OUTPUT: usize = 1024 * 1024;
@@ -33,16 +33,16 @@ struct CommandServer {
 }
 
 impl CommandServer {
-    fn next(&self, conns: &mut Conns<usize>, token: Token) {
-        let i = conns.state(token).copied().unwrap_or(0);
+    fn next(&self, ctx: &mut Ctx<usize>, token: Token) {
+        let i = ctx.state(token).copied().unwrap_or(0);
         match self.commands.get(i) {
             Some(cmd) => {
                 println!(">>> {cmd}");
-                conns.send(token, cmd.as_bytes());
+                ctx.send(token, cmd.as_bytes());
             }
             None => {
-                conns.send(token, b"q"); // seed: `if cmd == "q": conn.send(b"q")`
-                conns.close_when_flushed(token);
+                ctx.send(token, b"q"); // seed: `if cmd == "q": conn.send(b"q")`
+                ctx.close_when_flushed(token);
             }
         }
     }
@@ -52,25 +52,25 @@ impl Handler for CommandServer {
     /// Per connection: how many commands were answered.
     type State = usize;
 
-    fn on_open(&mut self, conns: &mut Conns<usize>, token: Token) {
-        self.next(conns, token);
+    fn on_open(&mut self, ctx: &mut Ctx<usize>, token: Token) {
+        self.next(ctx, token);
     }
 
-    fn on_data(&mut self, conns: &mut Conns<usize>, token: Token, data: &mut [u8]) -> usize {
-        match framing::check(data, MAX_OUTPUT) {
+    fn on_data(&mut self, ctx: &mut Ctx<usize>, token: Token, data: &mut [u8]) -> usize {
+        match frames::check(data, MAX_OUTPUT) {
             Err(FrameError::Incomplete) => 0, // keep it all; more is on the way
             Err(FrameError::Invalid(e)) => {
                 println!("bad frame: {e}");
-                conns.close(token, CloseReason::Done);
+                ctx.close(token, CloseReason::Done);
                 data.len()
             }
             Ok(total) => {
-                let output = &data[framing::PREFIX_LEN..total];
+                let output = &data[frames::PREFIX_LEN..total];
                 println!("{}", String::from_utf8_lossy(output).trim_end());
-                if let Some(i) = conns.state_mut(token) {
+                if let Some(i) = ctx.state_mut(token) {
                     *i += 1;
                 }
-                self.next(conns, token);
+                self.next(ctx, token);
                 total // a following frame, if any, is offered again
             }
         }
@@ -83,10 +83,10 @@ struct CommandClient;
 impl Handler for CommandClient {
     type State = ();
 
-    fn on_data(&mut self, conns: &mut Conns<()>, token: Token, data: &mut [u8]) -> usize {
+    fn on_data(&mut self, ctx: &mut Ctx<()>, token: Token, data: &mut [u8]) -> usize {
         let cmd = String::from_utf8_lossy(data).into_owned();
         if cmd == "q" {
-            conns.stop();
+            ctx.stop();
             return data.len();
         }
         // Blocking, like the seed's subprocess.Popen(...).stdout.read(): fine for a demo
@@ -96,12 +96,12 @@ impl Handler for CommandClient {
             Err(e) => (Vec::new(), format!("{e}\n").into_bytes()),
         };
         let len = (stdout.len() + stderr.len()) as i32; // seed: struct.pack('i', len_num)
-        conns.send_parts(token, &[&len.to_le_bytes(), &stdout, &stderr]);
+        ctx.send_parts(token, &[&len.to_le_bytes(), &stdout, &stderr]);
         data.len()
     }
 
-    fn on_close(&mut self, conns: &mut Conns<()>, _: Token, _: (), _: &CloseReason) {
-        conns.stop();
+    fn on_close(&mut self, ctx: &mut Ctx<()>, _: Token, _: Closed<()>) {
+        ctx.stop();
     }
 }
 
@@ -138,7 +138,7 @@ fn main() -> io::Result<()> {
         }
         Some("client") => {
             let mut event_loop = EventLoop::new(LoopConfig::default())?;
-            event_loop.conns().connect(&Target::Tcp(addr), ())?;
+            event_loop.ctx().connect(&Target::Tcp(addr), ())?;
             event_loop.run(&mut CommandClient)
         }
         _ => Err(io::Error::other(

@@ -22,8 +22,8 @@ use std::io;
 use std::net::SocketAddr;
 
 use mio::Token;
-use netloop::listen::{bind_tcp, Listener, TcpOptions};
-use netloop::{CloseReason, Conns, EventLoop, Handler, LoopConfig};
+use netloop::core::listen::{bind_tcp, Listener, TcpOptions};
+use netloop::{Closed, Ctx, EventLoop, Handler, LoopConfig};
 
 /// What the seed appends to each reply ("I received it").
 const SUFFIX: &[u8] = "我收到了".as_bytes();
@@ -36,49 +36,50 @@ impl Handler for SelectEcho {
     /// peer's address as text, to name the peer in `on_close`, after its slot is gone.
     type State = String;
 
-    fn on_open(&mut self, conns: &mut Conns<String>, token: Token) {
+    fn on_open(&mut self, ctx: &mut Ctx<String>, token: Token) {
         // seed: `s is server` -> `conn, addr = s.accept()`, `inputs.append(conn)` and
         // `message_queue[conn] = queue.Queue()`. The loop has accepted the connection and
         // registered it; no queue is made until some bytes have to wait.
-        let peer = conns.peer(token).map(|p| p.to_string()).unwrap_or_default();
+        let peer = ctx.peer(token).map(|p| p.to_string()).unwrap_or_default();
         println!("connection from {peer}");
-        if let Some(state) = conns.state_mut(token) {
+        if let Some(state) = ctx.state_mut(token) {
             *state = peer;
         }
     }
 
-    fn on_data(&mut self, conns: &mut Conns<String>, token: Token, data: &mut [u8]) -> usize {
+    fn on_data(&mut self, ctx: &mut Ctx<String>, token: Token, data: &mut [u8]) -> usize {
         // seed: `data = s.recv(1024)`. The loop read what the socket had (up to 64 KiB
         // per read, until the socket is drained) and hands each read over; one message
         // may come in pieces, or two as one.
-        let peer = conns.state(token).map_or("?", String::as_str);
+        let peer = ctx.state(token).map_or("?", String::as_str);
         println!("from {peer}: {}", String::from_utf8_lossy(data).trim_end());
         // seed: `message_queue[s].put(data)` and `outputs.append(s)`, then, on a later
         // `select()`, `s.send(next_msg + "我收到了")`. `send_parts` writes at once when
         // nothing is queued (the socket is almost always writable) and queues whatever the
         // kernel does not take. The seed's `s.send` would silently lose that part.
-        conns.send_parts(token, &[data, SUFFIX]);
-        let queued = conns.queued(token);
+        ctx.send_parts(token, &[data, SUFFIX]);
+        let queued = ctx.queued(token);
         if queued > 0 {
             println!("  {queued} bytes wait in the outbound queue for a writable event");
         }
         data.len() // everything consumed: nothing to keep for the next read
     }
 
-    fn on_drained(&mut self, conns: &mut Conns<String>, token: Token) {
+    fn on_drained(&mut self, ctx: &mut Ctx<String>, token: Token) {
         // seed: `queue.Empty` -> `outputs.remove(s)`. Only called after bytes had to wait.
-        let peer = conns.state(token).map_or("?", String::as_str);
+        let peer = ctx.state(token).map_or("?", String::as_str);
         println!("  queue for {peer} is empty again");
     }
 
-    fn on_eof(&mut self, conns: &mut Conns<String>, token: Token) {
+    fn on_eof(&mut self, ctx: &mut Ctx<String>, token: Token) {
         // seed: `if not data` (an empty recv: the client closed its side). Unlike the seed
         // we do not drop what is still queued for it: close once the queue is flushed.
         // (That is also what the default `on_eof` does.)
-        conns.close_when_flushed(token);
+        ctx.close_when_flushed(token);
     }
 
-    fn on_close(&mut self, _: &mut Conns<String>, _: Token, peer: String, why: &CloseReason) {
+    fn on_close(&mut self, _: &mut Ctx<String>, _: Token, closed: Closed<String>) {
+        let (peer, why) = (closed.state, &closed.reason);
         // seed: `inputs.remove(s)`, `s.close()`, `del message_queue[s]` (and the
         // `exceptional` list: a socket error arrives here as `CloseReason::Error`). The
         // loop has closed the socket, which also removes it from epoll, and freed its queue.

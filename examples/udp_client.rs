@@ -15,9 +15,9 @@ use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use mio::Token;
-use netloop::conn::{Peer, Stream};
-use netloop::listen::bind_udp;
-use netloop::{Conns, EventLoop, Handler, LoopConfig};
+use netloop::core::listen::bind_udp;
+use netloop::core::{Peer, Stream};
+use netloop::{Ctx, EventLoop, Handler, LoopConfig};
 
 /// How long to wait for the reply.
 const TIMEOUT: Duration = Duration::from_secs(3);
@@ -34,11 +34,11 @@ impl Handler for HelloClient {
     type State = ();
 
     /// Bytes on a stream connection: our only one is the timer below, which never has any.
-    fn on_data(&mut self, _: &mut Conns<()>, _: Token, data: &mut [u8]) -> usize {
+    fn on_data(&mut self, _: &mut Ctx<()>, _: Token, data: &mut [u8]) -> usize {
         data.len()
     }
 
-    fn on_datagram(&mut self, conns: &mut Conns<()>, _: usize, from: SocketAddr, data: &mut [u8]) {
+    fn on_datagram(&mut self, ctx: &mut Ctx<()>, _: usize, from: SocketAddr, data: &mut [u8]) {
         // seed: `ret, addr = sk.recvfrom(1024)`. Anyone may send to our port: only the
         // server's datagram is the reply.
         if from != self.server {
@@ -46,11 +46,11 @@ impl Handler for HelloClient {
         }
         println!("{}", String::from_utf8_lossy(data)); // seed: print(ret.decode('utf-8'))
         self.answered = true;
-        conns.stop(); // seed: `sk.close()`: the socket closes when the loop is dropped
+        ctx.stop(); // seed: `sk.close()`: the socket closes when the loop is dropped
     }
 
-    fn on_deadline(&mut self, conns: &mut Conns<()>, _: Token) {
-        conns.stop(); // no reply in time; `main` reports it
+    fn on_deadline(&mut self, ctx: &mut Ctx<()>, _: Token) {
+        ctx.stop(); // no reply in time; `main` reports it
     }
 }
 
@@ -71,13 +71,13 @@ fn main() -> io::Result<()> {
     // open until `main` returns, so our end never reads EOF.
     let (timer, _other_end) = UnixStream::pair()?;
     timer.set_nonblocking(true)?;
-    let conns = event_loop.conns();
+    let ctx = event_loop.ctx();
     let timer = mio::net::UnixStream::from_std(timer);
-    let timer = conns.add_stream(Stream::Unix(timer), Peer::Local, ())?;
-    conns.set_deadline(timer, TIMEOUT);
+    let timer = ctx.add_stream(Stream::Unix(timer), Peer::Local, ())?;
+    ctx.set_deadline(timer, TIMEOUT);
 
     // seed: `sk.sendto(b'hello', ip_port)`.
-    conns.send_datagram(udp, server, &[b"hello"]);
+    ctx.send_datagram(udp, server, &[b"hello"]);
     let mut client = HelloClient {
         server,
         answered: false,

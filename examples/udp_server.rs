@@ -14,8 +14,8 @@ use std::io;
 use std::net::SocketAddr;
 
 use mio::Token;
-use netloop::listen::bind_udp;
-use netloop::{Conns, EventLoop, Handler, LoopConfig};
+use netloop::core::listen::bind_udp;
+use netloop::{Ctx, EventLoop, Handler, LoopConfig};
 
 /// The application: answer every datagram with `bye`.
 struct Bye;
@@ -25,24 +25,18 @@ impl Handler for Bye {
     type State = ();
 
     /// Bytes on a *stream* connection. This program has none, but the trait requires it.
-    fn on_data(&mut self, _: &mut Conns<()>, _: Token, data: &mut [u8]) -> usize {
+    fn on_data(&mut self, _: &mut Ctx<()>, _: Token, data: &mut [u8]) -> usize {
         data.len()
     }
 
-    fn on_datagram(
-        &mut self,
-        conns: &mut Conns<()>,
-        port: usize,
-        from: SocketAddr,
-        data: &mut [u8],
-    ) {
+    fn on_datagram(&mut self, ctx: &mut Ctx<()>, port: usize, from: SocketAddr, data: &mut [u8]) {
         // seed: `msg, addr = sk.recvfrom(1024)` and `print(msg.decode('utf-8'))`.
         println!("from {from}: {}", String::from_utf8_lossy(data).trim_end());
         // seed: `sk.sendto(b'bye', addr)`. `port` says which of the loop's UDP sockets the
         // datagram came in on, so the reply leaves from the address the client wrote to.
         // A datagram the kernel cannot take right now is dropped, not queued: UDP promises
         // no delivery anyway.
-        conns.send_datagram(port, from, &[b"bye"]);
+        ctx.send_datagram(port, from, &[b"bye"]);
     }
 }
 

@@ -19,8 +19,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use mio::Token;
-use netloop::framing::{decode_object, FrameError, Reply, UploadHeader};
-use netloop::{CloseReason, Conns, EventLoop, Handler, LoopConfig, Target};
+use netloop::proto::frames::{decode_object, FrameError, Reply, UploadHeader};
+use netloop::{CloseReason, Closed, Ctx, EventLoop, Handler, LoopConfig, Target};
 
 /// The seed's `buffer = 1024`, larger: fewer system calls, same bounded memory.
 const PIECE: usize = 64 * 1024;
@@ -35,43 +35,43 @@ struct UploadClient {
 impl UploadClient {
     /// seed: `content = f.read(buffer)`, `sk.send(content)`, while bytes are left — but
     /// only while the kernel keeps up (nothing queued); `on_drained` resumes it.
-    fn send_more(&mut self, conns: &mut Conns<()>, token: Token) {
-        while self.left > 0 && conns.queued(token) == 0 {
+    fn send_more(&mut self, ctx: &mut Ctx<()>, token: Token) {
+        while self.left > 0 && ctx.queued(token) == 0 {
             let want = self.piece.len().min(self.left as usize);
             match self.file.read(&mut self.piece[..want]) {
-                Ok(0) => return self.fail(conns, token, "file shrank while sending".into()),
+                Ok(0) => return self.fail(ctx, token, "file shrank while sending".into()),
                 Ok(n) => {
-                    conns.send(token, &self.piece[..n]);
+                    ctx.send(token, &self.piece[..n]);
                     self.left -= n as u64;
                 }
-                Err(e) => return self.fail(conns, token, format!("read: {e}")),
+                Err(e) => return self.fail(ctx, token, format!("read: {e}")),
             }
         }
     }
 
-    fn fail(&mut self, conns: &mut Conns<()>, token: Token, msg: String) {
+    fn fail(&mut self, ctx: &mut Ctx<()>, token: Token, msg: String) {
         self.outcome.get_or_insert(Err(msg));
-        conns.close(token, CloseReason::Done);
-        conns.stop();
+        ctx.close(token, CloseReason::Done);
+        ctx.stop();
     }
 }
 
 impl Handler for UploadClient {
     type State = ();
 
-    fn on_open(&mut self, conns: &mut Conns<()>, token: Token) {
-        self.send_more(conns, token);
+    fn on_open(&mut self, ctx: &mut Ctx<()>, token: Token) {
+        self.send_more(ctx, token);
     }
 
-    fn on_drained(&mut self, conns: &mut Conns<()>, token: Token) {
-        self.send_more(conns, token);
+    fn on_drained(&mut self, ctx: &mut Ctx<()>, token: Token) {
+        self.send_more(ctx, token);
     }
 
-    fn on_data(&mut self, conns: &mut Conns<()>, token: Token, data: &mut [u8]) -> usize {
+    fn on_data(&mut self, ctx: &mut Ctx<()>, token: Token, data: &mut [u8]) -> usize {
         match decode_object(data, 64 * 1024) {
             Err(FrameError::Incomplete) => 0, // wait for the whole reply frame
             Err(FrameError::Invalid(e)) => {
-                self.fail(conns, token, format!("bad reply: {e}"));
+                self.fail(ctx, token, format!("bad reply: {e}"));
                 data.len()
             }
             Ok((obj, used)) => {
@@ -83,17 +83,18 @@ impl Handler for UploadClient {
                     Err(e) => Err(e),
                 };
                 self.outcome = Some(outcome);
-                conns.close(token, CloseReason::Done);
-                conns.stop();
+                ctx.close(token, CloseReason::Done);
+                ctx.stop();
                 used
             }
         }
     }
 
-    fn on_close(&mut self, conns: &mut Conns<()>, _: Token, _: (), why: &CloseReason) {
+    fn on_close(&mut self, ctx: &mut Ctx<()>, _: Token, closed: Closed<()>) {
+        let why = &closed.reason;
         self.outcome
             .get_or_insert(Err(format!("connection closed: {why}")));
-        conns.stop();
+        ctx.stop();
     }
 }
 
@@ -124,9 +125,9 @@ fn main() -> io::Result<()> {
 
     let mut event_loop = EventLoop::new(LoopConfig::default())?;
     let target = Target::Tcp(SocketAddr::from(([127, 0, 0, 1], port)));
-    let token = event_loop.conns().connect(&target, ())?;
+    let token = event_loop.ctx().connect(&target, ())?;
     // Queued until the connect completes, then written first.
-    event_loop.conns().send(token, &header);
+    event_loop.ctx().send(token, &header);
     let mut client = UploadClient {
         file,
         left: size,

@@ -10,7 +10,7 @@
 //! The seed blocks in `conn.recv(4)`, `conn.recv(head_len)` and a `recv(1024)` loop, for
 //! one client at a time, and trusts everything: `open(head["filename"], "wb")` writes
 //! wherever the name points. Here each piece is an event on the loop, for every client at
-//! once: `on_data` hands the bytes to `framing::UploadDecoder`, which says "incomplete"
+//! once: `on_data` hands the bytes to `frames::UploadDecoder`, which says "incomplete"
 //! until a whole header is there (the loop keeps the bytes) and passes body bytes through
 //! as they come; `upload_store` checks the name and writes to a temporary file that is
 //! renamed into place only when complete. (`netloop serve upload` is this, plus replies'
@@ -21,10 +21,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use mio::Token;
-use netloop::framing::{FrameError, Item, Limits, Reply, UploadDecoder};
-use netloop::listen::{bind_tcp, Listener, TcpOptions};
-use netloop::upload_store::{check_file_name, Partial, Store};
-use netloop::{Conns, EventLoop, Handler, LoopConfig};
+use netloop::core::listen::{bind_tcp, Listener, TcpOptions};
+use netloop::proto::frames::{FrameError, Item, Limits, Reply, UploadDecoder};
+use netloop::services::upload::store::{check_file_name, Partial, Store};
+use netloop::{Ctx, EventLoop, Handler, LoopConfig};
 
 /// Per connection: where we are in the stream, and the file being written.
 #[derive(Default)]
@@ -72,8 +72,8 @@ impl UploadServer {
 impl Handler for UploadServer {
     type State = Receiving;
 
-    fn on_data(&mut self, conns: &mut Conns<Receiving>, token: Token, data: &mut [u8]) -> usize {
-        let Some(mut state) = conns.state_mut(token).map(std::mem::take) else {
+    fn on_data(&mut self, ctx: &mut Ctx<Receiving>, token: Token, data: &mut [u8]) -> usize {
+        let Some(mut state) = ctx.state_mut(token).map(std::mem::take) else {
             return data.len();
         };
         let mut used = 0;
@@ -84,7 +84,9 @@ impl Handler for UploadServer {
                 Ok((item, n)) => {
                     used += n;
                     match self.step(&mut state, item) {
-                        Ok(Some(reply)) => conns.send(token, &reply.encode()),
+                        Ok(Some(reply)) => {
+                            ctx.send(token, &reply.encode());
+                        }
                         Ok(None) => {}
                         Err(e) => break Err(e),
                     }
@@ -93,11 +95,11 @@ impl Handler for UploadServer {
         };
         if let Err(error) = outcome {
             println!("refused: {error}");
-            conns.send(token, &Reply::Refused { error }.encode());
-            conns.close_when_flushed(token);
+            ctx.send(token, &Reply::Refused { error }.encode());
+            ctx.close_when_flushed(token);
             return data.len(); // `state` (and any partial file) is dropped: nothing stays
         }
-        if let Some(slot) = conns.state_mut(token) {
+        if let Some(slot) = ctx.state_mut(token) {
             *slot = state;
         }
         used // the loop keeps the rest (part of a header) and offers it again

@@ -14,8 +14,8 @@ use std::io;
 use std::net::SocketAddr;
 
 use mio::Token;
-use netloop::listen::{bind_tcp, Listener, TcpOptions};
-use netloop::{CloseReason, Conns, EventLoop, Handler, LoopConfig};
+use netloop::core::listen::{bind_tcp, Listener, TcpOptions};
+use netloop::{Closed, Ctx, EventLoop, Handler, LoopConfig};
 
 /// The application: every byte back, ASCII letters upper-cased.
 struct Upper;
@@ -24,30 +24,31 @@ impl Handler for Upper {
     /// Per-connection state: the peer's address as text, to name it in `on_close`.
     type State = String;
 
-    fn on_open(&mut self, conns: &mut Conns<String>, token: Token) {
+    fn on_open(&mut self, ctx: &mut Ctx<String>, token: Token) {
         // seed: `conn, addr = phone.accept()`, then it prints the connection and `addr`.
-        let peer = conns.peer(token).map(|p| p.to_string()).unwrap_or_default();
+        let peer = ctx.peer(token).map(|p| p.to_string()).unwrap_or_default();
         println!("client {peer} connected");
-        if let Some(state) = conns.state_mut(token) {
+        if let Some(state) = ctx.state_mut(token) {
             *state = peer;
         }
     }
 
-    fn on_data(&mut self, conns: &mut Conns<String>, token: Token, data: &mut [u8]) -> usize {
+    fn on_data(&mut self, ctx: &mut Ctx<String>, token: Token, data: &mut [u8]) -> usize {
         // seed: `data = conn.recv(1024)`, `print(...data.decode('utf-8'))`.
-        let peer = conns.state(token).map_or("?", String::as_str);
+        let peer = ctx.state(token).map_or("?", String::as_str);
         println!("from {peer}: {}", String::from_utf8_lossy(data).trim_end());
         // seed: `conn.send(data.upper())`. Python's `bytes.upper()` changes only a-z, like
         // `make_ascii_uppercase`, which works in place: no copy of the data is made.
         data.make_ascii_uppercase();
-        conns.send(token, data);
+        ctx.send(token, data);
         data.len() // all consumed
     }
 
     // `on_eof` is left to its default (seed: `if not data: break`): close the connection
     // once everything queued for it is written.
 
-    fn on_close(&mut self, _: &mut Conns<String>, _: Token, peer: String, why: &CloseReason) {
+    fn on_close(&mut self, _: &mut Ctx<String>, _: Token, closed: Closed<String>) {
+        let (peer, why) = (closed.state, &closed.reason);
         // seed: `conn.close()` after the inner loop; `except Exception: break` for errors.
         println!("client {peer} gone: {why}");
     }

@@ -602,13 +602,13 @@ fn the_same_fetches_against_nginx() {
     );
     // nginx's log names the connection of every request: a handful for 203 URLs.
     let log = std::fs::read_to_string(prefix.join("access.log")).unwrap_or_default();
-    let mut conns: Vec<&str> = log.lines().filter_map(|l| l.split(' ').next()).collect();
-    conns.sort_unstable();
-    conns.dedup();
+    let mut ctx: Vec<&str> = log.lines().filter_map(|l| l.split(' ').next()).collect();
+    ctx.sort_unstable();
+    ctx.dedup();
     assert!(
         log.lines().count() >= 203,
         "requests logged: {}",
         log.lines().count()
     );
-    assert!(conns.len() <= 7, "{} connections for 203 URLs", conns.len());
+    assert!(ctx.len() <= 7, "{} connections for 203 URLs", ctx.len());
 }

@@ -2,7 +2,7 @@
 //! (a proptest property), `Incomplete` is distinct from `Invalid`, and every hostile
 //! header the issue lists is refused with its own error.
 
-use netloop::framing::{
+use netloop::proto::frames::{
     check, decode_object, encode, encode_value, FrameError, Item, Limits, ProtocolError, Reply,
     UploadDecoder, UploadHeader,
 };

@@ -33,11 +33,11 @@ fn echo(stream: &mut TcpStream, text: &str) {
 
 /// Open `n` connections and check each echoes; they stay open (accepted, held by a worker).
 fn hold_echoing(addr: SocketAddr, n: usize, tag: &str) -> Vec<TcpStream> {
-    let mut conns: Vec<TcpStream> = (0..n).map(|_| connect(addr)).collect();
-    for (i, conn) in conns.iter_mut().enumerate() {
+    let mut ctx: Vec<TcpStream> = (0..n).map(|_| connect(addr)).collect();
+    for (i, conn) in ctx.iter_mut().enumerate() {
         echo(conn, &format!("{tag} {i}"));
     }
-    conns
+    ctx
 }
 
 /// Wait until the server has exactly `n` live worker processes; returns their pids.
@@ -82,7 +82,7 @@ fn connections_are_spread_over_both_workers_and_all_echo() {
     let idle = idle_sockets(&pids);
     let parent_before = socket_count(server.pid());
 
-    let conns = hold_echoing(server.addr(), 200, "spread");
+    let ctx = hold_echoing(server.addr(), 200, "spread");
 
     let gained: Vec<usize> = pids.iter().map(|&p| socket_count(p) - idle).collect();
     // Every connection is in exactly one worker: none stuck with the parent, whose
@@ -93,7 +93,7 @@ fn connections_are_spread_over_both_workers_and_all_echo() {
     for (pid, n) in pids.iter().zip(&gained) {
         assert!(*n >= 20, "worker {pid} got {n} of 200 ({gained:?})");
     }
-    drop(conns);
+    drop(ctx);
 }
 
 #[test]
@@ -128,10 +128,10 @@ fn more_connections_than_one_process_may_open() {
         let numbers: Vec<&str> = line.split_whitespace().skip(3).take(2).collect();
         assert_eq!(numbers, ["200", "200"], "{line}");
     }
-    let conns = hold_echoing(server.addr(), 300, "many");
+    let ctx = hold_echoing(server.addr(), 300, "many");
     let held: usize = pids.iter().map(|&p| socket_count(p)).sum();
     assert!(held >= 300, "workers hold {held} sockets");
-    drop(conns);
+    drop(ctx);
 }
 
 /// The control for the test above: one process under the same limit cannot.
@@ -140,10 +140,10 @@ fn one_process_with_the_same_limit_cannot() {
     let server = Server::start_with(&["echo", "--listen", "127.0.0.1:0"], |cmd| {
         common::limit_open_files(cmd, 200)
     });
-    let mut conns: Vec<TcpStream> = (0..300).map(|_| connect(server.addr())).collect();
-    echo(&mut conns[0], "first");
+    let mut ctx: Vec<TcpStream> = (0..300).map(|_| connect(server.addr())).collect();
+    echo(&mut ctx[0], "first");
     // The kernel completed the handshake, but the server cannot accept it: no echo.
-    let last = conns.last_mut().unwrap();
+    let last = ctx.last_mut().unwrap();
     last.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
     last.write_all(b"last\n").unwrap();
     let mut buf = [0u8; 5];

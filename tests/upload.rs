@@ -17,7 +17,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use common::{pseudo_random_bytes, python3_available, run_netloop, Server, TIMEOUT};
-use netloop::auth::Secret;
+use netloop::proto::hmac_auth::Secret;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -118,7 +118,7 @@ fn connect(addr: SocketAddr) -> TcpStream {
 }
 
 fn frame(value: &Value) -> Vec<u8> {
-    netloop::framing::encode_value(value)
+    netloop::proto::frames::encode_value(value)
 }
 
 /// Read one reply frame (`None` at EOF or reset before a whole one).
@@ -287,12 +287,12 @@ fn hostile_inputs_get_error_replies_and_write_nothing() {
         ),
         (
             "invalid UTF-8",
-            netloop::framing::encode(b"{\"a\xff\":1}"),
+            netloop::proto::frames::encode(b"{\"a\xff\":1}"),
             "not UTF-8",
         ),
         (
             "not JSON",
-            netloop::framing::encode(b"file_name=x"),
+            netloop::proto::frames::encode(b"file_name=x"),
             "not JSON",
         ),
         ("JSON array", frame(&json!(["x", 5])), "not an array"),

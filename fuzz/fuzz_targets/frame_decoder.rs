@@ -1,4 +1,4 @@
-//! Fuzz target: the upload stream decoder (`netloop::framing`) on arbitrary bytes, fed in
+//! Fuzz target: the upload stream decoder (`netloop::proto::frames`) on arbitrary bytes, fed in
 //! arbitrary pieces the way the loop feeds `on_data` (unconsumed bytes are kept and
 //! offered again with the next piece).
 //!
@@ -9,7 +9,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use netloop::framing::{FrameError, Item, Limits, UploadDecoder};
+use netloop::proto::frames::{FrameError, Item, Limits, UploadDecoder};
 
 fuzz_target!(|data: &[u8]| {
     // The first byte picks the piece size, so the fuzzer explores splits as well as bytes.

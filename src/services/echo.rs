@@ -10,8 +10,8 @@ use std::net::SocketAddr;
 
 use mio::Token;
 
-use crate::event_loop::Conns;
-use crate::handler::Handler;
+use crate::core::Ctx;
+use crate::core::Handler;
 
 /// The echo service.
 #[derive(Debug, Default)]
@@ -23,22 +23,16 @@ pub struct Echo {
 impl Handler for Echo {
     type State = ();
 
-    fn on_data(&mut self, conns: &mut Conns<()>, token: Token, data: &mut [u8]) -> usize {
+    fn on_data(&mut self, ctx: &mut Ctx<()>, token: Token, data: &mut [u8]) -> usize {
         if self.suffix.is_empty() {
-            conns.send(token, data);
+            ctx.send(token, data);
         } else {
-            conns.send_parts(token, &[data, &self.suffix]);
+            ctx.send_parts(token, &[data, &self.suffix]);
         }
         data.len()
     }
 
-    fn on_datagram(
-        &mut self,
-        conns: &mut Conns<()>,
-        port: usize,
-        from: SocketAddr,
-        data: &mut [u8],
-    ) {
-        conns.send_datagram(port, from, &[data, &self.suffix]);
+    fn on_datagram(&mut self, ctx: &mut Ctx<()>, port: usize, from: SocketAddr, data: &mut [u8]) {
+        ctx.send_datagram(port, from, &[data, &self.suffix]);
     }
 }

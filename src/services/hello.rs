@@ -14,8 +14,8 @@ use std::net::SocketAddr;
 
 use mio::Token;
 
-use crate::event_loop::Conns;
-use crate::handler::Handler;
+use crate::core::Ctx;
+use crate::core::Handler;
 
 /// The hello service.
 #[derive(Debug, Default)]
@@ -61,15 +61,15 @@ impl Hello {
     }
 
     /// Answer kept input as one bare message (the peer stopped sending for now).
-    fn answer_unfinished(&mut self, conns: &mut Conns<()>, token: Token) -> After {
-        let rest = conns.take_unconsumed(token);
+    fn answer_unfinished(&mut self, ctx: &mut Ctx<()>, token: Token) -> After {
+        let rest = ctx.take_unconsumed(token);
         if rest.is_empty() {
             return After::KeepOpen;
         }
         let (after, _) = self.answer(&rest, true);
-        conns.send(token, &self.reply);
+        ctx.send(token, &self.reply);
         if after == After::Close {
-            conns.close_when_flushed(token);
+            ctx.close_when_flushed(token);
         }
         after
     }
@@ -78,38 +78,32 @@ impl Hello {
 impl Handler for Hello {
     type State = ();
 
-    fn on_open(&mut self, conns: &mut Conns<()>, token: Token) {
-        conns.send(token, b"Welcome!\n");
+    fn on_open(&mut self, ctx: &mut Ctx<()>, token: Token) {
+        ctx.send(token, b"Welcome!\n");
     }
 
-    fn on_data(&mut self, conns: &mut Conns<()>, token: Token, data: &mut [u8]) -> usize {
+    fn on_data(&mut self, ctx: &mut Ctx<()>, token: Token, data: &mut [u8]) -> usize {
         let (after, used) = self.answer(data, false);
-        conns.send(token, &self.reply);
+        ctx.send(token, &self.reply);
         if after == After::Close {
-            conns.close_when_flushed(token);
+            ctx.close_when_flushed(token);
         }
         used
     }
 
-    fn on_burst_end(&mut self, conns: &mut Conns<()>, token: Token) {
-        self.answer_unfinished(conns, token);
+    fn on_burst_end(&mut self, ctx: &mut Ctx<()>, token: Token) {
+        self.answer_unfinished(ctx, token);
     }
 
-    fn on_eof(&mut self, conns: &mut Conns<()>, token: Token) {
-        self.answer_unfinished(conns, token);
-        conns.close_when_flushed(token);
+    fn on_eof(&mut self, ctx: &mut Ctx<()>, token: Token) {
+        self.answer_unfinished(ctx, token);
+        ctx.close_when_flushed(token);
     }
 
-    fn on_datagram(
-        &mut self,
-        conns: &mut Conns<()>,
-        port: usize,
-        from: SocketAddr,
-        data: &mut [u8],
-    ) {
+    fn on_datagram(&mut self, ctx: &mut Ctx<()>, port: usize, from: SocketAddr, data: &mut [u8]) {
         // Over UDP there is no connection to close, so `exit` gets no reply.
         if self.answer(data, true).0 == After::KeepOpen {
-            conns.send_datagram(port, from, &[&self.reply]);
+            ctx.send_datagram(port, from, &[&self.reply]);
         }
     }
 }

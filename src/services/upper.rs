@@ -9,8 +9,8 @@ use std::net::SocketAddr;
 
 use mio::Token;
 
-use crate::event_loop::Conns;
-use crate::handler::Handler;
+use crate::core::Ctx;
+use crate::core::Handler;
 
 /// The upper-case service.
 #[derive(Debug, Default)]
@@ -19,20 +19,14 @@ pub struct Upper;
 impl Handler for Upper {
     type State = ();
 
-    fn on_data(&mut self, conns: &mut Conns<()>, token: Token, data: &mut [u8]) -> usize {
+    fn on_data(&mut self, ctx: &mut Ctx<()>, token: Token, data: &mut [u8]) -> usize {
         data.make_ascii_uppercase();
-        conns.send(token, data);
+        ctx.send(token, data);
         data.len()
     }
 
-    fn on_datagram(
-        &mut self,
-        conns: &mut Conns<()>,
-        port: usize,
-        from: SocketAddr,
-        data: &mut [u8],
-    ) {
+    fn on_datagram(&mut self, ctx: &mut Ctx<()>, port: usize, from: SocketAddr, data: &mut [u8]) {
         data.make_ascii_uppercase();
-        conns.send_datagram(port, from, &[data]);
+        ctx.send_datagram(port, from, &[data]);
     }
 }

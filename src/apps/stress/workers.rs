@@ -19,12 +19,12 @@ use log::warn;
 use mio::Token;
 use serde_json::{json, Value};
 
-use crate::conn::{Peer, Stream};
-use crate::event_loop::{Conns, EventLoop, LoopConfig};
-use crate::handler::{CloseReason, Handler};
-use crate::stress::probe::{Phase, ProbeState, Progress, Stress};
-use crate::stress::report::{rss_kb, Report};
-use crate::stress::{plan, server_rss_per_conn, ProgressLine, StressArgs};
+use crate::apps::stress::probe::{Phase, ProbeState, Progress, Stress};
+use crate::apps::stress::report::{rss_kb, Report};
+use crate::apps::stress::{plan, server_rss_per_conn, ProgressLine, StressArgs};
+use crate::core::{Closed, Handler};
+use crate::core::{Ctx, EventLoop, LoopConfig};
+use crate::core::{Peer, Stream};
 
 /// Split `n` into `parts` shares that differ by at most one.
 fn share(n: usize, parts: usize, i: usize) -> usize {
@@ -100,7 +100,7 @@ impl Parent {
         self.workers.iter().position(|w| w.stdout == token)
     }
 
-    fn on_line(&mut self, conns: &mut Conns<ProbeState>, i: usize, line: &[u8]) {
+    fn on_line(&mut self, ctx: &mut Ctx<ProbeState>, i: usize, line: &[u8]) {
         let Ok(v) = serde_json::from_slice::<Value>(line) else {
             warn!(
                 "worker {i}: unexpected output {:?}",
@@ -125,9 +125,9 @@ impl Parent {
             // Measure the server half way through the hold: by then it has accepted
             // every connection, and none has been closed yet.
             self.measure_at = Some(Instant::now() + self.hold / 2);
-            conns.wake_after(self.hold / 2);
+            ctx.timer_after(self.hold / 2, 0);
             for w in &self.workers {
-                conns.send(w.stdin, b"go\n");
+                ctx.send(w.stdin, b"go\n");
             }
         }
     }
@@ -154,7 +154,7 @@ fn progress_to_json(p: &Progress) -> Value {
 impl Handler for Parent {
     type State = ProbeState;
 
-    fn on_data(&mut self, conns: &mut Conns<ProbeState>, token: Token, data: &mut [u8]) -> usize {
+    fn on_data(&mut self, ctx: &mut Ctx<ProbeState>, token: Token, data: &mut [u8]) -> usize {
         let Some(i) = self.slot_of(token) else {
             return data.len();
         };
@@ -162,30 +162,24 @@ impl Handler for Parent {
         while let Some(end) = data[used..].iter().position(|&b| b == b'\n') {
             let line = data[used..used + end].to_vec();
             used += end + 1;
-            self.on_line(conns, i, &line);
+            self.on_line(ctx, i, &line);
         }
         used
     }
 
-    fn on_close(
-        &mut self,
-        conns: &mut Conns<ProbeState>,
-        token: Token,
-        _: ProbeState,
-        _: &CloseReason,
-    ) {
+    fn on_close(&mut self, ctx: &mut Ctx<ProbeState>, token: Token, _: Closed<ProbeState>) {
         if let Some(i) = self.slot_of(token) {
             self.workers[i].gone = true;
             if self.workers[i].report.is_none() {
                 self.failure = Some(format!("worker {i} exited without a report"));
             }
             if self.workers.iter().all(|w| w.gone) {
-                conns.stop();
+                ctx.stop();
             }
         }
     }
 
-    fn on_turn(&mut self, conns: &mut Conns<ProbeState>) {
+    fn on_turn(&mut self, ctx: &mut Ctx<ProbeState>) {
         let mut total = Progress::default();
         for w in &self.workers {
             total.open += w.progress.open;
@@ -201,7 +195,7 @@ impl Handler for Parent {
                 server_rss_per_conn(self.server_pid, self.server_rss_before, total.open);
         }
         if self.failure.is_some() {
-            conns.stop();
+            ctx.stop();
         }
     }
 }
@@ -234,13 +228,13 @@ pub fn run_workers(args: &StressArgs, count: usize) -> io::Result<Report> {
             .map_err(|e| io::Error::new(e.kind(), format!("start worker {i}: {e}")))?;
         in_ours.set_nonblocking(true)?;
         out_ours.set_nonblocking(true)?;
-        let conns = event_loop.conns();
-        let stdin = conns.add_stream(
+        let ctx = event_loop.ctx();
+        let stdin = ctx.add_stream(
             Stream::Unix(mio::net::UnixStream::from_std(in_ours)),
             Peer::Local,
             ProbeState::default(),
         )?;
-        let stdout = conns.add_stream(
+        let stdout = ctx.add_stream(
             Stream::Unix(mio::net::UnixStream::from_std(out_ours)),
             Peer::Local,
             ProbeState::default(),
@@ -305,48 +299,42 @@ fn emit(v: Value) {
 impl Handler for Worker {
     type State = ProbeState;
 
-    fn on_open(&mut self, conns: &mut Conns<ProbeState>, token: Token) {
-        self.stress.on_open(conns, token)
+    fn on_open(&mut self, ctx: &mut Ctx<ProbeState>, token: Token) {
+        self.stress.on_open(ctx, token)
     }
 
-    fn on_data(&mut self, conns: &mut Conns<ProbeState>, token: Token, data: &mut [u8]) -> usize {
+    fn on_data(&mut self, ctx: &mut Ctx<ProbeState>, token: Token, data: &mut [u8]) -> usize {
         if token != self.stdin {
-            return self.stress.on_data(conns, token, data);
+            return self.stress.on_data(ctx, token, data);
         }
         if data.windows(2).any(|w| w == b"go") && self.stress.phase() == Phase::Connected {
-            self.stress.start_hold(conns);
+            self.stress.start_hold(ctx);
         }
         data.len()
     }
 
-    fn on_eof(&mut self, conns: &mut Conns<ProbeState>, token: Token) {
+    fn on_eof(&mut self, ctx: &mut Ctx<ProbeState>, token: Token) {
         if token == self.stdin {
             // The parent went away: stop now.
-            self.stress.finish(conns);
-            conns.stop();
+            self.stress.finish(ctx);
+            ctx.stop();
         } else {
-            conns.close_when_flushed(token);
+            ctx.close_when_flushed(token);
         }
     }
 
-    fn on_deadline(&mut self, conns: &mut Conns<ProbeState>, token: Token) {
-        self.stress.on_deadline(conns, token)
+    fn on_deadline(&mut self, ctx: &mut Ctx<ProbeState>, token: Token) {
+        self.stress.on_deadline(ctx, token)
     }
 
-    fn on_close(
-        &mut self,
-        conns: &mut Conns<ProbeState>,
-        token: Token,
-        state: ProbeState,
-        reason: &CloseReason,
-    ) {
+    fn on_close(&mut self, ctx: &mut Ctx<ProbeState>, token: Token, closed: Closed<ProbeState>) {
         if token != self.stdin {
-            self.stress.on_close(conns, token, state, reason);
+            self.stress.on_close(ctx, token, closed);
         }
     }
 
-    fn on_turn(&mut self, conns: &mut Conns<ProbeState>) {
-        self.stress.on_turn(conns);
+    fn on_turn(&mut self, ctx: &mut Ctx<ProbeState>) {
+        self.stress.on_turn(ctx);
         if self.stress.phase() == Phase::Connected && !self.said_connected {
             self.said_connected = true;
             emit(json!({"connected": true, "progress": progress_to_json(&self.stress.progress())}));
@@ -375,7 +363,7 @@ pub fn run_as_worker(args: &StressArgs) -> io::Result<()> {
     stdin
         .set_nonblocking(true)
         .map_err(|e| io::Error::new(e.kind(), format!("worker stdin must be a socket: {e}")))?;
-    let token = event_loop.conns().add_stream(
+    let token = event_loop.ctx().add_stream(
         Stream::Unix(mio::net::UnixStream::from_std(stdin)),
         Peer::Local,
         ProbeState::default(),
@@ -386,7 +374,7 @@ pub fn run_as_worker(args: &StressArgs) -> io::Result<()> {
         last_progress: Instant::now(),
         said_connected: false,
     };
-    event_loop.conns().wake_after(Duration::ZERO);
+    event_loop.ctx().timer_after(Duration::ZERO, 0);
     event_loop.run(&mut worker)?;
     let mut report = worker.stress.report;
     report.client_rss_kb = rss_kb("self").unwrap_or(0);

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use mio::net::{TcpListener, UdpSocket, UnixListener};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::conn::{Peer, Stream};
+use super::slot::{Peer, Stream};
 
 /// A listening stream socket.
 #[derive(Debug)]

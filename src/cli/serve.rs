@@ -12,10 +12,9 @@ use std::time::Duration;
 
 use log::info;
 
-use crate::event_loop::{EventLoop, LoopConfig};
-use crate::handler::Handler;
-use crate::listen::{bind_tcp, bind_udp, bind_unix, TcpOptions};
-use crate::services::{Echo, Hello, ServiceKind, Upload, UploadOptions, Upper};
+use netloop::core::listen::{bind_tcp, bind_udp, bind_unix, Listener, TcpOptions};
+use netloop::core::{EventLoop, Handler, LoopConfig};
+use netloop::services::{Echo, Hello, ServiceKind, Upload, UploadOptions, Upper};
 
 /// Options of `netloop serve`.
 #[derive(Clone, Debug, clap::Args)]
@@ -79,7 +78,7 @@ fn seconds(name: &str, secs: f64) -> io::Result<Duration> {
 /// Run the server until SIGINT/SIGTERM; returns after the summary line is logged.
 pub fn serve(args: &ServeArgs) -> io::Result<()> {
     // Every connection is a descriptor: allow as many as the hard limit does.
-    crate::io_util::raise_nofile_limit();
+    netloop::core::io_util::raise_nofile_limit();
     if args.suffix.is_some() && args.service != ServiceKind::Echo {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -100,7 +99,7 @@ pub fn serve(args: &ServeArgs) -> io::Result<()> {
         ));
     }
     if args.workers > 1 {
-        return crate::serve_workers::serve_workers(args);
+        return super::serve_workers::serve_workers(args);
     }
     match args.service {
         ServiceKind::Echo => {
@@ -120,7 +119,7 @@ fn run<H: Handler>(args: &ServeArgs, mut handler: H) -> io::Result<()> {
             Some(s) => Some(seconds("--idle-timeout", s)?),
             // A stalled upload would hold its connection and temporary file forever.
             None if args.service == ServiceKind::Upload => {
-                Some(crate::services::upload::DEFAULT_IDLE_TIMEOUT)
+                Some(netloop::services::upload::DEFAULT_IDLE_TIMEOUT)
             }
             None => None,
         },
@@ -132,7 +131,7 @@ fn run<H: Handler>(args: &ServeArgs, mut handler: H) -> io::Result<()> {
     let header_frame = args
         .upload
         .max_header
-        .saturating_add(crate::framing::PREFIX_LEN);
+        .saturating_add(netloop::proto::frames::PREFIX_LEN);
     config.max_read_buf = config.max_read_buf.max(header_frame);
     let mut event_loop: EventLoop<H::State> = EventLoop::new(config)?;
 
@@ -149,7 +148,7 @@ fn run<H: Handler>(args: &ServeArgs, mut handler: H) -> io::Result<()> {
     let mut out = io::stdout().lock();
     for addr in listen {
         let listener = bind_tcp(addr, opts)?;
-        if let crate::listen::Listener::Tcp(_, local) = &listener {
+        if let Listener::Tcp(_, local) = &listener {
             writeln!(
                 out,
                 "listening on tcp {local}  (try: nc {} {})",

@@ -17,6 +17,8 @@
 //! `--max-header`), while body bytes are consumed — written to the temporary file — as
 //! soon as they arrive. Memory per upload is one write buffer, whatever the file size.
 
+pub mod store;
+
 use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -24,13 +26,13 @@ use std::time::Duration;
 use log::{debug, info, warn};
 use mio::Token;
 
-use crate::auth::{self, Secret, CHALLENGE_LEN};
-use crate::conn::Peer;
-use crate::deadlines::Millis;
-use crate::event_loop::Conns;
-use crate::framing::{FrameError, Item, Limits, Reply, UploadDecoder, DEFAULT_MAX_FILE_SIZE};
-use crate::handler::{CloseReason, Handler, SignalAction};
-use crate::upload_store::{check_file_name, Partial, Store};
+use crate::core::Ctx;
+use crate::core::Millis;
+use crate::core::Peer;
+use crate::core::{CloseReason, Closed, Handler, SignalAction};
+use crate::proto::frames::{FrameError, Item, Limits, Reply, UploadDecoder, DEFAULT_MAX_FILE_SIZE};
+use crate::proto::hmac_auth::{self, Secret, CHALLENGE_LEN};
+use store::{check_file_name, Partial, Store};
 
 /// `--idle-timeout` of the upload service when none is given: a client that sends nothing
 /// for this long, mid-header or mid-file, is dropped and its temporary file removed.
@@ -48,7 +50,7 @@ pub struct UploadOptions {
     #[arg(long, default_value_t = DEFAULT_MAX_FILE_SIZE, value_name = "BYTES")]
     pub max_file_size: u64,
     /// upload: largest JSON header accepted, in bytes.
-    #[arg(long, default_value_t = crate::framing::DEFAULT_MAX_HEADER, value_name = "BYTES")]
+    #[arg(long, default_value_t = crate::proto::frames::DEFAULT_MAX_HEADER, value_name = "BYTES")]
     pub max_header: usize,
     /// upload: require HMAC-SHA256 challenge/response with the secret in this file (its
     /// bytes, one trailing newline removed).
@@ -65,7 +67,7 @@ impl UploadOptions {
         self.dir.is_some()
             || self.secret_file.is_some()
             || self.max_file_size != DEFAULT_MAX_FILE_SIZE
-            || self.max_header != crate::framing::DEFAULT_MAX_HEADER
+            || self.max_header != crate::proto::frames::DEFAULT_MAX_HEADER
             || self.auth_timeout != 5.0
     }
 
@@ -100,7 +102,7 @@ pub struct UploadConn {
     /// An error reply was sent: discard everything else.
     refused: bool,
     /// The peer, for the log line when a partial upload is discarded in `on_close`
-    /// (by then the slot, and with it `Conns::peer`, is gone).
+    /// (by then the slot, and with it `Ctx::peer`, is gone).
     peer: Option<Peer>,
 }
 
@@ -146,61 +148,61 @@ impl Upload {
     }
 
     /// Send an error reply, drop any partial file, and close after the reply is out.
-    fn refuse(&mut self, conns: &mut Conns<UploadConn>, token: Token, error: String) {
+    fn refuse(&mut self, ctx: &mut Ctx<UploadConn>, token: Token, error: String) {
         self.refusals += 1;
-        if let Some(state) = conns.state_mut(token) {
+        if let Some(state) = ctx.state_mut(token) {
             state.refused = true;
             state.challenge = None;
             state.current = None; // dropping the Partial removes its temporary file
         }
-        conns.send(token, &Reply::Refused { error }.encode());
-        conns.close_when_flushed(token);
+        ctx.send(token, &Reply::Refused { error }.encode());
+        ctx.close_when_flushed(token);
     }
 
     /// Check the 32-byte answer at the start of `data`; returns bytes used (0: wait).
     fn authenticate(
         &mut self,
-        conns: &mut Conns<UploadConn>,
+        ctx: &mut Ctx<UploadConn>,
         token: Token,
         data: &[u8],
     ) -> Option<usize> {
-        let peer = conns.peer(token)?;
-        let now = conns.now();
-        let state = conns.state_mut(token)?;
+        let peer = ctx.peer(token)?;
+        let now = ctx.now();
+        let state = ctx.state_mut(token)?;
         let challenge = state.challenge.as_deref().copied()?;
         let Some(answer) = data.get(..CHALLENGE_LEN) else {
             // Incomplete. Traffic may have pushed the deadline to the idle timeout;
             // put it back to the time the answer is due.
             let left = Duration::from_millis(state.auth_due.saturating_sub(now));
-            conns.set_deadline(token, left);
+            ctx.set_deadline(token, left);
             return Some(0);
         };
         let secret = self.secret.as_ref()?;
         if secret.verify(&challenge, answer) {
             state.challenge = None;
             // The auth deadline is over; the idle timeout (if any) counts from this read.
-            conns.clear_deadline(token);
-            conns.touch(token);
+            ctx.clear_deadline(token);
+            ctx.touch(token);
             info!("{peer}: authenticated");
             Some(CHALLENGE_LEN)
         } else {
             warn!("{peer}: authentication failed (wrong answer)");
-            self.refuse(conns, token, "authentication failed".into());
+            self.refuse(ctx, token, "authentication failed".into());
             None
         }
     }
 
     /// Act on one decoded item. Returns false when the connection was refused.
-    fn handle(&mut self, conns: &mut Conns<UploadConn>, token: Token, item: Item<'_>) -> bool {
-        let peer = conns.peer(token).map(|p| p.to_string()).unwrap_or_default();
-        let Some(state) = conns.state_mut(token) else {
+    fn handle(&mut self, ctx: &mut Ctx<UploadConn>, token: Token, item: Item<'_>) -> bool {
+        let peer = ctx.peer(token).map(|p| p.to_string()).unwrap_or_default();
+        let Some(state) = ctx.state_mut(token) else {
             return false;
         };
         let error = match item {
             Item::Header(header) => {
                 if let Err(why) = check_file_name(&header.file_name) {
                     warn!("{peer}: refused: {why}");
-                    self.refuse(conns, token, why);
+                    self.refuse(ctx, token, why);
                     return false;
                 }
                 match self.store.begin(&header.file_name, header.file_size) {
@@ -241,7 +243,7 @@ impl Upload {
                                 bytes: stored.bytes,
                                 sha256: stored.sha256,
                             };
-                            conns.send(token, &reply.encode());
+                            ctx.send(token, &reply.encode());
                             return true;
                         }
                         Err(e) => (name, e),
@@ -253,7 +255,7 @@ impl Upload {
         let (name, e) = error;
         warn!("{peer}: cannot store {name:?}: {e}");
         let cause = io::Error::from(e.kind());
-        self.refuse(conns, token, format!("cannot store {name:?}: {cause}"));
+        self.refuse(ctx, token, format!("cannot store {name:?}: {cause}"));
         false
     }
 }
@@ -261,45 +263,45 @@ impl Upload {
 impl Handler for Upload {
     type State = UploadConn;
 
-    fn on_open(&mut self, conns: &mut Conns<UploadConn>, token: Token) {
-        let peer = conns.peer(token);
-        if let Some(state) = conns.state_mut(token) {
+    fn on_open(&mut self, ctx: &mut Ctx<UploadConn>, token: Token) {
+        let peer = ctx.peer(token);
+        if let Some(state) = ctx.state_mut(token) {
             state.peer = peer;
         }
         if self.secret.is_none() {
             return;
         }
-        match auth::challenge() {
+        match hmac_auth::challenge() {
             Ok(challenge) => {
-                let due = conns.now() + self.auth_timeout.as_millis() as Millis;
-                if let Some(state) = conns.state_mut(token) {
+                let due = ctx.now() + self.auth_timeout.as_millis() as Millis;
+                if let Some(state) = ctx.state_mut(token) {
                     state.challenge = Some(Box::new(challenge));
                     state.auth_due = due;
                 }
-                conns.send(token, &challenge);
-                conns.set_deadline(token, self.auth_timeout);
+                ctx.send(token, &challenge);
+                ctx.set_deadline(token, self.auth_timeout);
             }
             Err(e) => {
                 warn!(
                     "{}: {e}",
-                    conns.peer(token).map(|p| p.to_string()).unwrap_or_default()
+                    ctx.peer(token).map(|p| p.to_string()).unwrap_or_default()
                 );
-                conns.close(token, CloseReason::Error(e));
+                ctx.close(token, CloseReason::Error(e));
             }
         }
     }
 
-    fn on_data(&mut self, conns: &mut Conns<UploadConn>, token: Token, data: &mut [u8]) -> usize {
+    fn on_data(&mut self, ctx: &mut Ctx<UploadConn>, token: Token, data: &mut [u8]) -> usize {
         let mut used = 0;
         loop {
-            let Some(state) = conns.state_mut(token) else {
+            let Some(state) = ctx.state_mut(token) else {
                 return data.len();
             };
             if state.refused {
                 return data.len();
             }
             if state.challenge.is_some() {
-                match self.authenticate(conns, token, &data[used..]) {
+                match self.authenticate(ctx, token, &data[used..]) {
                     Some(0) => return used,
                     Some(n) => {
                         used += n;
@@ -311,14 +313,14 @@ impl Handler for Upload {
             match state.decoder.decode(&data[used..], &self.limits) {
                 Err(FrameError::Incomplete) => return used,
                 Err(FrameError::Invalid(e)) => {
-                    let peer = conns.peer(token).map(|p| p.to_string()).unwrap_or_default();
+                    let peer = ctx.peer(token).map(|p| p.to_string()).unwrap_or_default();
                     warn!("{peer}: refused: {e}");
-                    self.refuse(conns, token, e.to_string());
+                    self.refuse(ctx, token, e.to_string());
                     return data.len();
                 }
                 Ok((item, n)) => {
                     used += n;
-                    if !self.handle(conns, token, item) {
+                    if !self.handle(ctx, token, item) {
                         return data.len();
                     }
                 }
@@ -326,10 +328,10 @@ impl Handler for Upload {
         }
     }
 
-    fn on_eof(&mut self, conns: &mut Conns<UploadConn>, token: Token) {
-        let peer = conns.peer(token).map(|p| p.to_string()).unwrap_or_default();
-        let unconsumed = conns.unconsumed(token).len();
-        let Some(state) = conns.state_mut(token) else {
+    fn on_eof(&mut self, ctx: &mut Ctx<UploadConn>, token: Token) {
+        let peer = ctx.peer(token).map(|p| p.to_string()).unwrap_or_default();
+        let unconsumed = ctx.unconsumed(token).len();
+        let Some(state) = ctx.state_mut(token) else {
             return;
         };
         let why = if state.refused {
@@ -352,36 +354,31 @@ impl Handler for Upload {
             Some(why) => {
                 // The peer only half-closed: it can still read why nothing was stored.
                 info!("{peer}: {why}; discarded");
-                self.refuse(conns, token, why);
+                self.refuse(ctx, token, why);
             }
-            None => conns.close_when_flushed(token),
+            None => ctx.close_when_flushed(token),
         }
     }
 
-    fn on_deadline(&mut self, conns: &mut Conns<UploadConn>, token: Token) {
-        let waiting = conns
+    fn on_deadline(&mut self, ctx: &mut Ctx<UploadConn>, token: Token) {
+        let waiting = ctx
             .state(token)
             .is_some_and(|s| s.challenge.is_some() && !s.refused);
         if waiting {
-            let peer = conns.peer(token).map(|p| p.to_string()).unwrap_or_default();
+            let peer = ctx.peer(token).map(|p| p.to_string()).unwrap_or_default();
             warn!(
                 "{peer}: no authentication answer within {:?}; dropped",
                 self.auth_timeout
             );
-            self.refuse(conns, token, "authentication timed out".into());
+            self.refuse(ctx, token, "authentication timed out".into());
         } else {
-            conns.close(token, CloseReason::IdleTimeout);
+            ctx.close(token, CloseReason::IdleTimeout);
         }
     }
 
-    fn on_close(
-        &mut self,
-        conns: &mut Conns<UploadConn>,
-        token: Token,
-        state: UploadConn,
-        reason: &CloseReason,
-    ) {
-        let _ = (conns, token);
+    fn on_close(&mut self, ctx: &mut Ctx<UploadConn>, token: Token, closed: Closed<UploadConn>) {
+        let (state, reason) = (closed.state, &closed.reason);
+        let _ = (ctx, token);
         if let Some(p) = state.current {
             // Dropping `p` (end of this block) removes the temporary file.
             let peer = state.peer.map(|p| p.to_string()).unwrap_or_default();
@@ -392,8 +389,8 @@ impl Handler for Upload {
         }
     }
 
-    fn on_signal(&mut self, conns: &mut Conns<UploadConn>, signal: i32) -> SignalAction {
-        let _ = conns;
+    fn on_signal(&mut self, ctx: &mut Ctx<UploadConn>, signal: i32) -> SignalAction {
+        let _ = ctx;
         if signal == libc::SIGINT || signal == libc::SIGTERM {
             info!(
                 "upload summary: stored={} bytes={} refused={} dir={}",

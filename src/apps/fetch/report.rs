@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
-use crate::handler::CloseReason;
+use crate::core::CloseReason;
 
 /// What happened to one URL.
 #[derive(Clone, Debug)]

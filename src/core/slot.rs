@@ -1,4 +1,4 @@
-//! `Conn`: one connection's slot in the loop's slab.
+//! `Slot`: one connection's slot in the loop's slab.
 //!
 //! A slot is what the loop remembers about a socket between events. It is kept small on
 //! purpose, because an idle server holds tens of thousands of them: the socket, the peer
@@ -21,8 +21,8 @@ use mio::event::Source;
 use mio::net::{TcpStream, UnixStream};
 use mio::{Interest, Registry, Token};
 
-use crate::deadlines::Millis;
-use crate::outbound::OutboundQueue;
+use super::outbound::OutboundQueue;
+use super::timers::Millis;
 
 /// The socket under a connection: TCP (v4 or v6) or a Unix stream socket.
 #[derive(Debug)]
@@ -192,36 +192,41 @@ pub mod flags {
     pub const PEER_EOF: u16 = 1 << 8;
     /// Closing gracefully: our FIN is sent; discard input until the peer's EOF.
     pub const LINGERING: u16 = 1 << 9;
+    /// The handler got `on_close` (its state was taken): the loop alone finishes it.
+    pub const DETACHED: u16 = 1 << 10;
+    /// The handler asked not to be given input for now (`Ctx::pause_reading`).
+    pub const HELD: u16 = 1 << 11;
 }
 
 /// One connection's slot.
 #[derive(Debug)]
-pub struct Conn<S> {
+pub struct Slot<S> {
     /// The socket.
     pub stream: Stream,
     /// The peer, for log lines.
     pub peer: Peer,
     /// Buffers, present only while bytes are pending.
     pub pending: Option<Box<Pending>>,
-    /// The time this connection next wants attention (0: never).
-    pub deadline: Millis,
-    /// The time of this connection's entry in `Deadlines` (0: no entry).
-    pub filed_deadline: Millis,
+    /// When the loop next wants to look at this connection: its idle timeout, or the
+    /// end of a lingering close (0: never).
+    pub idle_at: Millis,
+    /// The time of this connection's idle entry in `Timers` (0: no entry).
+    pub idle_filed: Millis,
     /// `flags::*` bits.
     pub flags: u16,
     /// The handler's per-connection state.
     pub state: S,
 }
 
-impl<S> Conn<S> {
+impl<S> Slot<S> {
     /// A new slot around a socket.
-    pub fn new(stream: Stream, peer: Peer, state: S) -> Conn<S> {
-        Conn {
+    pub fn new(stream: Stream, peer: Peer, state: S) -> Slot<S> {
+        Slot {
             stream,
             peer,
             pending: None,
-            deadline: 0,
-            filed_deadline: 0,
+            idle_at: 0,
+            idle_filed: 0,
             flags: 0,
             state,
         }
@@ -259,8 +264,8 @@ mod tests {
     /// Idle memory per connection is mostly this slot (plus the slab's tag): keep it small.
     #[test]
     fn slot_stays_small() {
-        let size = std::mem::size_of::<slab::Slab<Conn<()>>>();
-        let slot = std::mem::size_of::<Conn<()>>();
-        assert!(slot <= 56, "Conn<()> is {slot} bytes (slab {size})");
+        let size = std::mem::size_of::<slab::Slab<Slot<()>>>();
+        let slot = std::mem::size_of::<Slot<()>>();
+        assert!(slot <= 56, "Slot<()> is {slot} bytes (slab {size})");
     }
 }

@@ -37,10 +37,10 @@ use std::time::{Duration, Instant};
 use log::{debug, error, info, warn};
 use mio::Token;
 
-use crate::conn::{Peer, Stream};
-use crate::event_loop::Conns;
-use crate::handler::{CloseReason, Handler, SignalAction};
-use crate::serve_workers::{Worker, WorkerCommand};
+use crate::core::Ctx;
+use crate::core::{Closed, Handler, SignalAction};
+use crate::core::{Peer, Stream};
+use crate::workers::spawn::{Worker, WorkerCommand};
 
 /// How long all workers together may take to report that they listen.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -52,7 +52,7 @@ const MAX_LINE: usize = 64 * 1024;
 const LISTENING: &str = "listening on ";
 
 /// A connection's state: the slot of the worker whose stdout it is.
-pub(crate) type Slot = Option<usize>;
+pub type Slot = Option<usize>;
 
 enum Phase {
     /// Waiting for every worker's `listening on` lines.
@@ -64,7 +64,7 @@ enum Phase {
 }
 
 /// The parent's handler.
-pub(crate) struct Supervisor {
+pub struct Supervisor {
     command: WorkerCommand,
     /// How many `listening on` lines a ready worker prints (one per `--listen`).
     expected_lines: usize,
@@ -79,7 +79,7 @@ pub(crate) struct Supervisor {
 
 impl Supervisor {
     /// A supervisor for `count` workers that each print `expected_lines` when ready.
-    pub(crate) fn new(
+    pub fn new(
         command: WorkerCommand,
         count: usize,
         expected_lines: usize,
@@ -99,18 +99,18 @@ impl Supervisor {
     }
 
     /// Start every worker, before `run`. If one fails, those already started are stopped.
-    pub(crate) fn start_all(&mut self, conns: &mut Conns<Slot>) {
+    pub fn start_all(&mut self, ctx: &mut Ctx<Slot>) {
         for slot in 0..self.workers.len() {
-            if let Err(e) = self.start(conns, slot) {
+            if let Err(e) = self.start(ctx, slot) {
                 self.fail(e);
                 break;
             }
         }
-        self.schedule(conns);
+        self.schedule(ctx);
     }
 
     /// After `run`: the failure, if any, else whether every worker stopped cleanly.
-    pub(crate) fn outcome(&mut self) -> io::Result<()> {
+    pub fn outcome(&mut self) -> io::Result<()> {
         if let Some(e) = self.failure.take() {
             return Err(e);
         }
@@ -132,10 +132,10 @@ impl Supervisor {
     }
 
     /// Put a new worker process in `slot`, its stdout on the loop.
-    fn start(&mut self, conns: &mut Conns<Slot>, slot: usize) -> io::Result<()> {
+    fn start(&mut self, ctx: &mut Ctx<Slot>, slot: usize) -> io::Result<()> {
         let (mut child, stdout) = self.command.spawn(slot)?;
         let stream = Stream::Unix(mio::net::UnixStream::from_std(stdout));
-        let token = match conns.add_stream(stream, Peer::Local, Some(slot)) {
+        let token = match ctx.add_stream(stream, Peer::Local, Some(slot)) {
             Ok(token) => token,
             Err(e) => {
                 // It is not listening yet: nothing to drain, so no need to be gentle.
@@ -274,7 +274,7 @@ impl Supervisor {
         }
     }
 
-    fn on_deadlines(&mut self, conns: &mut Conns<Slot>) {
+    fn on_deadlines(&mut self, ctx: &mut Ctx<Slot>) {
         let now = Instant::now();
         match self.phase {
             Phase::Starting { deadline } if now >= deadline => {
@@ -299,7 +299,7 @@ impl Supervisor {
                         continue;
                     }
                     self.workers[slot].restarts += 1;
-                    if let Err(e) = self.start(conns, slot) {
+                    if let Err(e) = self.start(ctx, slot) {
                         let delay = self.workers[slot].retry_later(now);
                         warn!("worker {slot}: {e}; trying again in {delay:?}");
                     }
@@ -320,9 +320,9 @@ impl Supervisor {
 
     /// End the loop once every slot is empty for good; else have it turn by the next
     /// deadline.
-    fn schedule(&self, conns: &mut Conns<Slot>) {
+    fn schedule(&self, ctx: &mut Ctx<Slot>) {
         if self.workers.iter().all(Worker::is_empty) {
-            conns.stop();
+            ctx.stop();
             return;
         }
         let phase = match self.phase {
@@ -339,7 +339,10 @@ impl Supervisor {
         if let Some(at) = next {
             // Rounded up to the loop's whole milliseconds: waking early only turns twice.
             let wait = at.saturating_duration_since(Instant::now());
-            conns.wake_after(Duration::from_millis(wait.as_micros().div_ceil(1000) as u64));
+            ctx.timer_after(
+                Duration::from_millis(wait.as_micros().div_ceil(1000) as u64),
+                0,
+            );
         }
     }
 }
@@ -348,8 +351,8 @@ impl Handler for Supervisor {
     type State = Slot;
 
     /// Whole lines are consumed; an unfinished one stays with the loop until it ends.
-    fn on_data(&mut self, conns: &mut Conns<Slot>, token: Token, data: &mut [u8]) -> usize {
-        let Some(slot) = conns.state(token).copied().flatten() else {
+    fn on_data(&mut self, ctx: &mut Ctx<Slot>, token: Token, data: &mut [u8]) -> usize {
+        let Some(slot) = ctx.state(token).copied().flatten() else {
             return data.len();
         };
         let mut used = 0;
@@ -364,25 +367,26 @@ impl Handler for Supervisor {
         used
     }
 
-    fn on_eof(&mut self, conns: &mut Conns<Slot>, token: Token) {
+    fn on_eof(&mut self, ctx: &mut Ctx<Slot>, token: Token) {
         // A last line without a newline is a line all the same.
-        if let Some(slot) = conns.state(token).copied().flatten() {
-            let rest = conns.unconsumed(token);
+        if let Some(slot) = ctx.state(token).copied().flatten() {
+            let rest = ctx.unconsumed(token);
             if !rest.is_empty() {
                 self.on_line(slot, rest);
             }
         }
-        conns.close_when_flushed(token);
+        ctx.close_when_flushed(token);
     }
 
-    fn on_close(&mut self, _: &mut Conns<Slot>, _: Token, slot: Slot, reason: &CloseReason) {
+    fn on_close(&mut self, _: &mut Ctx<Slot>, _: Token, closed: Closed<Slot>) {
+        let (slot, reason) = (closed.state, &closed.reason);
         if let Some(slot) = slot {
             debug!("worker {slot}: stdout closed ({reason})");
             self.workers[slot].stdout = None;
         }
     }
 
-    fn on_signal(&mut self, _: &mut Conns<Slot>, signal: i32) -> SignalAction {
+    fn on_signal(&mut self, _: &mut Ctx<Slot>, signal: i32) -> SignalAction {
         if signal == libc::SIGCHLD {
             // `on_turn` asks every child after this turn anyway.
         } else if let Phase::Stopping { .. } = self.phase {
@@ -400,9 +404,9 @@ impl Handler for Supervisor {
         SignalAction::Handled
     }
 
-    fn on_turn(&mut self, conns: &mut Conns<Slot>) {
+    fn on_turn(&mut self, ctx: &mut Ctx<Slot>) {
         self.reap();
-        self.on_deadlines(conns);
-        self.schedule(conns);
+        self.on_deadlines(ctx);
+        self.schedule(ctx);
     }
 }

@@ -11,7 +11,6 @@
 //! - `workers.rs`: more connections than one process may open (the open-file limit here
 //!   is 20,000) are spread over worker processes of this same program.
 
-pub mod http;
 pub mod probe;
 pub mod report;
 pub mod workers;
@@ -21,9 +20,9 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::client::resolve_addr;
-use crate::event_loop::{Conns, EventLoop, LoopConfig, Target};
-use crate::handler::Handler;
+use crate::apps::client::resolve_addr;
+use crate::core::Handler;
+use crate::core::{Ctx, EventLoop, LoopConfig, Target};
 use probe::{Plan, ProbeKind, ProbeState, Stress};
 use report::{rss_kb, Report};
 
@@ -171,7 +170,7 @@ pub fn stress(args: &StressArgs) -> io::Result<()> {
             "nothing to do: give --idle N and/or --active M".into(),
         ));
     }
-    let limit = crate::io_util::raise_nofile_limit();
+    let limit = crate::core::io_util::raise_nofile_limit();
     let per_process = limit.saturating_sub(RESERVED_FDS).max(1);
     if args.worker {
         return workers::run_as_worker(args);
@@ -292,31 +291,25 @@ struct Single {
 impl Handler for Single {
     type State = ProbeState;
 
-    fn on_open(&mut self, conns: &mut Conns<ProbeState>, token: mio::Token) {
-        self.stress.on_open(conns, token)
+    fn on_open(&mut self, ctx: &mut Ctx<ProbeState>, token: mio::Token) {
+        self.stress.on_open(ctx, token)
     }
-    fn on_data(
-        &mut self,
-        conns: &mut Conns<ProbeState>,
-        token: mio::Token,
-        data: &mut [u8],
-    ) -> usize {
-        self.stress.on_data(conns, token, data)
+    fn on_data(&mut self, ctx: &mut Ctx<ProbeState>, token: mio::Token, data: &mut [u8]) -> usize {
+        self.stress.on_data(ctx, token, data)
     }
-    fn on_deadline(&mut self, conns: &mut Conns<ProbeState>, token: mio::Token) {
-        self.stress.on_deadline(conns, token)
+    fn on_deadline(&mut self, ctx: &mut Ctx<ProbeState>, token: mio::Token) {
+        self.stress.on_deadline(ctx, token)
     }
     fn on_close(
         &mut self,
-        conns: &mut Conns<ProbeState>,
+        ctx: &mut Ctx<ProbeState>,
         token: mio::Token,
-        state: ProbeState,
-        reason: &crate::handler::CloseReason,
+        closed: crate::core::Closed<ProbeState>,
     ) {
-        self.stress.on_close(conns, token, state, reason)
+        self.stress.on_close(ctx, token, closed)
     }
-    fn on_turn(&mut self, conns: &mut Conns<ProbeState>) {
-        self.stress.on_turn(conns);
+    fn on_turn(&mut self, ctx: &mut Ctx<ProbeState>) {
+        self.stress.on_turn(ctx);
         // Measure the server half way through the hold: by then it has accepted every
         // connection, and none has been closed yet.
         if let (Some(half), None) = (self.stress.mid_hold(), self.server_measured) {
@@ -334,10 +327,10 @@ impl Handler for Single {
 }
 
 /// The target's RSS growth per connection, from /proc.
-pub fn server_rss_per_conn(pid: Option<u32>, before_kb: Option<u64>, conns: u64) -> Option<f64> {
+pub fn server_rss_per_conn(pid: Option<u32>, before_kb: Option<u64>, ctx: u64) -> Option<f64> {
     let after = rss_kb(&pid?.to_string())?;
     let before = before_kb?;
-    (conns > 0).then(|| (after as f64 - before as f64) * 1024.0 / conns as f64)
+    (ctx > 0).then(|| (after as f64 - before as f64) * 1024.0 / ctx as f64)
 }
 
 /// Run every connection on this process's loop.
@@ -351,7 +344,7 @@ pub fn run_single(args: &StressArgs) -> io::Result<Report> {
         server_measured: None,
     };
     let mut event_loop: EventLoop<ProbeState> = EventLoop::new(LoopConfig::default())?;
-    event_loop.conns().wake_after(Duration::ZERO); // the first turn starts connecting
+    event_loop.ctx().timer_after(Duration::ZERO, 0); // the first turn starts connecting
     event_loop.run(&mut handler)?;
     handler.progress.finish();
     let mut report = handler.stress.report;

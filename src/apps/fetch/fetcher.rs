@@ -31,15 +31,15 @@ use mio::{Token, Waker};
 use slab::Slab;
 use url::Url;
 
-use crate::event_loop::{Conns, Target};
-use crate::fetch::output::Output;
-use crate::fetch::pool::{Addrs, HostKey, Pool};
-use crate::fetch::report::{close_text, io_text, secs, FetchResult, Reporter};
-use crate::fetch::resolver::Resolver;
-use crate::fetch::tls::TlsSession;
-use crate::fetch::transfer::{Phase, Transfer};
-use crate::fetch::Plan;
-use crate::handler::{CloseReason, Handler};
+use crate::apps::fetch::output::Output;
+use crate::apps::fetch::pool::{Addrs, HostKey, Pool};
+use crate::apps::fetch::report::{close_text, io_text, secs, FetchResult, Reporter};
+use crate::apps::fetch::resolver::Resolver;
+use crate::apps::fetch::tls::TlsSession;
+use crate::apps::fetch::transfer::{Phase, Transfer};
+use crate::apps::fetch::Plan;
+use crate::core::{CloseReason, Closed, Handler};
+use crate::core::{Ctx, Target};
 
 /// Per-connection state in the loop's slab.
 #[derive(Default)]
@@ -113,17 +113,17 @@ impl Fetcher {
     }
 
     /// Admit URLs while the concurrency window has room.
-    fn admit(&mut self, conns: &mut Conns<Link>) {
+    fn admit(&mut self, ctx: &mut Ctx<Link>) {
         while self.transfers.len() < self.plan.concurrency.max(1)
             && self.next_url < self.plan.urls.len()
         {
             let requested = self.plan.urls[self.next_url].clone();
             self.next_url += 1;
-            self.start(conns, requested);
+            self.start(ctx, requested);
         }
     }
 
-    fn start(&mut self, conns: &mut Conns<Link>, requested: String) {
+    fn start(&mut self, ctx: &mut Ctx<Link>, requested: String) {
         let url = match Url::parse(&requested) {
             Ok(url) if matches!(url.scheme(), "http" | "https") => url,
             Ok(url) => {
@@ -147,11 +147,11 @@ impl Fetcher {
         if let Some(when) = deadline {
             self.deadlines.insert((when, id));
         }
-        self.dispatch(conns, id);
+        self.dispatch(ctx, id);
     }
 
     /// Find the transfer a connection: resolve, reuse, open, or queue.
-    pub(super) fn dispatch(&mut self, conns: &mut Conns<Link>, id: usize) {
+    pub(super) fn dispatch(&mut self, ctx: &mut Ctx<Link>, id: usize) {
         let t = &mut self.transfers[id];
         let (host_id, fresh) = (t.host, t.fresh_conn);
         let host = self.pool.host(host_id);
@@ -159,7 +159,7 @@ impl Fetcher {
             Addrs::Ready(_) => {}
             Addrs::Failed(e) => {
                 let e = e.clone();
-                return self.finish(conns, id, Some(e));
+                return self.finish(ctx, id, Some(e));
             }
             Addrs::Unknown => {
                 host.addrs = Addrs::Resolving;
@@ -171,14 +171,14 @@ impl Fetcher {
         }
         if !fresh {
             if let Some(token) = self.pool.take_idle(host_id) {
-                return self.send_request(conns, id, token);
+                return self.send_request(ctx, id, token);
             }
         }
         if self.pool.can_open(host_id) {
-            return self.connect(conns, id);
+            return self.connect(ctx, id);
         }
         if let Some(token) = self.pool.take_idle(host_id) {
-            return self.send_request(conns, id, token);
+            return self.send_request(ctx, id, token);
         }
         self.wait(id, Phase::Waiting);
     }
@@ -190,7 +190,7 @@ impl Fetcher {
     }
 
     /// Hand idle connections and free connection slots of a host to its waiting queue.
-    pub(super) fn pump(&mut self, conns: &mut Conns<Link>, host_id: usize) {
+    pub(super) fn pump(&mut self, ctx: &mut Ctx<Link>, host_id: usize) {
         loop {
             let can_open = self.pool.can_open(host_id);
             let host = self.pool.host(host_id);
@@ -199,11 +199,11 @@ impl Fetcher {
             }
             if let Some(token) = host.idle.pop() {
                 if let Some(id) = host.waiting.pop_front() {
-                    self.send_request(conns, id, token);
+                    self.send_request(ctx, id, token);
                 }
             } else if can_open {
                 if let Some(id) = host.waiting.pop_front() {
-                    self.connect(conns, id);
+                    self.connect(ctx, id);
                 }
             } else {
                 return;
@@ -212,14 +212,14 @@ impl Fetcher {
     }
 
     /// Open a new connection for the transfer, to its host's next address.
-    fn connect(&mut self, conns: &mut Conns<Link>, id: usize) {
+    fn connect(&mut self, ctx: &mut Ctx<Link>, id: usize) {
         let t = &mut self.transfers[id];
         let host_id = t.host;
         let Addrs::Ready(addrs) = &self.pool.host(host_id).addrs else {
-            return self.finish(conns, id, Some("no address to connect to".into()));
+            return self.finish(ctx, id, Some("no address to connect to".into()));
         };
         let Some(&addr) = addrs.get(t.next_addr) else {
-            return self.finish(conns, id, Some("no address left to try".into()));
+            return self.finish(ctx, id, Some("no address left to try".into()));
         };
         t.next_addr += 1;
         let link = Link {
@@ -228,44 +228,34 @@ impl Fetcher {
             addr: Some(addr),
             ..Link::default()
         };
-        match conns.connect(&Target::Tcp(addr), link) {
+        match ctx.connect(&Target::Tcp(addr), link) {
             Ok(token) => {
                 self.pool.host(host_id).open += 1;
                 t.conn = Some(token);
                 t.phase = Phase::Connecting;
-                conns.set_deadline(token, self.plan.connect_timeout);
+                ctx.set_deadline(token, self.plan.connect_timeout);
             }
-            Err(e) => self.connect_failed(conns, id, addr, &e),
+            Err(e) => self.connect_failed(ctx, id, addr, &e),
         }
     }
 
     /// A connect failed: try the host's next address, or give up with this error.
-    fn connect_failed(
-        &mut self,
-        conns: &mut Conns<Link>,
-        id: usize,
-        addr: SocketAddr,
-        e: &io::Error,
-    ) {
+    fn connect_failed(&mut self, ctx: &mut Ctx<Link>, id: usize, addr: SocketAddr, e: &io::Error) {
         let more = match &self.pool.host(self.transfers[id].host).addrs {
             Addrs::Ready(addrs) => self.transfers[id].next_addr < addrs.len(),
             _ => false,
         };
         debug!("connect to {addr}: {e}");
         if more {
-            self.connect(conns, id);
+            self.connect(ctx, id);
         } else {
-            self.finish(
-                conns,
-                id,
-                Some(format!("connect to {addr}: {}", io_text(e))),
-            );
+            self.finish(ctx, id, Some(format!("connect to {addr}: {}", io_text(e))));
         }
     }
 
     /// The transfer is over: report it, and drop its connection if it still has one
     /// (mid-response, so it cannot be reused).
-    pub(super) fn finish(&mut self, conns: &mut Conns<Link>, id: usize, error: Option<String>) {
+    pub(super) fn finish(&mut self, ctx: &mut Ctx<Link>, id: usize, error: Option<String>) {
         let Some(t) = self.transfers.try_remove(id) else {
             return;
         };
@@ -273,10 +263,10 @@ impl Fetcher {
             self.deadlines.remove(&(when, id));
         }
         if let Some(token) = t.conn {
-            if let Some(link) = conns.state_mut(token) {
+            if let Some(link) = ctx.state_mut(token) {
                 link.transfer = None;
             }
-            conns.close(token, CloseReason::Done);
+            ctx.close(token, CloseReason::Done);
         }
         if matches!(t.phase, Phase::Resolving | Phase::Waiting) {
             self.pool.host(t.host).waiting.retain(|&w| w != id);
@@ -306,14 +296,14 @@ impl Fetcher {
     }
 
     /// Fail transfers whose `--timeout` passed; ask the loop to wake for the next one.
-    fn expire(&mut self, conns: &mut Conns<Link>) {
+    fn expire(&mut self, ctx: &mut Ctx<Link>) {
         let Some(limit) = self.plan.timeout else {
             return;
         };
         let now = Instant::now();
         while let Some(&(when, id)) = self.deadlines.first() {
             if when > now {
-                conns.wake_after(when - now);
+                ctx.timer_after(when - now, 0);
                 return;
             }
             self.deadlines.pop_first();
@@ -321,7 +311,7 @@ impl Fetcher {
                 "timeout: transfer not done after {} (--timeout)",
                 secs(limit)
             );
-            self.finish(conns, id, Some(e));
+            self.finish(ctx, id, Some(e));
         }
     }
 }
@@ -330,15 +320,15 @@ impl Handler for Fetcher {
     type State = Link;
 
     /// The connect completed (the seed's EVENT_WRITE): start TLS if needed, send.
-    fn on_open(&mut self, conns: &mut Conns<Link>, token: Token) {
-        let Some(link) = conns.state_mut(token) else {
+    fn on_open(&mut self, ctx: &mut Ctx<Link>, token: Token) {
+        let Some(link) = ctx.state_mut(token) else {
             return;
         };
         link.connected = true;
         let (host_id, id, addr) = (link.host, link.transfer, link.addr);
         self.pool.prefer(host_id, addr);
         let Some(id) = id else {
-            return conns.close(token, CloseReason::Done);
+            return ctx.close(token, CloseReason::Done);
         };
         let key = &self.pool.host(host_id).key;
         if key.tls {
@@ -346,41 +336,41 @@ impl Handler for Fetcher {
             let name = key.host.trim_start_matches('[').trim_end_matches(']');
             match TlsSession::new(&self.plan.tls, name) {
                 Ok(session) => {
-                    if let Some(link) = conns.state_mut(token) {
+                    if let Some(link) = ctx.state_mut(token) {
                         link.tls = Some(Box::new(session));
                     }
                 }
-                Err(e) => return self.finish(conns, id, Some(e)),
+                Err(e) => return self.finish(ctx, id, Some(e)),
             }
         }
-        self.send_request(conns, id, token);
+        self.send_request(ctx, id, token);
     }
 
-    fn on_data(&mut self, conns: &mut Conns<Link>, token: Token, data: &mut [u8]) -> usize {
-        let Some(link) = conns.state(token) else {
+    fn on_data(&mut self, ctx: &mut Ctx<Link>, token: Token, data: &mut [u8]) -> usize {
+        let Some(link) = ctx.state(token) else {
             return data.len();
         };
         match (link.transfer, link.tls.is_some()) {
             // Bytes on an idle connection were never asked for: drop the connection.
-            (None, _) => conns.close(token, CloseReason::Done),
-            (Some(id), true) => self.tls_bytes(conns, token, id, data),
-            (Some(id), false) => self.response_bytes(conns, token, id, data, false),
+            (None, _) => ctx.close(token, CloseReason::Done),
+            (Some(id), true) => self.tls_bytes(ctx, token, id, data),
+            (Some(id), false) => self.response_bytes(ctx, token, id, data, false),
         }
         data.len()
     }
 
-    fn on_eof(&mut self, conns: &mut Conns<Link>, token: Token) {
-        self.end_of_stream(conns, token);
+    fn on_eof(&mut self, ctx: &mut Ctx<Link>, token: Token) {
+        self.end_of_stream(ctx, token);
         // Whatever happened above, nothing more can come on this connection.
-        conns.close(token, CloseReason::PeerClosed);
+        ctx.close(token, CloseReason::PeerClosed);
     }
 
-    fn on_deadline(&mut self, conns: &mut Conns<Link>, token: Token) {
-        let Some(link) = conns.state(token) else {
+    fn on_deadline(&mut self, ctx: &mut Ctx<Link>, token: Token) {
+        let Some(link) = ctx.state(token) else {
             return;
         };
         match (link.transfer, link.connected) {
-            (None, _) => conns.close(token, CloseReason::IdleTimeout),
+            (None, _) => ctx.close(token, CloseReason::IdleTimeout),
             (Some(_), false) => {
                 // Treated like any failed connect: on_close tries the next address.
                 let e = io::Error::new(
@@ -390,25 +380,20 @@ impl Handler for Fetcher {
                         secs(self.plan.connect_timeout)
                     ),
                 );
-                conns.close(token, CloseReason::ConnectFailed(e));
+                ctx.close(token, CloseReason::ConnectFailed(e));
             }
             (Some(id), true) => {
                 let e = format!(
                     "timeout: no data from the server for {}",
                     secs(self.plan.idle_timeout)
                 );
-                self.finish(conns, id, Some(e));
+                self.finish(ctx, id, Some(e));
             }
         }
     }
 
-    fn on_close(
-        &mut self,
-        conns: &mut Conns<Link>,
-        token: Token,
-        link: Link,
-        reason: &CloseReason,
-    ) {
+    fn on_close(&mut self, ctx: &mut Ctx<Link>, token: Token, closed: Closed<Link>) {
+        let (link, reason) = (closed.state, &closed.reason);
         self.pool.closed(link.host, token);
         // Still attached means the connection failed under the transfer.
         let attached = link.transfer.filter(|&id| {
@@ -425,23 +410,23 @@ impl Handler for Fetcher {
                     let addr = link
                         .addr
                         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-                    self.connect_failed(conns, id, addr, e);
+                    self.connect_failed(ctx, id, addr, e);
                 }
                 _ if !t.parser.started() && link.requests > 1 && !t.retried => {
                     debug!("{}: reused connection failed ({reason}), retrying", t.url);
                     self.transfers[id].restart();
-                    self.dispatch(conns, id);
+                    self.dispatch(ctx, id);
                 }
                 _ => {
                     let e = close_text(reason, t.parser.started(), t.bytes);
-                    self.finish(conns, id, Some(e));
+                    self.finish(ctx, id, Some(e));
                 }
             }
         }
-        self.pump(conns, link.host);
+        self.pump(ctx, link.host);
     }
 
-    fn on_wake(&mut self, conns: &mut Conns<Link>) {
+    fn on_wake(&mut self, ctx: &mut Ctx<Link>) {
         for answer in self.resolver.answers() {
             let host = self.pool.host(answer.key);
             host.addrs = match answer.result {
@@ -451,18 +436,18 @@ impl Handler for Fetcher {
             let waiting: Vec<usize> = host.waiting.drain(..).collect();
             for id in waiting {
                 if self.transfers.contains(id) {
-                    self.dispatch(conns, id);
+                    self.dispatch(ctx, id);
                 }
             }
         }
     }
 
-    fn on_turn(&mut self, conns: &mut Conns<Link>) {
-        self.expire(conns);
-        self.admit(conns);
+    fn on_turn(&mut self, ctx: &mut Ctx<Link>) {
+        self.expire(ctx);
+        self.admit(ctx);
         self.reporter.tick();
         if self.next_url >= self.plan.urls.len() && self.transfers.is_empty() {
-            conns.stop();
+            ctx.stop();
         }
     }
 }

@@ -27,10 +27,10 @@ use std::time::{Duration, Instant};
 
 use mio::Token;
 
-use crate::event_loop::{Conns, Target};
-use crate::handler::{CloseReason, Handler};
-use crate::stress::http::HttpResponse;
-use crate::stress::report::{record_us, rss_kb, Report};
+use crate::apps::stress::report::{record_us, rss_kb, Report};
+use crate::core::{CloseReason, Closed, Handler};
+use crate::core::{Ctx, Target};
+use crate::proto::http_probe::HttpResponse;
 
 /// After the hold, how long to wait for replies to requests already sent.
 const DRAIN: Duration = Duration::from_secs(1);
@@ -204,13 +204,13 @@ impl Stress {
     }
 
     /// Start the hold: active connections begin their round trips.
-    pub fn start_hold(&mut self, conns: &mut Conns<ProbeState>) {
+    pub fn start_hold(&mut self, ctx: &mut Ctx<ProbeState>) {
         let now = Instant::now();
         self.hold_started = Some(now);
         self.phase = Phase::Holding(now + self.plan.hold);
-        conns.wake_after(self.plan.hold);
+        ctx.timer_after(self.plan.hold, 0);
         for token in self.active_tokens.clone() {
-            self.begin_probing(conns, token, now);
+            self.begin_probing(ctx, token, now);
         }
     }
 
@@ -223,11 +223,11 @@ impl Stress {
     /// Count connections that are still open and close the books. A request still
     /// unanswered is recorded with the time it has waited so far: a stalled server
     /// must show up as latency, not as silence.
-    pub fn finish(&mut self, conns: &mut Conns<ProbeState>) {
+    pub fn finish(&mut self, ctx: &mut Ctx<ProbeState>) {
         let now = Instant::now();
         if matches!(self.phase, Phase::Holding(_) | Phase::Draining(_)) {
             for &token in &self.active_tokens {
-                if let Some(Some(probe)) = conns.state(token).map(|s| s.active.as_ref()) {
+                if let Some(Some(probe)) = ctx.state(token).map(|s| s.active.as_ref()) {
                     if probe.in_flight {
                         let us = now.saturating_duration_since(probe.intended).as_micros() as u64;
                         record_us(&mut self.report.latency, us);
@@ -244,12 +244,11 @@ impl Stress {
     }
 
     /// Requests sent and not yet answered.
-    fn in_flight(&self, conns: &Conns<ProbeState>) -> usize {
+    fn in_flight(&self, ctx: &Ctx<ProbeState>) -> usize {
         self.active_tokens
             .iter()
             .filter(|&&t| {
-                conns
-                    .state(t)
+                ctx.state(t)
                     .and_then(|s| s.active.as_ref())
                     .is_some_and(|p| p.in_flight)
             })
@@ -271,12 +270,12 @@ impl Stress {
     }
 
     /// Start as many connects as the in-flight bound and the rate allow.
-    fn launch(&mut self, conns: &mut Conns<ProbeState>) {
+    fn launch(&mut self, ctx: &mut Ctx<ProbeState>) {
         while self.launched() < self.total() && self.inflight < self.plan.max_inflight {
             if let Some(rate) = self.plan.rate {
                 let allowed = (self.started.elapsed().as_secs_f64() * rate) as usize + 1;
                 if self.launched() >= allowed {
-                    conns.wake_after(Duration::from_secs_f64(1.0 / rate.max(0.001)));
+                    ctx.timer_after(Duration::from_secs_f64(1.0 / rate.max(0.001)), 0);
                     return;
                 }
             }
@@ -286,11 +285,11 @@ impl Stress {
             } else {
                 self.launched_idle += 1;
             }
-            self.connect_one(conns, is_active);
+            self.connect_one(ctx, is_active);
         }
     }
 
-    fn connect_one(&mut self, conns: &mut Conns<ProbeState>, is_active: bool) {
+    fn connect_one(&mut self, ctx: &mut Ctx<ProbeState>, is_active: bool) {
         let source = if self.plan.sources.is_empty() {
             None
         } else {
@@ -310,10 +309,10 @@ impl Stress {
                 })
             }),
         };
-        match conns.connect_from(&self.plan.target, source, state) {
+        match ctx.connect_from(&self.plan.target, source, state) {
             Ok(token) => {
                 self.inflight += 1;
-                conns.set_deadline(token, self.plan.connect_timeout);
+                ctx.set_deadline(token, self.plan.connect_timeout);
             }
             Err(e) => {
                 self.connect_failed(&e);
@@ -338,16 +337,16 @@ impl Stress {
         }
     }
 
-    fn begin_probing(&mut self, conns: &mut Conns<ProbeState>, token: Token, now: Instant) {
-        if let Some(Some(probe)) = conns.state_mut(token).map(|s| s.active.as_mut()) {
+    fn begin_probing(&mut self, ctx: &mut Ctx<ProbeState>, token: Token, now: Instant) {
+        if let Some(Some(probe)) = ctx.state_mut(token).map(|s| s.active.as_mut()) {
             probe.intended = now;
         }
-        self.send_round(conns, token);
+        self.send_round(ctx, token);
     }
 
     /// Send the current round's request on an active connection.
-    fn send_round(&mut self, conns: &mut Conns<ProbeState>, token: Token) {
-        let Some(probe) = conns.state_mut(token).and_then(|s| s.active.as_mut()) else {
+    fn send_round(&mut self, ctx: &mut Ctx<ProbeState>, token: Token) {
+        let Some(probe) = ctx.state_mut(token).and_then(|s| s.active.as_mut()) else {
             return;
         };
         probe.in_flight = true;
@@ -357,19 +356,21 @@ impl Stress {
         match self.plan.probe {
             ProbeKind::Echo => {
                 fill_payload(&mut self.payload, probe.seq);
-                conns.send(token, &self.payload);
+                ctx.send(token, &self.payload);
             }
-            ProbeKind::Http => conns.send(token, &self.plan.http_request),
+            ProbeKind::Http => {
+                ctx.send(token, &self.plan.http_request);
+            }
             ProbeKind::None => probe.in_flight = false,
         }
     }
 
     /// A round trip finished: record it, and send the next one (now or on schedule).
-    fn complete_round(&mut self, conns: &mut Conns<ProbeState>, token: Token) {
+    fn complete_round(&mut self, ctx: &mut Ctx<ProbeState>, token: Token) {
         let now = Instant::now();
         let holding = matches!(self.phase, Phase::Holding(_));
         let measuring = holding || matches!(self.phase, Phase::Draining(_));
-        let Some(probe) = conns.state_mut(token).and_then(|s| s.active.as_mut()) else {
+        let Some(probe) = ctx.state_mut(token).and_then(|s| s.active.as_mut()) else {
             return;
         };
         probe.in_flight = false;
@@ -393,27 +394,27 @@ impl Stress {
                 if probe.intended > now {
                     // Not yet: the deadline sends it at the intended time.
                     let wait = probe.intended - now;
-                    conns.set_deadline(token, wait);
+                    ctx.set_deadline(token, wait);
                     return;
                 }
             }
         }
-        self.send_round(conns, token);
+        self.send_round(ctx, token);
     }
 
-    fn connect_phase_over(&mut self, conns: &mut Conns<ProbeState>) {
+    fn connect_phase_over(&mut self, ctx: &mut Ctx<ProbeState>) {
         self.report.conns_open = self.open;
         self.report.connect_secs = self.started.elapsed().as_secs_f64();
         self.report.client_rss_bytes_per_conn = self.rss_growth_per_conn();
         self.phase = Phase::Connected;
         if self.open == 0 {
             // Nothing to hold or measure: say so now rather than after the hold.
-            self.finish(conns);
-            conns.stop();
+            self.finish(ctx);
+            ctx.stop();
             return;
         }
         if self.auto_hold {
-            self.start_hold(conns);
+            self.start_hold(ctx);
         }
     }
 }
@@ -428,11 +429,11 @@ fn fill_payload(buf: &mut [u8], seq: u64) {
 impl Handler for Stress {
     type State = ProbeState;
 
-    fn on_open(&mut self, conns: &mut Conns<ProbeState>, token: Token) {
+    fn on_open(&mut self, ctx: &mut Ctx<ProbeState>, token: Token) {
         self.inflight -= 1;
         self.open += 1;
-        conns.clear_deadline(token);
-        let Some(state) = conns.state_mut(token) else {
+        ctx.clear_deadline(token);
+        let Some(state) = ctx.state_mut(token) else {
             return;
         };
         state.connected = true;
@@ -440,17 +441,17 @@ impl Handler for Stress {
             self.active_tokens.push(token);
             if matches!(self.phase, Phase::Holding(_)) {
                 // A replacement for an active connection the target closed.
-                self.begin_probing(conns, token, Instant::now());
+                self.begin_probing(ctx, token, Instant::now());
             }
         } else if let Some(every) = self.plan.keepalive {
-            conns.set_deadline(token, every);
+            ctx.set_deadline(token, every);
         }
     }
 
-    fn on_data(&mut self, conns: &mut Conns<ProbeState>, token: Token, data: &mut [u8]) -> usize {
+    fn on_data(&mut self, ctx: &mut Ctx<ProbeState>, token: Token, data: &mut [u8]) -> usize {
         let size = self.plan.size;
         let kind = self.plan.probe;
-        let Some(probe) = conns.state_mut(token).and_then(|s| s.active.as_mut()) else {
+        let Some(probe) = ctx.state_mut(token).and_then(|s| s.active.as_mut()) else {
             return data.len(); // idle connections ignore whatever the target sends
         };
         if !probe.in_flight {
@@ -470,7 +471,7 @@ impl Handler for Stress {
                 }
                 probe.received += data.len();
                 if probe.received >= size {
-                    self.complete_round(conns, token);
+                    self.complete_round(ctx, token);
                 }
                 data.len()
             }
@@ -478,7 +479,7 @@ impl Handler for Stress {
                 Ok((used, done)) => {
                     if done {
                         probe.bad |= !probe.http.ok_status();
-                        self.complete_round(conns, token);
+                        self.complete_round(ctx, token);
                     }
                     used
                 }
@@ -491,7 +492,7 @@ impl Handler for Stress {
                     }
                     probe.bad = true;
                     self.report.mismatches += 1;
-                    conns.close(token, CloseReason::Done);
+                    ctx.close(token, CloseReason::Done);
                     data.len()
                 }
             },
@@ -499,28 +500,23 @@ impl Handler for Stress {
         }
     }
 
-    fn on_deadline(&mut self, conns: &mut Conns<ProbeState>, token: Token) {
-        let Some(state) = conns.state(token) else {
+    fn on_deadline(&mut self, ctx: &mut Ctx<ProbeState>, token: Token) {
+        let Some(state) = ctx.state(token) else {
             return;
         };
         if !state.connected {
             let e = io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
-            conns.close(token, CloseReason::ConnectFailed(e));
+            ctx.close(token, CloseReason::ConnectFailed(e));
         } else if state.active.is_some() {
-            self.send_round(conns, token); // the rate-limited schedule says: now
+            self.send_round(ctx, token); // the rate-limited schedule says: now
         } else if let Some(every) = self.plan.keepalive {
-            conns.send(token, &self.plan.keepalive_data);
-            conns.set_deadline(token, every);
+            ctx.send(token, &self.plan.keepalive_data);
+            ctx.set_deadline(token, every);
         }
     }
 
-    fn on_close(
-        &mut self,
-        conns: &mut Conns<ProbeState>,
-        token: Token,
-        state: ProbeState,
-        reason: &CloseReason,
-    ) {
+    fn on_close(&mut self, ctx: &mut Ctx<ProbeState>, token: Token, closed: Closed<ProbeState>) {
+        let (state, reason) = (closed.state, &closed.reason);
         if !state.connected {
             self.inflight -= 1;
             match reason {
@@ -540,17 +536,17 @@ impl Handler for Stress {
             self.active_tokens.retain(|&t| t != token);
             if by_peer && matches!(self.phase, Phase::Holding(_)) {
                 // Keep measuring: replace the active connection the target closed.
-                self.connect_one(conns, true);
+                self.connect_one(ctx, true);
             }
         }
     }
 
-    fn on_turn(&mut self, conns: &mut Conns<ProbeState>) {
+    fn on_turn(&mut self, ctx: &mut Ctx<ProbeState>) {
         match self.phase {
             Phase::Connecting => {
-                self.launch(conns);
+                self.launch(ctx);
                 if self.launched() >= self.total() && self.inflight == 0 {
-                    self.connect_phase_over(conns);
+                    self.connect_phase_over(ctx);
                 }
             }
             Phase::Holding(until) if Instant::now() >= until => {
@@ -560,12 +556,12 @@ impl Handler for Stress {
                     self.report.hold_secs = t.elapsed().as_secs_f64();
                 }
                 self.phase = Phase::Draining(Instant::now() + DRAIN);
-                conns.wake_after(DRAIN);
-                self.on_turn(conns);
+                ctx.timer_after(DRAIN, 0);
+                self.on_turn(ctx);
             }
-            Phase::Draining(until) if Instant::now() >= until || self.in_flight(conns) == 0 => {
-                self.finish(conns);
-                conns.stop();
+            Phase::Draining(until) if Instant::now() >= until || self.in_flight(ctx) == 0 => {
+                self.finish(ctx);
+                ctx.stop();
             }
             _ => {}
         }

@@ -26,9 +26,9 @@ use std::time::Instant;
 use mio::Token;
 use url::Url;
 
-use crate::fetch::output::Sink;
-use crate::fetch::report::FetchResult;
-use crate::fetch::response::{Head, ResponseParser};
+use crate::apps::fetch::output::Sink;
+use crate::apps::fetch::report::FetchResult;
+use crate::proto::http_response::{Head, ResponseParser};
 
 /// Where a transfer is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -224,7 +224,7 @@ impl Transfer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fetch::response::BodyKind;
+    use crate::proto::http_response::BodyKind;
 
     fn head(status: u16, location: Option<&str>) -> Head {
         Head {

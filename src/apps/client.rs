@@ -17,10 +17,10 @@ use std::time::Duration;
 
 use mio::Token;
 
-use crate::conn::{Peer, Stream};
-use crate::event_loop::{Conns, EventLoop, LoopConfig, Target};
-use crate::handler::{CloseReason, Handler};
-use crate::listen::bind_udp;
+use crate::core::listen::bind_udp;
+use crate::core::{CloseReason, Closed, Handler};
+use crate::core::{Ctx, EventLoop, LoopConfig, Target};
+use crate::core::{Peer, Stream};
 
 /// Options of `netloop client`.
 #[derive(Clone, Debug, clap::Args)]
@@ -81,10 +81,10 @@ impl Client {
         }
     }
 
-    fn send_line(&mut self, conns: &mut Conns<()>, line: &[u8]) {
+    fn send_line(&mut self, ctx: &mut Ctx<()>, line: &[u8]) {
         if let Some((port, to)) = self.udp {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
-            conns.send_datagram(port, to, &[line]);
+            ctx.send_datagram(port, to, &[line]);
         }
     }
 }
@@ -92,10 +92,10 @@ impl Client {
 impl Handler for Client {
     type State = ();
 
-    fn on_data(&mut self, conns: &mut Conns<()>, token: Token, data: &mut [u8]) -> usize {
+    fn on_data(&mut self, ctx: &mut Ctx<()>, token: Token, data: &mut [u8]) -> usize {
         if token == self.stdin {
             if let Some(server) = self.server {
-                conns.send(server, data);
+                ctx.send(server, data);
             } else {
                 self.partial.extend_from_slice(data);
                 let mut lines: Vec<Vec<u8>> = Vec::new();
@@ -106,41 +106,42 @@ impl Handler for Client {
                     lines.push(line);
                 }
                 for line in lines {
-                    self.send_line(conns, &line);
+                    self.send_line(ctx, &line);
                 }
             }
         } else {
             self.print(data, false);
             if self.input_done {
-                conns.set_deadline(self.stdin, self.wait);
+                ctx.set_deadline(self.stdin, self.wait);
             }
         }
         data.len()
     }
 
-    fn on_eof(&mut self, conns: &mut Conns<()>, token: Token) {
+    fn on_eof(&mut self, ctx: &mut Ctx<()>, token: Token) {
         if token != self.stdin {
-            conns.close_when_flushed(token);
+            ctx.close_when_flushed(token);
             return;
         }
         self.input_done = true;
         if !self.partial.is_empty() {
             let line = std::mem::take(&mut self.partial);
-            self.send_line(conns, &line);
+            self.send_line(ctx, &line);
         }
         if let Some(server) = self.server {
             // Tell the server we are done (it reads EOF), but keep reading its replies.
-            conns.shutdown_write_when_flushed(server);
+            ctx.shutdown_write_when_flushed(server);
         }
         // Keep the stdin slot open: its deadline is the "replies stopped" timer.
-        conns.set_deadline(self.stdin, self.wait);
+        ctx.set_deadline(self.stdin, self.wait);
     }
 
-    fn on_deadline(&mut self, conns: &mut Conns<()>, _token: Token) {
-        conns.stop();
+    fn on_deadline(&mut self, ctx: &mut Ctx<()>, _token: Token) {
+        ctx.stop();
     }
 
-    fn on_close(&mut self, conns: &mut Conns<()>, token: Token, _: (), reason: &CloseReason) {
+    fn on_close(&mut self, ctx: &mut Ctx<()>, token: Token, closed: Closed<()>) {
+        let reason = &closed.reason;
         if Some(token) != self.server {
             return;
         }
@@ -150,25 +151,19 @@ impl Handler for Client {
             }
             _ => {}
         }
-        conns.stop();
+        ctx.stop();
     }
 
-    fn on_datagram(
-        &mut self,
-        conns: &mut Conns<()>,
-        _port: usize,
-        _from: SocketAddr,
-        data: &mut [u8],
-    ) {
+    fn on_datagram(&mut self, ctx: &mut Ctx<()>, _port: usize, _from: SocketAddr, data: &mut [u8]) {
         self.print(data, true);
         if self.input_done {
-            conns.set_deadline(self.stdin, self.wait);
+            ctx.set_deadline(self.stdin, self.wait);
         }
     }
 
-    fn on_turn(&mut self, conns: &mut Conns<()>) {
+    fn on_turn(&mut self, ctx: &mut Ctx<()>) {
         if self.failed.is_some() {
-            conns.stop();
+            ctx.stop();
         }
     }
 }
@@ -187,8 +182,8 @@ pub fn client(args: &ClientArgs) -> io::Result<()> {
         // Ends (and closes the pair, which the loop reads as EOF) when stdin ends.
         let _ = io::copy(&mut io::stdin().lock(), &mut theirs);
     });
-    let conns = event_loop.conns();
-    let stdin = conns.add_stream(
+    let ctx = event_loop.ctx();
+    let stdin = ctx.add_stream(
         Stream::Unix(mio::net::UnixStream::from_std(ours)),
         Peer::Local,
         (),
@@ -206,11 +201,7 @@ pub fn client(args: &ClientArgs) -> io::Result<()> {
     };
     if let Some(path) = &args.unix {
         handler.target = path.display().to_string();
-        handler.server = Some(
-            event_loop
-                .conns()
-                .connect(&Target::Unix(path.clone()), ())?,
-        );
+        handler.server = Some(event_loop.ctx().connect(&Target::Unix(path.clone()), ())?);
     } else {
         let text = args.addr.clone().unwrap_or_default();
         let addr = resolve_addr(&text)?;
@@ -226,7 +217,7 @@ pub fn client(args: &ClientArgs) -> io::Result<()> {
             let port = event_loop.add_udp(bind_udp(local)?)?;
             handler.udp = Some((port, addr));
         } else {
-            handler.server = Some(event_loop.conns().connect(&Target::Tcp(addr), ())?);
+            handler.server = Some(event_loop.ctx().connect(&Target::Tcp(addr), ())?);
         }
     }
     event_loop.run(&mut handler)?;

@@ -25,12 +25,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 use mio::Token;
 use sha2::{Digest, Sha256};
 
-use crate::auth::{Secret, CHALLENGE_LEN};
-use crate::client::resolve_addr;
-use crate::event_loop::{Conns, EventLoop, LoopConfig, Target};
-use crate::framing::{self, FrameError, Reply, UploadHeader};
-use crate::handler::{CloseReason, Handler};
-use crate::upload_store::hex;
+use crate::apps::client::resolve_addr;
+use crate::core::{CloseReason, Closed, Handler};
+use crate::core::{Ctx, EventLoop, LoopConfig, Target};
+use crate::proto::frames::{self, FrameError, Reply, UploadHeader};
+use crate::proto::hmac_auth::{Secret, CHALLENGE_LEN};
+use crate::services::upload::store::hex;
 
 /// Options of `netloop upload`.
 #[derive(Clone, Debug, clap::Args)]
@@ -99,27 +99,27 @@ struct Sender {
 }
 
 impl Sender {
-    fn fail(&mut self, conns: &mut Conns<()>, msg: String) {
+    fn fail(&mut self, ctx: &mut Ctx<()>, msg: String) {
         self.failure.get_or_insert(msg);
         if let Some(token) = self.token {
             // Close at once: an unfinished upload is then discarded by the server.
-            conns.close(token, CloseReason::Done);
+            ctx.close(token, CloseReason::Done);
         }
-        conns.stop();
+        ctx.stop();
     }
 
     /// Send file bytes while the outbound queue is empty, up to the budget.
-    fn pump(&mut self, conns: &mut Conns<()>) {
+    fn pump(&mut self, ctx: &mut Ctx<()>) {
         self.resume = false;
         let Some(token) = self.token else { return };
         if self.challenge_pending || self.failure.is_some() {
             return;
         }
         let mut budget = BUDGET;
-        while conns.queued(token) == 0 {
+        while ctx.queued(token) == 0 {
             if budget == 0 {
                 self.resume = true;
-                conns.wake_after(Duration::ZERO);
+                ctx.timer_after(Duration::ZERO, 0);
                 return;
             }
             let Some(out) = self.current.as_mut() else {
@@ -128,16 +128,16 @@ impl Sender {
                         self.all_sent = true;
                         // Like seed 000's client closing after its last byte, but only
                         // our half: the replies still come back.
-                        conns.shutdown_write_when_flushed(token);
+                        ctx.shutdown_write_when_flushed(token);
                     }
                     return;
                 };
                 match start_file(&path) {
                     Ok((out, header)) => {
-                        conns.send(token, &header);
+                        ctx.send(token, &header);
                         self.current = Some(out);
                     }
-                    Err(e) => return self.fail(conns, e.to_string()),
+                    Err(e) => return self.fail(ctx, e.to_string()),
                 }
                 continue;
             };
@@ -149,7 +149,7 @@ impl Sender {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     let msg = format!("reading {}: {e}", out.path.display());
-                    return self.fail(conns, msg);
+                    return self.fail(ctx, msg);
                 }
             };
             if n == 0 && want > 0 {
@@ -159,11 +159,11 @@ impl Sender {
                     out.size - out.left,
                     out.size
                 );
-                return self.fail(conns, msg);
+                return self.fail(ctx, msg);
             }
             out.hasher.update(&self.chunk[..n]);
             out.left -= n as u64;
-            conns.send(token, &self.chunk[..n]);
+            ctx.send(token, &self.chunk[..n]);
             self.bar.inc(n as u64);
             budget = budget.saturating_sub(n.max(1));
             if out.left == 0 {
@@ -179,19 +179,19 @@ impl Sender {
     }
 
     /// Check one reply against the oldest file awaiting one.
-    fn on_reply(&mut self, conns: &mut Conns<()>, reply: Reply) {
+    fn on_reply(&mut self, ctx: &mut Ctx<()>, reply: Reply) {
         self.replies += 1;
         let Some(sent) = self.awaiting.pop_front() else {
             let msg = match reply {
                 Reply::Refused { error } => format!("server refused: {error}"),
                 Reply::Stored { .. } => "server sent a reply for a file not sent".into(),
             };
-            return self.fail(conns, msg);
+            return self.fail(ctx, msg);
         };
         match reply {
             Reply::Refused { error } => {
                 let msg = format!("server refused {}: {error}", sent.path.display());
-                self.fail(conns, msg);
+                self.fail(ctx, msg);
             }
             Reply::Stored {
                 file_name,
@@ -206,7 +206,7 @@ impl Sender {
                         sent.size,
                         sent.sha256
                     );
-                    return self.fail(conns, msg);
+                    return self.fail(ctx, msg);
                 }
                 let line = format!(
                     "{} -> {file_name}: {bytes} bytes, sha256 {sha256}",
@@ -217,9 +217,9 @@ impl Sender {
                 self.stored.push(line);
                 if self.all_sent && self.awaiting.is_empty() && self.current.is_none() {
                     if let Some(token) = self.token {
-                        conns.close(token, CloseReason::Done);
+                        ctx.close(token, CloseReason::Done);
                     }
-                    conns.stop();
+                    ctx.stop();
                 }
             }
         }
@@ -258,12 +258,12 @@ fn start_file(path: &Path) -> io::Result<(Outgoing, Vec<u8>)> {
 impl Handler for Sender {
     type State = ();
 
-    fn on_open(&mut self, conns: &mut Conns<()>, _token: Token) {
+    fn on_open(&mut self, ctx: &mut Ctx<()>, _token: Token) {
         self.connected = true;
-        self.pump(conns);
+        self.pump(ctx);
     }
 
-    fn on_data(&mut self, conns: &mut Conns<()>, _token: Token, data: &mut [u8]) -> usize {
+    fn on_data(&mut self, ctx: &mut Ctx<()>, _token: Token, data: &mut [u8]) -> usize {
         let mut used = 0;
         if self.challenge_pending {
             let (Some(challenge), Some(secret)) = (data.get(..CHALLENGE_LEN), &self.secret) else {
@@ -272,13 +272,13 @@ impl Handler for Sender {
             let answer = secret.answer(challenge);
             self.challenge_pending = false;
             if let Some(token) = self.token {
-                conns.send(token, &answer);
+                ctx.send(token, &answer);
             }
             used = CHALLENGE_LEN;
-            self.pump(conns);
+            self.pump(ctx);
         }
         while self.failure.is_none() {
-            match framing::decode_object(&data[used..], framing::DEFAULT_MAX_HEADER) {
+            match frames::decode_object(&data[used..], frames::DEFAULT_MAX_HEADER) {
                 Err(FrameError::Incomplete) => break,
                 Err(FrameError::Invalid(e)) => {
                     let hint = if self.replies == 0 && self.secret.is_none() {
@@ -287,13 +287,13 @@ impl Handler for Sender {
                         ""
                     };
                     let msg = format!("{}: not a reply frame: {e}{hint}", self.target);
-                    self.fail(conns, msg);
+                    self.fail(ctx, msg);
                 }
                 Ok((obj, n)) => {
                     used += n;
                     match Reply::from_object(&obj) {
-                        Ok(reply) => self.on_reply(conns, reply),
-                        Err(e) => self.fail(conns, format!("{}: {e}", self.target)),
+                        Ok(reply) => self.on_reply(ctx, reply),
+                        Err(e) => self.fail(ctx, format!("{}: {e}", self.target)),
                     }
                 }
             }
@@ -305,7 +305,7 @@ impl Handler for Sender {
         }
     }
 
-    fn on_eof(&mut self, conns: &mut Conns<()>, token: Token) {
+    fn on_eof(&mut self, ctx: &mut Ctx<()>, token: Token) {
         let outstanding =
             self.awaiting.len() + self.files.len() + usize::from(self.current.is_some());
         if outstanding > 0 {
@@ -313,17 +313,18 @@ impl Handler for Sender {
                 "{} closed the connection with {outstanding} file(s) unconfirmed",
                 self.target
             );
-            self.fail(conns, msg);
+            self.fail(ctx, msg);
         } else {
-            conns.close_when_flushed(token);
+            ctx.close_when_flushed(token);
         }
     }
 
-    fn on_drained(&mut self, conns: &mut Conns<()>, _token: Token) {
-        self.pump(conns);
+    fn on_drained(&mut self, ctx: &mut Ctx<()>, _token: Token) {
+        self.pump(ctx);
     }
 
-    fn on_close(&mut self, conns: &mut Conns<()>, _token: Token, _: (), reason: &CloseReason) {
+    fn on_close(&mut self, ctx: &mut Ctx<()>, _token: Token, closed: Closed<()>) {
+        let reason = &closed.reason;
         self.token = None;
         let msg = match reason {
             CloseReason::ConnectFailed(e) => format!("connect {}: {e}", self.target),
@@ -344,12 +345,12 @@ impl Handler for Sender {
         if !msg.is_empty() {
             self.failure.get_or_insert(msg);
         }
-        conns.stop();
+        ctx.stop();
     }
 
-    fn on_turn(&mut self, conns: &mut Conns<()>) {
+    fn on_turn(&mut self, ctx: &mut Ctx<()>) {
         if self.resume {
-            self.pump(conns);
+            self.pump(ctx);
         }
     }
 }
@@ -420,7 +421,7 @@ pub fn upload(args: &UploadArgs) -> io::Result<()> {
         stored: Vec::new(),
     };
     let started = Instant::now();
-    sender.token = Some(event_loop.conns().connect(&target, ())?);
+    sender.token = Some(event_loop.ctx().connect(&target, ())?);
     event_loop.run(&mut sender)?;
     sender.bar.finish_and_clear();
     if let Some(msg) = sender.failure {

@@ -81,77 +81,15 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use clap::ValueEnum;
-use log::{debug, info, warn};
+use log::warn;
 use mio::Token;
 use socket2::{Socket, Type};
 
-use crate::event_loop::{EventLoop, LoopConfig};
-use crate::listen::bound_socket;
-use crate::serve::ServeArgs;
-use crate::supervisor::Supervisor;
-
-/// Run `args.workers` worker processes and supervise them until they are all done.
-pub fn serve_workers(args: &ServeArgs) -> io::Result<()> {
-    if !args.udp.is_empty() || !args.unix.is_empty() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "--workers shares TCP ports only (--listen): a Unix socket path has a single \
-             listener and UDP ports are not opened with SO_REUSEPORT; serve --udp and \
-             --unix from a separate `netloop serve` without --workers",
-        ));
-    }
-    let grace = Duration::try_from_secs_f64(args.grace).map_err(|_| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!(
-                "--grace must be a non-negative number of seconds, not {}",
-                args.grace
-            ),
-        )
-    })?;
-    let mut listen = args.listen.clone();
-    if listen.is_empty() {
-        // The same default as a single server.
-        listen.push(SocketAddr::from(([127, 0, 0, 1], 8888)));
-    }
-    // Never read: owning these sockets is what keeps the ports ours.
-    let mut reservations = Vec::with_capacity(listen.len());
-    let mut addrs = Vec::with_capacity(listen.len());
-    for addr in listen {
-        let (socket, local) = reserve_port(addr)?;
-        debug!("reserved {local} for the workers");
-        reservations.push(socket);
-        addrs.push(local);
-    }
-    let exe = std::env::current_exe()
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot find our own program: {e}")))?;
-    let command = WorkerCommand {
-        exe,
-        args: worker_args(args, &addrs)?,
-    };
-
-    let mut event_loop = EventLoop::new(LoopConfig::default())?;
-    // Before any child exists, so no SIGCHLD and no SIGTERM can be missed.
-    event_loop.handle_signals_from(&[libc::SIGINT, libc::SIGTERM, libc::SIGCHLD])?;
-    info!(
-        "starting {} workers: {} {}",
-        args.workers,
-        command.exe.display(),
-        command.args.join(" ")
-    );
-    // One `listening on` line per `--listen`, and so per reserved address.
-    let mut supervisor = Supervisor::new(command, args.workers, addrs.len(), grace);
-    supervisor.start_all(event_loop.conns());
-    event_loop.run(&mut supervisor)?;
-    // Only now, with every worker gone, may the ports go.
-    drop(reservations);
-    supervisor.outcome()
-}
+use crate::core::listen::bound_socket;
 
 /// Bind (never listen on) `addr` with the options a worker's listener will have, so the
 /// port is ours for as long as the socket lives; returns it with its concrete address.
-fn reserve_port(addr: SocketAddr) -> io::Result<(Socket, SocketAddr)> {
+pub fn reserve_port(addr: SocketAddr) -> io::Result<(Socket, SocketAddr)> {
     // The same options as a worker's listener (`listen::bind_tcp` with `reuse_port`):
     // the kernel lets sockets share a port only if all of them agree.
     let socket = bound_socket(addr, Type::STREAM, true, "(for the workers) ")?;
@@ -163,57 +101,12 @@ fn reserve_port(addr: SocketAddr) -> io::Result<(Socket, SocketAddr)> {
     Ok((socket, local))
 }
 
-/// The command line of one worker: `serve` with our options, one worker, shared ports.
-fn worker_args(args: &ServeArgs, addrs: &[SocketAddr]) -> io::Result<Vec<String>> {
-    // Destructured without `..`: a new `serve` option fails to compile here until someone
-    // decides how workers get it.
-    let ServeArgs {
-        service,
-        listen: _,
-        udp: _,
-        unix: _,
-        backlog,
-        max_queue,
-        max_conns,
-        idle_timeout,
-        grace,
-        suffix,
-        upload,
-        workers: _,
-        reuse_port: _,
-    } = args;
-    let service = service
-        .to_possible_value()
-        .ok_or_else(|| io::Error::other(format!("service {service:?} has no name")))?;
-    let mut out = vec!["serve".to_string(), service.get_name().to_string()];
-    for addr in addrs {
-        out.push(format!("--listen={addr}"));
-    }
-    // `--opt=value` forms, so a value starting with `-` (a suffix) cannot pass for an option.
-    out.push(format!("--backlog={backlog}"));
-    out.push(format!("--max-queue={max_queue}"));
-    if let Some(n) = max_conns {
-        out.push(format!("--max-conns={n}"));
-    }
-    if let Some(secs) = idle_timeout {
-        out.push(format!("--idle-timeout={secs}"));
-    }
-    out.push(format!("--grace={grace}"));
-    if let Some(text) = suffix {
-        out.push(format!("--suffix={text}"));
-    }
-    if upload.any_given() {
-        out.extend(upload.to_args());
-    }
-    out.push("--workers=1".to_string());
-    out.push("--reuse-port".to_string());
-    Ok(out)
-}
-
-/// How to start one worker: our own program, with the arguments from `worker_args`.
-pub(crate) struct WorkerCommand {
-    exe: PathBuf,
-    args: Vec<String>,
+/// How to start one worker: our own program, with the arguments the command line chose.
+pub struct WorkerCommand {
+    /// The program (our own executable).
+    pub exe: PathBuf,
+    /// Its arguments.
+    pub args: Vec<String>,
 }
 
 impl WorkerCommand {

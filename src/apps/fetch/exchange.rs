@@ -9,7 +9,7 @@
 //! connection goes back to its host's pool (keep-alive) or is closed, and the transfer
 //! either follows its redirect or reports its result.
 //!
-//! Readiness rules relied on: `conns.send` writes through and queues what the kernel
+//! Readiness rules relied on: `ctx.send` writes through and queues what the kernel
 //! does not take (the writable edge flushes it), so sending never blocks; each read is
 //! handed over once and consumed in full, so nothing stays in the loop's read buffer; the
 //! idle-read deadline is re-armed on every read (one store, see `deadlines.rs`).
@@ -22,49 +22,43 @@ use mio::Token;
 
 use super::fetcher::{Fetcher, Link};
 use super::pool::HostKey;
-use super::response::Step;
 use super::transfer::{HeadAction, Phase};
-use crate::event_loop::Conns;
-use crate::handler::CloseReason;
+use crate::core::CloseReason;
+use crate::core::Ctx;
+use crate::proto::http_response::Step;
 
 /// How long an unused keep-alive connection is kept (servers close theirs after 5-75 s).
 const POOL_IDLE: Duration = Duration::from_secs(30);
 
 impl Fetcher {
     /// Send the transfer's request on a connection (just opened, or idle and reused).
-    pub(super) fn send_request(&mut self, conns: &mut Conns<Link>, id: usize, token: Token) {
+    pub(super) fn send_request(&mut self, ctx: &mut Ctx<Link>, id: usize, token: Token) {
         let t = &mut self.transfers[id];
         t.conn = Some(token);
         t.phase = Phase::Requesting;
         t.write_request(&mut self.request, self.plan.keepalive);
-        let Some(link) = conns.state_mut(token) else {
-            return self.finish(conns, id, Some("connection vanished".into()));
+        let Some(link) = ctx.state_mut(token) else {
+            return self.finish(ctx, id, Some("connection vanished".into()));
         };
         link.transfer = Some(id);
         link.requests += 1;
         if let Some(tls) = link.tls.as_mut() {
             if let Err(e) = tls.write_plain(&self.request) {
-                return self.finish(conns, id, Some(e));
+                return self.finish(ctx, id, Some(e));
             }
             self.cipher.clear();
             tls.take_outgoing(&mut self.cipher);
-            conns.send(token, &self.cipher);
+            ctx.send(token, &self.cipher);
         } else {
-            conns.send(token, &self.request);
+            ctx.send(token, &self.request);
         }
-        conns.set_deadline(token, self.plan.idle_timeout);
+        ctx.set_deadline(token, self.plan.idle_timeout);
     }
 
     /// Decrypt what arrived on a TLS connection, send what the session wants sent, and
     /// pass the plaintext on.
-    pub(super) fn tls_bytes(
-        &mut self,
-        conns: &mut Conns<Link>,
-        token: Token,
-        id: usize,
-        data: &[u8],
-    ) {
-        let Some(mut tls) = conns.state_mut(token).and_then(|l| l.tls.take()) else {
+    pub(super) fn tls_bytes(&mut self, ctx: &mut Ctx<Link>, token: Token, id: usize, data: &[u8]) {
+        let Some(mut tls) = ctx.state_mut(token).and_then(|l| l.tls.take()) else {
             return;
         };
         let mut plain = std::mem::take(&mut self.plain);
@@ -72,20 +66,20 @@ impl Fetcher {
         let received = tls.receive(data, &mut plain);
         self.cipher.clear();
         tls.take_outgoing(&mut self.cipher);
-        if let Some(link) = conns.state_mut(token) {
+        if let Some(link) = ctx.state_mut(token) {
             link.tls = Some(tls);
         }
         if !self.cipher.is_empty() {
-            conns.send(token, &self.cipher);
+            ctx.send(token, &self.cipher);
         }
         match received {
-            Err(e) => self.finish(conns, id, Some(e)),
+            Err(e) => self.finish(ctx, id, Some(e)),
             Ok(closed) => {
                 if !plain.is_empty() {
-                    self.response_bytes(conns, token, id, &plain, closed);
+                    self.response_bytes(ctx, token, id, &plain, closed);
                 }
                 if closed {
-                    self.end_of_stream(conns, token);
+                    self.end_of_stream(ctx, token);
                 }
             }
         }
@@ -96,7 +90,7 @@ impl Fetcher {
     /// server has finished the stream (TLS close_notify), so no reuse.
     pub(super) fn response_bytes(
         &mut self,
-        conns: &mut Conns<Link>,
+        ctx: &mut Ctx<Link>,
         token: Token,
         id: usize,
         data: &[u8],
@@ -109,28 +103,28 @@ impl Fetcher {
             };
             let (n, step) = match t.parser.advance(&data[at..]) {
                 Ok(x) => x,
-                Err(e) => return self.finish(conns, id, Some(e)),
+                Err(e) => return self.finish(ctx, id, Some(e)),
             };
             at += n;
             match step {
                 Step::NeedMore => {
-                    conns.set_deadline(token, self.plan.idle_timeout);
+                    ctx.set_deadline(token, self.plan.idle_timeout);
                     return;
                 }
                 Step::Head(head) => {
                     if let Some(raw) = &head.raw {
                         if let Err(e) = io::stdout().lock().write_all(raw) {
                             let e = format!("output: writing to stdout: {e}");
-                            return self.finish(conns, id, Some(e));
+                            return self.finish(ctx, id, Some(e));
                         }
                     }
                     match t.on_head(&head, self.plan.max_redirects) {
                         Ok(HeadAction::Redirect(next)) => t.redirect_to = Some(next),
                         Ok(HeadAction::Final) => match self.output.open(&t.first) {
                             Ok(sink) => t.sink = sink,
-                            Err(e) => return self.finish(conns, id, Some(e.to_string())),
+                            Err(e) => return self.finish(ctx, id, Some(e.to_string())),
                         },
-                        Err(e) => return self.finish(conns, id, Some(e)),
+                        Err(e) => return self.finish(ctx, id, Some(e)),
                     }
                 }
                 Step::Body(bytes) => {
@@ -138,14 +132,14 @@ impl Fetcher {
                         t.bytes += bytes.len() as u64;
                         self.reporter.add_bytes(bytes.len() as u64);
                         if let Err(e) = t.sink.write(bytes) {
-                            return self.finish(conns, id, Some(e.to_string()));
+                            return self.finish(ctx, id, Some(e.to_string()));
                         }
                     }
                 }
                 Step::Done => {
                     // Bytes after the response were never asked for: do not reuse.
                     let clean = at == data.len() && !ended;
-                    return self.response_done(conns, token, id, clean);
+                    return self.response_done(ctx, token, id, clean);
                 }
             }
         }
@@ -155,7 +149,7 @@ impl Fetcher {
     /// report the result.
     pub(super) fn response_done(
         &mut self,
-        conns: &mut Conns<Link>,
+        ctx: &mut Ctx<Link>,
         token: Token,
         id: usize,
         clean: bool,
@@ -164,14 +158,14 @@ impl Fetcher {
         t.conn = None;
         let host_id = t.host;
         let reuse = clean && t.keep_alive && self.plan.keepalive;
-        if let Some(link) = conns.state_mut(token) {
+        if let Some(link) = ctx.state_mut(token) {
             link.transfer = None;
         }
         if reuse {
             self.pool.host(host_id).idle.push(token);
-            conns.set_deadline(token, POOL_IDLE);
+            ctx.set_deadline(token, POOL_IDLE);
         } else {
-            conns.close(token, CloseReason::Done);
+            ctx.close(token, CloseReason::Done);
         }
         let t = &mut self.transfers[id];
         match t.redirect_to.take() {
@@ -179,46 +173,46 @@ impl Fetcher {
                 Some(key) => {
                     let next_host = self.pool.id(key);
                     self.transfers[id].follow(next, next_host);
-                    self.dispatch(conns, id);
+                    self.dispatch(ctx, id);
                 }
-                None => self.finish(conns, id, Some(format!("redirect to {next}: no host"))),
+                None => self.finish(ctx, id, Some(format!("redirect to {next}: no host"))),
             },
-            None => self.finish(conns, id, None),
+            None => self.finish(ctx, id, None),
         }
-        self.pump(conns, host_id);
+        self.pump(ctx, host_id);
     }
 
     /// The server ended the stream (EOF, or TLS close_notify) on a connection.
-    pub(super) fn end_of_stream(&mut self, conns: &mut Conns<Link>, token: Token) {
-        let Some(link) = conns.state(token) else {
+    pub(super) fn end_of_stream(&mut self, ctx: &mut Ctx<Link>, token: Token) {
+        let Some(link) = ctx.state(token) else {
             return;
         };
         let (id, reused) = (link.transfer, link.requests > 1);
         let Some(id) = id else {
             // An idle keep-alive connection closed by the server: forget it.
-            return conns.close(token, CloseReason::PeerClosed);
+            return ctx.close(token, CloseReason::PeerClosed);
         };
         let t = &mut self.transfers[id];
         match t.parser.eof() {
-            Ok(()) => self.response_done(conns, token, id, false),
-            Err(_) if !t.parser.started() && reused && !t.retried => self.retry(conns, token, id),
-            Err(e) => self.finish(conns, id, Some(e)),
+            Ok(()) => self.response_done(ctx, token, id, false),
+            Err(_) if !t.parser.started() && reused && !t.retried => self.retry(ctx, token, id),
+            Err(e) => self.finish(ctx, id, Some(e)),
         }
     }
 
     /// A reused connection died before answering: the server closed it while idle, just
     /// as we sent. The request had no effect; send it again on a new connection.
-    fn retry(&mut self, conns: &mut Conns<Link>, token: Token, id: usize) {
+    fn retry(&mut self, ctx: &mut Ctx<Link>, token: Token, id: usize) {
         debug!(
             "{}: kept-alive connection closed before answering, retrying",
             self.transfers[id].url
         );
         self.transfers[id].conn = None;
         self.transfers[id].restart();
-        if let Some(link) = conns.state_mut(token) {
+        if let Some(link) = ctx.state_mut(token) {
             link.transfer = None;
         }
-        conns.close(token, CloseReason::Done);
-        self.dispatch(conns, id);
+        ctx.close(token, CloseReason::Done);
+        self.dispatch(ctx, id);
     }
 }

@@ -5,7 +5,7 @@
 //! `on_data`, which feeds it to the session (`read_tls` from a slice, then
 //! `process_new_packets`) and takes the decrypted bytes out (`reader()`); whatever the
 //! session wants to send — handshake messages, then the encrypted request — is taken out
-//! with `write_tls` into a buffer and given to `conns.send`, so it is written through,
+//! with `write_tls` into a buffer and given to `ctx.send`, so it is written through,
 //! or queued until the next writable edge like any other bytes. No socket is ever handed
 //! to rustls, and nothing blocks: a handshake is just a few more round trips of the same
 //! readable/writable events.

@@ -28,7 +28,6 @@ pub mod output;
 pub mod pool;
 pub mod report;
 pub mod resolver;
-pub mod response;
 pub mod tls;
 pub mod transfer;
 
@@ -37,7 +36,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::event_loop::{EventLoop, LoopConfig};
+use crate::core::{EventLoop, LoopConfig};
 pub use fetcher::{Fetcher, Link};
 pub use output::{Destination, Output};
 pub use report::{FetchResult, Reporter, ResultFormat};
@@ -179,7 +178,7 @@ impl Plan {
 pub fn run(fetcher: Fetcher, event_loop: &mut EventLoop<Link>) -> io::Result<Fetcher> {
     let mut fetcher = fetcher;
     // The first turn admits the first URLs; after that, events drive everything.
-    event_loop.conns().wake_after(Duration::ZERO);
+    event_loop.ctx().timer_after(Duration::ZERO, 0);
     event_loop.run(&mut fetcher)?;
     fetcher.reporter.finish();
     Ok(fetcher)

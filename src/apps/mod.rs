@@ -1,0 +1,13 @@
+//! Clients and tools that run on the loop, each a `Handler` (or a few).
+//!
+//! - [`client`]: `netloop client`, the seeds' interactive client (TCP, UDP, Unix).
+//! - [`upload`]: `netloop upload`, the framed upload client.
+//! - [`fetch`]: `netloop fetch`, many URLs at once (seed 001's `selectors` `Fetcher`).
+//! - [`stress`]: `netloop stress`, many idle connections and a few measured ones.
+//! - [`resolve`]: `netloop resolve`, seed 001's address lookups.
+
+pub mod client;
+pub mod fetch;
+pub mod resolve;
+pub mod stress;
+pub mod upload;

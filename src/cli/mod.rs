@@ -1,0 +1,89 @@
+//! The command line of `netloop`: every `clap` struct, argument checking, and the
+//! wiring of library parts into commands. Part of the binary, not the library: nothing
+//! in `netloop::` imports it.
+//!
+//! - [`serve`]: `netloop serve` (one loop, every transport asked for);
+//!   [`serve_workers`]: its `--workers N` form.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub mod serve;
+pub mod serve_workers;
+
+use serve::{serve, ServeArgs};
+
+use netloop::apps::client::{client, ClientArgs};
+use netloop::apps::fetch::{fetch, FetchArgs};
+use netloop::apps::resolve::{resolve_report, ResolveArgs};
+use netloop::apps::stress::{stress, StressArgs};
+use netloop::apps::upload::{upload, UploadArgs};
+
+/// Readiness-based network I/O on one event loop.
+#[derive(Parser, Debug)]
+#[command(name = "netloop", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a service (echo, upper, hello over TCP, UDP and Unix; upload over TCP and Unix).
+    Serve(ServeArgs),
+    /// Send standard input to a server and print its replies (the seeds' client).
+    Client(ClientArgs),
+    /// Hold many idle connections to a server and measure active ones.
+    #[command(
+        after_help = "Exit status: 0 when every connection asked for was opened and held to \
+                      the end; 1 otherwise (the message says how many), e.g. when the target \
+                      is unreachable."
+    )]
+    Stress(StressArgs),
+    /// Look up an address, a host name or a service name (seed 001's lookups).
+    Resolve(ResolveArgs),
+    /// Fetch URLs over HTTP/1.1 and HTTPS, many at once (seed 001's `Fetcher`, complete).
+    #[command(
+        after_help = "Output: with one URL and no -o, the body goes to stdout and the result \
+                      line (or --json object) to stderr; otherwise bodies go to -o DIR (or are \
+                      dropped) and one result per URL, text or JSON lines, goes to stdout. With \
+                      several URLs a summary line goes to stderr.\n\n\
+                      Exit status: 0 when every URL got a complete 2xx response; 1 otherwise \
+                      (an error, a status other than 2xx, or output that could not be written)."
+    )]
+    Fetch(FetchArgs),
+    /// Upload files to `netloop serve upload` (seeds 000/004's framing), checking replies.
+    #[command(
+        after_help = "Exit status: 0 when every file was stored and its reply matched the bytes \
+                      and SHA-256 sent; 1 on a refusal, a mismatch, an early close, a connect \
+                      failure or --timeout without progress (the message says which)."
+    )]
+    Upload(UploadArgs),
+}
+
+/// Parse the command line and run the command; the process's exit status.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("netloop=info"))
+        .format_timestamp_millis()
+        .init();
+    let (name, result) = match &cli.command {
+        Command::Serve(args) => ("serve", serve(args)),
+        Command::Client(args) => ("client", client(args)),
+        Command::Stress(args) => ("stress", stress(args)),
+        Command::Fetch(args) => ("fetch", fetch(args)),
+        Command::Upload(args) => ("upload", upload(args)),
+        Command::Resolve(args) => (
+            "resolve",
+            resolve_report(&args.host, args.service.as_deref()).map(|r| print!("{r}")),
+        ),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("netloop {name}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! `netloop serve --workers N`: the command-line half of the worker model.
+//!
+//! `workers/spawn.rs` explains the model (reserve the ports, spawn copies of ourselves
+//! with `SO_REUSEPORT`, supervise them); this file turns `serve`'s options into the
+//! workers' command line and starts the supervisor on a loop.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::ValueEnum;
+use log::{debug, info};
+
+use netloop::core::{EventLoop, LoopConfig};
+use netloop::workers::spawn::{reserve_port, WorkerCommand};
+use netloop::workers::supervisor::Supervisor;
+
+use super::serve::ServeArgs;
+
+/// Run `args.workers` worker processes and supervise them until they are all done.
+pub fn serve_workers(args: &ServeArgs) -> io::Result<()> {
+    if !args.udp.is_empty() || !args.unix.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "--workers shares TCP ports only (--listen): a Unix socket path has a single \
+             listener and UDP ports are not opened with SO_REUSEPORT; serve --udp and \
+             --unix from a separate `netloop serve` without --workers",
+        ));
+    }
+    let grace = Duration::try_from_secs_f64(args.grace).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "--grace must be a non-negative number of seconds, not {}",
+                args.grace
+            ),
+        )
+    })?;
+    let mut listen = args.listen.clone();
+    if listen.is_empty() {
+        // The same default as a single server.
+        listen.push(SocketAddr::from(([127, 0, 0, 1], 8888)));
+    }
+    // Never read: owning these sockets is what keeps the ports ours.
+    let mut reservations = Vec::with_capacity(listen.len());
+    let mut addrs = Vec::with_capacity(listen.len());
+    for addr in listen {
+        let (socket, local) = reserve_port(addr)?;
+        debug!("reserved {local} for the workers");
+        reservations.push(socket);
+        addrs.push(local);
+    }
+    let exe = std::env::current_exe()
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot find our own program: {e}")))?;
+    let command = WorkerCommand {
+        exe,
+        args: worker_args(args, &addrs)?,
+    };
+
+    let mut event_loop = EventLoop::new(LoopConfig::default())?;
+    // Before any child exists, so no SIGCHLD and no SIGTERM can be missed.
+    event_loop.handle_signals_from(&[libc::SIGINT, libc::SIGTERM, libc::SIGCHLD])?;
+    info!(
+        "starting {} workers: {} {}",
+        args.workers,
+        command.exe.display(),
+        command.args.join(" ")
+    );
+    // One `listening on` line per `--listen`, and so per reserved address.
+    let mut supervisor = Supervisor::new(command, args.workers, addrs.len(), grace);
+    supervisor.start_all(event_loop.ctx());
+    event_loop.run(&mut supervisor)?;
+    // Only now, with every worker gone, may the ports go.
+    drop(reservations);
+    supervisor.outcome()
+}
+
+/// The command line of one worker: `serve` with our options, one worker, shared ports.
+fn worker_args(args: &ServeArgs, addrs: &[SocketAddr]) -> io::Result<Vec<String>> {
+    // Destructured without `..`: a new `serve` option fails to compile here until someone
+    // decides how workers get it.
+    let ServeArgs {
+        service,
+        listen: _,
+        udp: _,
+        unix: _,
+        backlog,
+        max_queue,
+        max_conns,
+        idle_timeout,
+        grace,
+        suffix,
+        upload,
+        workers: _,
+        reuse_port: _,
+    } = args;
+    let service = service
+        .to_possible_value()
+        .ok_or_else(|| io::Error::other(format!("service {service:?} has no name")))?;
+    let mut out = vec!["serve".to_string(), service.get_name().to_string()];
+    for addr in addrs {
+        out.push(format!("--listen={addr}"));
+    }
+    // `--opt=value` forms, so a value starting with `-` (a suffix) cannot pass for an option.
+    out.push(format!("--backlog={backlog}"));
+    out.push(format!("--max-queue={max_queue}"));
+    if let Some(n) = max_conns {
+        out.push(format!("--max-conns={n}"));
+    }
+    if let Some(secs) = idle_timeout {
+        out.push(format!("--idle-timeout={secs}"));
+    }
+    out.push(format!("--grace={grace}"));
+    if let Some(text) = suffix {
+        out.push(format!("--suffix={text}"));
+    }
+    if upload.any_given() {
+        out.extend(upload.to_args());
+    }
+    out.push("--workers=1".to_string());
+    out.push("--reuse-port".to_string());
+    Ok(out)
+}

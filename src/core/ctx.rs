@@ -1,0 +1,421 @@
+//! `Ctx`: what a handler may do, from inside any callback.
+//!
+//! The slab of connection slots lives here, with the operations handlers call: look at
+//! a connection (state, peer, queue depth, unconsumed input), iterate over them, close
+//! them (deferred to the end of the callback), pause reading, set timers and deadlines,
+//! open outbound connections and send datagrams. Sending is in `write.rs`.
+//!
+//! Closing is deferred: `close` marks the slot and the loop removes it (and calls
+//! `on_close`) after the current callback returns, so a token stays valid, and is not
+//! reused by a new connection, while a callback still holds it.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::{debug, trace};
+use mio::net::{UdpSocket, UnixStream};
+use mio::{Interest, Registry, Token, Waker};
+use slab::Slab;
+
+use super::close::CloseReason;
+use super::config::{IdleCounts, LoopConfig};
+use super::connect::{connect_tcp, Target};
+use super::io_util::{interrupted, would_block};
+use super::slot::{flags, Peer, Slot, Stream};
+use super::stats::Stats;
+use super::timers::{Clock, Millis, TimerId, Timers};
+
+/// The waker's token (the loop's other reserved tokens are in `event_loop.rs`).
+pub(crate) const WAKER_TOKEN: Token = Token(usize::MAX - 1);
+
+/// A connection the loop is about to finish: removed, or (with `linger`) handed back
+/// to the loop after `on_close`, for a lingering close.
+#[derive(Debug)]
+pub(crate) struct Closing {
+    pub token: Token,
+    pub reason: CloseReason,
+    pub linger: bool,
+}
+
+/// The handler's view of the loop: the connection table and the timers.
+pub struct Ctx<S> {
+    pub(crate) registry: Registry,
+    pub(crate) slab: Slab<Slot<S>>,
+    pub(crate) udp: Vec<UdpSocket>,
+    /// Connections (and UDP ports) that may still have unread input: no edge will come.
+    pub(crate) ready: Vec<Token>,
+    /// Connections to finish after the current callback.
+    pub(crate) closing: Vec<Closing>,
+    /// Reasons given to `close_after_flush`, until the flush completes.
+    pub(crate) flush_reasons: HashMap<usize, CloseReason>,
+    pub(crate) timers: Timers,
+    pub(crate) clock: Clock,
+    pub(crate) config: LoopConfig,
+    pub(crate) stats: Stats,
+    /// Reused buffer for assembling datagrams.
+    pub(crate) datagram: Vec<u8>,
+    pub(crate) stopped: bool,
+    pub(crate) shutting_down: bool,
+    /// Slots the handler has finished with that the loop is still closing (lingering).
+    pub(crate) detached: usize,
+    pub(crate) waker: Option<Arc<Waker>>,
+}
+
+impl<S> Ctx<S> {
+    pub(crate) fn new(registry: Registry, config: LoopConfig) -> Ctx<S> {
+        let mut clock = Clock::new();
+        clock.update();
+        Ctx {
+            registry,
+            slab: Slab::new(),
+            udp: Vec::new(),
+            ready: Vec::new(),
+            closing: Vec::new(),
+            flush_reasons: HashMap::new(),
+            timers: Timers::default(),
+            clock,
+            config,
+            stats: Stats::default(),
+            datagram: Vec::new(),
+            stopped: false,
+            shutting_down: false,
+            detached: 0,
+            waker: None,
+        }
+    }
+
+    // ----- closing -------------------------------------------------------------------
+
+    /// Close the connection now (unsent bytes are dropped); `on_close` follows when the
+    /// current callback returns.
+    pub fn close(&mut self, token: Token, reason: CloseReason) {
+        let Some(conn) = self.slab.get_mut(token.0) else {
+            return;
+        };
+        if conn.has(flags::CLOSING) {
+            return;
+        }
+        conn.flags |= flags::CLOSING;
+        self.closing.push(Closing {
+            token,
+            reason,
+            linger: false,
+        });
+    }
+
+    /// True while the connection exists and the handler has not closed it (a failed
+    /// `send` closes it: a handler working through a large input can stop early).
+    pub fn is_open(&self, token: Token) -> bool {
+        self.slab
+            .get(token.0)
+            .is_some_and(|c| !c.has(flags::CLOSING | flags::LINGERING | flags::DETACHED))
+    }
+
+    // ----- looking at connections ------------------------------------------------------
+
+    /// The handler's state for a connection.
+    pub fn state(&self, token: Token) -> Option<&S> {
+        self.slab.get(token.0).map(|c| &c.state)
+    }
+
+    /// The handler's state for a connection, mutable.
+    pub fn state_mut(&mut self, token: Token) -> Option<&mut S> {
+        self.slab.get_mut(token.0).map(|c| &mut c.state)
+    }
+
+    /// The open connections (not closing), in slab order. To send to each while
+    /// iterating, collect the tokens first: `let all: Vec<Token> = ctx.tokens().collect();`
+    pub fn tokens(&self) -> impl Iterator<Item = Token> + '_ {
+        self.iter().map(|(token, _)| token)
+    }
+
+    /// The open connections with their states.
+    pub fn iter(&self) -> impl Iterator<Item = (Token, &S)> + '_ {
+        self.slab
+            .iter()
+            .filter(|(_, c)| !c.has(flags::CLOSING | flags::LINGERING | flags::DETACHED))
+            .map(|(key, c)| (Token(key), &c.state))
+    }
+
+    /// Input the handler has not consumed yet (an unfinished line or frame): in `on_eof`,
+    /// the last line of a peer that did not end it with a newline.
+    pub fn unconsumed(&self, token: Token) -> &[u8] {
+        match self.slab.get(token.0).and_then(|c| c.pending.as_deref()) {
+            Some(pending) => &pending.read_buf,
+            None => &[],
+        }
+    }
+
+    /// Take the input the handler has not consumed yet (it is then consumed).
+    pub fn take_unconsumed(&mut self, token: Token) -> Vec<u8> {
+        let Some(conn) = self.slab.get_mut(token.0) else {
+            return Vec::new();
+        };
+        let taken = conn
+            .pending
+            .as_mut()
+            .map(|p| std::mem::take(&mut p.read_buf))
+            .unwrap_or_default();
+        conn.release_empty_buffers();
+        taken
+    }
+
+    /// The connection's peer, for messages.
+    pub fn peer(&self, token: Token) -> Option<Peer> {
+        self.slab.get(token.0).map(|c| c.peer)
+    }
+
+    /// Bytes waiting in the connection's outbound queue.
+    pub fn queued(&self, token: Token) -> usize {
+        self.slab.get(token.0).map_or(0, |c| c.queued())
+    }
+
+    /// Number of open connections (not counting those the loop is still lingering on).
+    pub fn len(&self) -> usize {
+        self.slab.len() - self.detached
+    }
+
+    /// True when no connection is open.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The loop's limits.
+    pub fn config(&self) -> &LoopConfig {
+        &self.config
+    }
+
+    /// The loop's clock: milliseconds since the loop started, read once per turn.
+    pub fn now(&self) -> Millis {
+        self.clock.now()
+    }
+
+    /// The time of this turn as an `Instant` (for elapsed times in reports).
+    pub fn instant(&self) -> Instant {
+        self.clock.instant()
+    }
+
+    /// Ask the loop to return from `run` at the end of this turn.
+    pub fn stop(&mut self) {
+        self.stopped = true;
+    }
+
+    // ----- reading -------------------------------------------------------------------
+
+    /// Stop handing this connection's input to the handler (the bytes wait in the
+    /// kernel, and TCP flow control slows the peer down), e.g. while a job for it runs
+    /// on an offload pool. Independent of the loop's own backpressure.
+    pub fn pause_reading(&mut self, token: Token) {
+        if let Some(conn) = self.slab.get_mut(token.0) {
+            conn.flags |= flags::HELD;
+        }
+    }
+
+    /// Undo `pause_reading`. Input that arrived meanwhile raised no new edge, so the
+    /// connection is listed as ready and read in this turn.
+    pub fn resume_reading(&mut self, token: Token) {
+        if let Some(conn) = self.slab.get_mut(token.0) {
+            if conn.has(flags::HELD) {
+                conn.flags &= !flags::HELD;
+                self.mark_ready(token);
+            }
+        }
+    }
+
+    // ----- time ------------------------------------------------------------------------
+
+    /// Call `on_timer(key)` once, `after` from now. The key is the handler's: it says
+    /// which of its timers this is.
+    pub fn timer_after(&mut self, after: Duration, key: u64) -> TimerId {
+        let when = self.clock.after(after);
+        self.timers.add_timer(when, key, None)
+    }
+
+    /// Call `on_timer(key)` every `period` (the first time one period from now), until
+    /// cancelled.
+    pub fn timer_every(&mut self, period: Duration, key: u64) -> TimerId {
+        let when = self.clock.after(period);
+        let every = self.clock.after(period) - self.clock.now();
+        self.timers.add_timer(when, key, Some(every))
+    }
+
+    /// Cancel a loop timer: it will not fire (again). Returns whether it was pending.
+    pub fn cancel_timer(&mut self, id: TimerId) -> bool {
+        self.timers.cancel_timer(id)
+    }
+
+    /// Call `on_deadline` for this connection `after` from now, replacing its earlier
+    /// deadline. Separate from the idle timeout, which the loop keeps by itself.
+    pub fn set_deadline(&mut self, token: Token, after: Duration) {
+        if self.slab.contains(token.0) {
+            let when = self.clock.after(after);
+            self.timers.set_deadline(token.0, when);
+        }
+    }
+
+    /// Forget the connection's deadline.
+    pub fn clear_deadline(&mut self, token: Token) {
+        self.timers.clear_deadline(token.0);
+    }
+
+    /// A handle other threads use to wake the loop, which then calls `on_wake`: how an
+    /// offload pool or a resolver thread hands results back.
+    pub fn waker(&mut self) -> io::Result<Arc<Waker>> {
+        if let Some(waker) = &self.waker {
+            return Ok(Arc::clone(waker));
+        }
+        let waker = Arc::new(Waker::new(&self.registry, WAKER_TOKEN)?);
+        self.waker = Some(Arc::clone(&waker));
+        Ok(waker)
+    }
+
+    // ----- new connections and datagrams -----------------------------------------------
+
+    /// Start a non-blocking connect; `on_open` follows when it completes, or `on_close`
+    /// with `ConnectFailed`.
+    pub fn connect(&mut self, target: &Target, state: S) -> io::Result<Token> {
+        self.connect_from(target, None, state)
+    }
+
+    /// Like `connect`, from a chosen local address (TCP only). The port is still picked
+    /// by the kernel, at connect time (`IP_BIND_ADDRESS_NO_PORT`), so each source address
+    /// offers its own range of ephemeral ports per destination.
+    pub fn connect_from(
+        &mut self,
+        target: &Target,
+        source: Option<IpAddr>,
+        state: S,
+    ) -> io::Result<Token> {
+        let (stream, peer) = match target {
+            Target::Tcp(addr) => {
+                let s = connect_tcp(*addr, source)
+                    .map_err(|e| io::Error::new(e.kind(), format!("connect {addr}: {e}")))?;
+                (Stream::Tcp(s), Peer::inet(*addr))
+            }
+            Target::Unix(path) => {
+                let s = UnixStream::connect(path).map_err(|e| {
+                    io::Error::new(e.kind(), format!("connect {}: {e}", path.display()))
+                })?;
+                (Stream::Unix(s), Peer::Unix)
+            }
+        };
+        self.insert(stream, peer, state, true)
+    }
+
+    /// Put an already connected stream on the loop (for example one end of a pipe).
+    pub fn add_stream(&mut self, stream: Stream, peer: Peer, state: S) -> io::Result<Token> {
+        self.insert(stream, peer, state, false)
+    }
+
+    /// Send one datagram from UDP port number `port` (dropped if the socket is full:
+    /// UDP promises no delivery, and queueing would let a flood grow our memory).
+    pub fn send_datagram(&mut self, port: usize, to: SocketAddr, parts: &[&[u8]]) {
+        let Some(socket) = self.udp.get(port) else {
+            return;
+        };
+        self.datagram.clear();
+        for part in parts {
+            self.datagram.extend_from_slice(part);
+        }
+        loop {
+            match socket.send_to(&self.datagram, to) {
+                Ok(_) => {
+                    self.stats.datagrams_out += 1;
+                    trace!(
+                        "udp port {port}: sent {} bytes to {to}",
+                        self.datagram.len()
+                    );
+                }
+                Err(e) if interrupted(&e) => continue,
+                Err(e) if would_block(&e) => self.stats.datagrams_dropped += 1,
+                Err(e) => debug!("udp send to {to}: {e}"),
+            }
+            return;
+        }
+    }
+
+    /// The local address of UDP port number `port`.
+    pub fn udp_local_addr(&self, port: usize) -> Option<SocketAddr> {
+        self.udp.get(port).and_then(|s| s.local_addr().ok())
+    }
+
+    // ----- the loop's own bookkeeping ----------------------------------------------------
+
+    pub(crate) fn insert(
+        &mut self,
+        mut stream: Stream,
+        peer: Peer,
+        state: S,
+        connecting: bool,
+    ) -> io::Result<Token> {
+        let entry = self.slab.vacant_entry();
+        let token = Token(entry.key());
+        // Registered once, for both directions, for the connection's whole life.
+        self.registry
+            .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
+            .map_err(|e| io::Error::new(e.kind(), format!("register {peer}: {e}")))?;
+        let mut conn = Slot::new(stream, peer, state);
+        if connecting {
+            conn.flags |= flags::CONNECTING;
+        }
+        entry.insert(conn);
+        self.stats.peak_open = self.stats.peak_open.max(self.slab.len());
+        self.touch(token);
+        Ok(token)
+    }
+
+    /// Move the connection's loop deadline (idle or linger end) to `when`.
+    pub(crate) fn set_idle_at(&mut self, key: usize, when: Millis) {
+        let Some(conn) = self.slab.get_mut(key) else {
+            return;
+        };
+        conn.idle_at = when;
+        // Only an earlier time needs a new entry; a later one is found lazily when the
+        // filed entry comes up (see `timers.rs`).
+        if conn.idle_filed == 0 || when < conn.idle_filed {
+            if conn.idle_filed != 0 {
+                self.timers.unfile_idle(key, conn.idle_filed);
+            }
+            self.timers.file_idle(key, when);
+            conn.idle_filed = when;
+        }
+    }
+
+    /// The peer sent something: push the idle deadline back (one store, usually).
+    pub(crate) fn touch(&mut self, token: Token) {
+        if let Some(idle) = self.config.idle_timeout {
+            if self
+                .slab
+                .get(token.0)
+                .is_some_and(|c| !c.has(flags::LINGERING))
+            {
+                let when = self.clock.after(idle);
+                self.set_idle_at(token.0, when);
+            }
+        }
+    }
+
+    /// We wrote something: activity only if the idle timeout counts both directions.
+    pub(crate) fn touch_output(&mut self, token: Token) {
+        if self.config.idle_counts == IdleCounts::Both {
+            self.touch(token);
+        }
+    }
+
+    pub(crate) fn mark_ready(&mut self, token: Token) {
+        if let Some(conn) = self.slab.get_mut(token.0) {
+            if !conn.has(flags::READY_LISTED) {
+                conn.flags |= flags::READY_LISTED;
+                self.ready.push(token);
+            }
+        }
+    }
+}

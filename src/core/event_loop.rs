@@ -1,0 +1,509 @@
+//! The event loop: one thread, one `mio::Poll`, every socket netloop touches.
+//!
+//! This is seed 001's `select()` server grown up. Where the seed keeps `inputs`,
+//! `outputs` and `message_queue[conn]`, the loop keeps:
+//!
+//! - a `Slab` of connection slots (`slot.rs`) keyed by `Token`, each registered **once**
+//!   for readable *and* writable — so interest is never changed per message (no
+//!   `epoll_ctl` per write, unlike the seed's `outputs.append`/`outputs.remove`);
+//! - per connection, an outbound queue that exists only while bytes are waiting;
+//! - `Timers` (`timers.rs`): loop timers, handler deadlines and idle timeouts in one
+//!   ordered set, whose earliest entry is the poll timeout.
+//!
+//! One turn (`turn`) is: wait for events, handle each, handle connections that were left
+//! readable, fire what is due, call the handler's `on_turn`. `run` repeats turns until
+//! the handler stops the loop or a shutdown completes — the shape of Redis's
+//! `aeMain`/`aeProcessEvents`. Reading is in `read.rs`, writing in `write.rs`,
+//! accepting in `accept.rs`.
+//!
+//! Readiness rules (mio is edge-triggered on Linux): an event is a hint that something
+//! changed, never a promise. So: accept, read and write until `WouldBlock`; retry
+//! `Interrupted`; ignore events for tokens that are gone (slab keys are reused); and when
+//! the loop stops reading a socket early (fairness cap, backpressure), it must remember
+//! that socket as still readable, because no new edge will come for bytes already there.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use log::{debug, info, trace, warn};
+use mio::event::Event;
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll, Token, Waker};
+use signal_hook_mio::v1_0::Signals;
+
+use super::close::{CloseReason, Closed};
+use super::config::LoopConfig;
+use super::ctx::{Closing, Ctx, WAKER_TOKEN};
+use super::handler::{Handler, SignalAction};
+use super::io_util::peer_gone;
+use super::listen::Listener;
+use super::read::SCRATCH_SIZE;
+use super::slot::{flags, Slot};
+use super::stats::Stats;
+use super::timers::{Due, Millis};
+use super::write::flush;
+
+/// Tokens at the top of the range belong to sources other than connections, whose
+/// tokens are slab keys counting up from 0.
+const SIGNAL_TOKEN: Token = Token(usize::MAX);
+const LISTENER_BASE: usize = usize::MAX - 2;
+pub(super) const UDP_BASE: usize = LISTENER_BASE - 4096;
+
+/// What a token refers to.
+enum Source {
+    Signal,
+    Waker,
+    Listener(usize),
+    Udp(usize),
+    Conn(usize),
+}
+
+fn classify(token: Token) -> Source {
+    match token.0 {
+        t if t == SIGNAL_TOKEN.0 => Source::Signal,
+        t if t == WAKER_TOKEN.0 => Source::Waker,
+        t if t > UDP_BASE => Source::Listener(LISTENER_BASE - t),
+        t if t > UDP_BASE - 4096 => Source::Udp(UDP_BASE - t),
+        t => Source::Conn(t),
+    }
+}
+
+/// The loop itself: the poller, the shared read buffer, the listeners and the context.
+pub struct EventLoop<S> {
+    poll: Poll,
+    events: Events,
+    /// The one read buffer every connection reads into.
+    pub(super) scratch: Vec<u8>,
+    pub(super) listeners: Vec<Listener>,
+    signals: Option<Signals>,
+    /// While descriptors are exhausted: when to try `accept` again.
+    pub(super) accept_paused_until: Option<Millis>,
+    /// The pause was logged; log again only after accepting fully resumed.
+    pub(super) accept_pause_logged: bool,
+    /// During graceful shutdown: when to give up flushing.
+    shutdown_deadline: Option<Millis>,
+    pub(super) ctx: Ctx<S>,
+}
+
+impl<S: Default> EventLoop<S> {
+    /// A loop with the given limits.
+    pub fn new(mut config: LoopConfig) -> io::Result<EventLoop<S>> {
+        config.max_queue_hard = config.max_queue_hard.max(config.max_queue);
+        let poll = Poll::new()?;
+        let registry = poll.registry().try_clone()?;
+        Ok(EventLoop {
+            poll,
+            events: Events::with_capacity(1024),
+            scratch: vec![0; SCRATCH_SIZE],
+            listeners: Vec::new(),
+            signals: None,
+            accept_paused_until: None,
+            accept_pause_logged: false,
+            shutdown_deadline: None,
+            ctx: Ctx::new(registry, config),
+        })
+    }
+
+    /// Serve connections from this listener.
+    pub fn add_listener(&mut self, mut listener: Listener) -> io::Result<()> {
+        let token = Token(LISTENER_BASE - self.listeners.len());
+        let registry = self.poll.registry();
+        match &mut listener {
+            Listener::Tcp(l, _) => registry.register(l, token, Interest::READABLE)?,
+            Listener::Unix(l, _) => registry.register(l, token, Interest::READABLE)?,
+        }
+        self.listeners.push(listener);
+        Ok(())
+    }
+
+    /// Serve datagrams on this UDP socket; returns its port number for `send_datagram`.
+    pub fn add_udp(&mut self, mut socket: UdpSocket) -> io::Result<usize> {
+        let port = self.ctx.udp.len();
+        self.poll
+            .registry()
+            .register(&mut socket, Token(UDP_BASE - port), Interest::READABLE)?;
+        self.ctx.udp.push(socket);
+        Ok(port)
+    }
+
+    /// Shut down gracefully on SIGINT or SIGTERM.
+    pub fn handle_signals(&mut self) -> io::Result<()> {
+        self.handle_signals_from(&[libc::SIGINT, libc::SIGTERM])
+    }
+
+    /// Deliver these signals to the handler's `on_signal` as loop events. The signal
+    /// handler itself only writes to a pipe (signal-hook), so nothing unsafe runs at
+    /// signal time; the real work happens here, between events, like any other I/O.
+    pub fn handle_signals_from(&mut self, which: &[i32]) -> io::Result<()> {
+        let mut signals = Signals::new(which)?;
+        self.poll
+            .registry()
+            .register(&mut signals, SIGNAL_TOKEN, Interest::READABLE)?;
+        self.signals = Some(signals);
+        Ok(())
+    }
+
+    /// A handle other threads use to wake the loop (see `Ctx::waker`).
+    pub fn waker(&mut self) -> io::Result<Arc<Waker>> {
+        self.ctx.waker()
+    }
+
+    /// The listeners, for printing where we listen.
+    pub fn listeners(&self) -> &[Listener] {
+        &self.listeners
+    }
+
+    /// The handler's context (to open connections or set timers before `run`).
+    pub fn ctx(&mut self) -> &mut Ctx<S> {
+        &mut self.ctx
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> &Stats {
+        &self.ctx.stats
+    }
+
+    /// Run turns until the handler stops the loop or a shutdown completes.
+    pub fn run<H: Handler<State = S>>(&mut self, handler: &mut H) -> io::Result<()> {
+        while !self.finished() {
+            self.turn(handler)?;
+        }
+        Ok(())
+    }
+
+    /// True once `run` should return.
+    pub fn finished(&self) -> bool {
+        self.ctx.stopped || (self.ctx.shutting_down && self.ctx.slab.is_empty())
+    }
+
+    /// One turn: wait for readiness (at most until the next timer), then handle it.
+    pub fn turn<H: Handler<State = S>>(&mut self, handler: &mut H) -> io::Result<()> {
+        let timeout = self.poll_timeout();
+        trace!("polling, timeout {timeout:?}");
+        if let Err(e) = self.poll.poll(&mut self.events, timeout) {
+            if e.kind() == io::ErrorKind::Interrupted {
+                return Ok(());
+            }
+            return Err(e);
+        }
+        let now = self.ctx.clock.update();
+        trace!("woke with {} events", self.events.iter().count());
+
+        // Take the events out so handlers can borrow the loop; put them back after.
+        let events = std::mem::replace(&mut self.events, Events::with_capacity(0));
+        for event in events.iter() {
+            self.dispatch(handler, event);
+            self.reap(handler);
+        }
+        self.events = events;
+
+        // Connections left readable by the fairness cap or by resumed reading.
+        if !self.ctx.ready.is_empty() {
+            let ready = std::mem::take(&mut self.ctx.ready);
+            for token in ready {
+                if let Some(conn) = self.ctx.slab.get_mut(token.0) {
+                    conn.flags &= !flags::READY_LISTED;
+                }
+                match classify(token) {
+                    Source::Udp(port) => self.read_udp(handler, port),
+                    _ => self.read_conn(handler, token, true),
+                }
+                self.reap(handler);
+            }
+        }
+
+        if self.ctx.timers.next().is_some_and(|t| t <= now) {
+            self.fire_due(handler, now);
+        }
+        if self.accept_paused_until.is_some_and(|t| now >= t) {
+            self.accept_all(handler);
+        }
+        if self.shutdown_deadline.is_some_and(|t| now >= t) {
+            self.abandon_unflushed();
+        }
+        handler.on_turn(&mut self.ctx);
+        self.reap(handler);
+        Ok(())
+    }
+
+    fn poll_timeout(&self) -> Option<Duration> {
+        if !self.ctx.ready.is_empty() || !self.ctx.closing.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let now = self.ctx.clock.now();
+        [
+            self.ctx.timers.next(),
+            self.accept_paused_until,
+            self.shutdown_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|t| Duration::from_millis(t.saturating_sub(now)))
+    }
+
+    fn dispatch<H: Handler<State = S>>(&mut self, handler: &mut H, event: &Event) {
+        match classify(event.token()) {
+            Source::Signal => self.on_signal(handler),
+            Source::Waker => {
+                trace!("woken by another thread");
+                handler.on_wake(&mut self.ctx);
+            }
+            Source::Listener(i) => {
+                trace!("listener {i} readable");
+                if self.accept_paused_until.is_none() {
+                    self.accept(handler, i);
+                }
+            }
+            Source::Udp(port) => self.read_udp(handler, port),
+            Source::Conn(key) => {
+                let token = event.token();
+                let Some(conn) = self.ctx.slab.get(key) else {
+                    // Sporadic events happen, and slab keys are reused: ignore.
+                    trace!("token {key}: event for a closed connection, ignored");
+                    return;
+                };
+                trace!(
+                    "token {key}: readable={} writable={} read_closed={} error={}",
+                    event.is_readable(),
+                    event.is_writable(),
+                    event.is_read_closed(),
+                    event.is_error()
+                );
+                if conn.has(flags::CLOSING) {
+                    return;
+                }
+                if conn.has(flags::CONNECTING) && !self.finish_connect(handler, token) {
+                    return;
+                }
+                // epoll reports "writable" with nearly every event; it only matters when
+                // something is queued (or the event carries an error to surface).
+                let queued = self.ctx.queued(token) > 0;
+                if (queued && (event.is_writable() || event.is_write_closed())) || event.is_error()
+                {
+                    flush(&mut self.ctx, handler, token);
+                }
+                if event.is_read_closed() || event.is_error() {
+                    // The EOF (or error) is already here and will not raise another
+                    // edge: read until the kernel reports it, even past a short read.
+                    self.read_conn(handler, token, true);
+                } else if event.is_readable() {
+                    self.read_conn(handler, token, false);
+                }
+            }
+        }
+    }
+
+    /// A non-blocking connect reports completion as writability; `SO_ERROR` says how it
+    /// went. Returns true when the connection is established.
+    fn finish_connect<H: Handler<State = S>>(&mut self, handler: &mut H, token: Token) -> bool {
+        let Some(conn) = self.ctx.slab.get_mut(token.0) else {
+            return false;
+        };
+        let failure = match conn.stream.take_error() {
+            Ok(Some(e)) | Err(e) => Some(e),
+            Ok(None) => match conn.stream.is_connected() {
+                Ok(true) => None,
+                Ok(false) => return false, // not yet: wait for the next event
+                Err(e) => Some(e),
+            },
+        };
+        if let Some(e) = failure {
+            self.ctx.close(token, CloseReason::ConnectFailed(e));
+            return false;
+        }
+        conn.flags &= !flags::CONNECTING;
+        debug!("token {}: connected to {}", token.0, conn.peer);
+        self.ctx.stats.connected += 1;
+        handler.on_open(&mut self.ctx, token);
+        flush(&mut self.ctx, handler, token);
+        true
+    }
+
+    /// Finish the connections closed during the last callback: tell the handler (once),
+    /// then free the slot, or leave it to a lingering close the loop completes alone.
+    pub(super) fn reap<H: Handler<State = S>>(&mut self, handler: &mut H) {
+        if self.ctx.closing.is_empty() {
+            return;
+        }
+        let mut freed = false;
+        while let Some(Closing {
+            token,
+            reason,
+            linger,
+        }) = self.ctx.closing.pop()
+        {
+            let key = token.0;
+            let Some(conn) = self.ctx.slab.get_mut(key) else {
+                continue;
+            };
+            let notify = !conn.has(flags::DETACHED);
+            if linger && (!notify || conn.has(flags::CLOSING)) {
+                continue; // already told, or closed outright since
+            }
+            let closed = notify.then(|| Closed {
+                peer: conn.peer,
+                state: std::mem::take(&mut conn.state),
+                unconsumed: conn
+                    .pending
+                    .as_mut()
+                    .map(|p| std::mem::take(&mut p.read_buf))
+                    .unwrap_or_default(),
+                unsent: conn.queued(),
+                reason,
+            });
+            if linger {
+                conn.flags |= flags::DETACHED;
+                self.ctx.detached += 1;
+            } else {
+                let conn = self.ctx.slab.remove(key);
+                if conn.has(flags::DETACHED) {
+                    self.ctx.detached -= 1;
+                }
+                if conn.idle_filed != 0 {
+                    self.ctx.timers.unfile_idle(key, conn.idle_filed);
+                }
+                // Dropping the stream closes the descriptor, which also removes it from
+                // the epoll set (the kernel drops an epoll entry when the last descriptor
+                // of the socket closes, and the loop never duplicates a connection's
+                // descriptor), so no deregister call is needed.
+                drop::<Slot<S>>(conn);
+                freed = true;
+            }
+            self.ctx.timers.clear_deadline(key);
+            self.ctx.flush_reasons.remove(&key);
+            if let Some(closed) = closed {
+                self.count_close(token, &closed);
+                handler.on_close(&mut self.ctx, token, closed);
+            }
+        }
+        if freed && self.accept_paused_until.is_some() && !self.ctx.shutting_down {
+            // A descriptor came back: try the waiting backlog now.
+            self.accept_all(handler);
+        }
+    }
+
+    fn count_close(&mut self, token: Token, closed: &Closed<S>) {
+        let stats = &mut self.ctx.stats;
+        let reason = &closed.reason;
+        match reason {
+            CloseReason::PeerClosed | CloseReason::Done => stats.closed_by_peer += 1,
+            CloseReason::IdleTimeout | CloseReason::Timeout => stats.closed_by_timeout += 1,
+            CloseReason::Shutdown => stats.closed_by_shutdown += 1,
+            CloseReason::InputTooLarge | CloseReason::QueueOverflow => stats.closed_by_limit += 1,
+            CloseReason::Error(_) | CloseReason::ConnectFailed(_) => stats.closed_by_error += 1,
+        }
+        match reason {
+            CloseReason::Error(e) if peer_gone(e) => info!("{}: {reason}", closed.peer),
+            CloseReason::Error(_) => warn!("{}: {reason}", closed.peer),
+            _ => debug!("token {}: {} {reason}", token.0, closed.peer),
+        }
+    }
+
+    /// Fire everything due by `now`: loop timers, handler deadlines, idle timeouts.
+    fn fire_due<H: Handler<State = S>>(&mut self, handler: &mut H, now: Millis) {
+        while let Some((when, due)) = self.ctx.timers.pop_due(now) {
+            match due {
+                Due::Timer(id) => {
+                    if let Some(key) = self.ctx.timers.fire_timer(id, now) {
+                        handler.on_timer(&mut self.ctx, key);
+                    }
+                }
+                Due::Deadline(key) => {
+                    if self.ctx.timers.take_deadline(key, when) && self.ctx.is_open(Token(key)) {
+                        trace!("token {key}: deadline passed");
+                        handler.on_deadline(&mut self.ctx, Token(key));
+                    }
+                }
+                Due::Idle(key) => self.idle_due(handler, key, when, now),
+            }
+            self.reap(handler);
+        }
+    }
+
+    fn idle_due<H: Handler<State = S>>(
+        &mut self,
+        handler: &mut H,
+        key: usize,
+        when: Millis,
+        now: Millis,
+    ) {
+        let Some(conn) = self.ctx.slab.get_mut(key) else {
+            return;
+        };
+        if conn.idle_filed != when {
+            return; // a stale entry: the connection filed an earlier one since
+        }
+        conn.idle_filed = 0;
+        match conn.idle_at {
+            0 => {}
+            later if later > now => {
+                // Active since this entry was filed: file it again at the true time.
+                self.ctx.timers.file_idle(key, later);
+                conn.idle_filed = later;
+            }
+            _ if conn.has(flags::LINGERING) => {
+                conn.idle_at = 0;
+                self.ctx.close(Token(key), CloseReason::PeerClosed);
+            }
+            _ if conn.has(flags::CLOSING | flags::DETACHED) => {}
+            _ => {
+                conn.idle_at = 0;
+                trace!("token {key}: idle timeout");
+                handler.on_idle(&mut self.ctx, Token(key));
+            }
+        }
+    }
+
+    fn on_signal<H: Handler<State = S>>(&mut self, handler: &mut H) {
+        let Some(signals) = self.signals.as_mut() else {
+            return;
+        };
+        let received: Vec<i32> = signals.pending().collect();
+        for signal in received {
+            if handler.on_signal(&mut self.ctx, signal) != SignalAction::Shutdown {
+                continue;
+            }
+            if self.ctx.shutting_down {
+                info!(
+                    "signal {signal} again: closing {} connections now",
+                    self.ctx.len()
+                );
+                self.abandon_unflushed();
+            } else {
+                info!(
+                    "signal {signal}: shutting down ({} connections open)",
+                    self.ctx.len()
+                );
+                self.begin_shutdown(handler);
+            }
+        }
+    }
+
+    /// Stop accepting, stop reading, close every connection once its queue is flushed.
+    pub fn begin_shutdown<H: Handler<State = S>>(&mut self, handler: &mut H) {
+        self.ctx.shutting_down = true;
+        self.listeners.clear(); // closes them (and removes Unix socket files)
+        self.ctx.udp.clear();
+        self.accept_paused_until = None;
+        self.shutdown_deadline = Some(self.ctx.clock.after(self.ctx.config.shutdown_grace));
+        let keys: Vec<usize> = self.ctx.slab.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.ctx.close_when_flushed(Token(key));
+        }
+        self.reap(handler);
+    }
+
+    /// Grace period over (or a second signal): close whatever is left.
+    fn abandon_unflushed(&mut self) {
+        self.shutdown_deadline = None;
+        let keys: Vec<usize> = self.ctx.slab.iter().map(|(k, _)| k).collect();
+        if !keys.is_empty() {
+            warn!("closing {} connections with unsent data", keys.len());
+        }
+        for key in keys {
+            self.ctx.close(Token(key), CloseReason::Shutdown);
+        }
+    }
+}
