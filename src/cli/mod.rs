@@ -2,23 +2,26 @@
 //! wiring of library parts into commands. Part of the binary, not the library: nothing
 //! in `netloop::` imports it.
 //!
+//! One file per command, each with its `Args` (the `clap` struct) and `run(&Args)`,
+//! which checks the arguments, turns them into the library's options and calls it:
+//!
 //! - [`serve`]: `netloop serve` (one loop, every transport asked for);
 //!   [`serve_workers`]: its `--workers N` form.
+//! - [`client`], [`upload`], [`fetch`], [`stress`], [`resolve`]: the other commands.
+//! - [`args`]: value parsers every command shares (seconds, ...).
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod args;
+pub mod client;
+pub mod fetch;
+pub mod resolve;
 pub mod serve;
 pub mod serve_workers;
-
-use serve::{serve, ServeArgs};
-
-use netloop::apps::client::{client, ClientArgs};
-use netloop::apps::fetch::{fetch, FetchArgs};
-use netloop::apps::resolve::{resolve_report, ResolveArgs};
-use netloop::apps::stress::{stress, StressArgs};
-use netloop::apps::upload::{upload, UploadArgs};
+pub mod stress;
+pub mod upload;
 
 /// Readiness-based network I/O on one event loop.
 #[derive(Parser, Debug)]
@@ -31,18 +34,18 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run a service (echo, upper, hello over TCP, UDP and Unix; upload over TCP and Unix).
-    Serve(ServeArgs),
+    Serve(serve::ServeArgs),
     /// Send standard input to a server and print its replies (the seeds' client).
-    Client(ClientArgs),
+    Client(client::Args),
     /// Hold many idle connections to a server and measure active ones.
     #[command(
         after_help = "Exit status: 0 when every connection asked for was opened and held to \
                       the end; 1 otherwise (the message says how many), e.g. when the target \
                       is unreachable."
     )]
-    Stress(StressArgs),
+    Stress(stress::Args),
     /// Look up an address, a host name or a service name (seed 001's lookups).
-    Resolve(ResolveArgs),
+    Resolve(resolve::Args),
     /// Fetch URLs over HTTP/1.1 and HTTPS, many at once (seed 001's `Fetcher`, complete).
     #[command(
         after_help = "Output: with one URL and no -o, the body goes to stdout and the result \
@@ -52,14 +55,14 @@ enum Command {
                       Exit status: 0 when every URL got a complete 2xx response; 1 otherwise \
                       (an error, a status other than 2xx, or output that could not be written)."
     )]
-    Fetch(FetchArgs),
+    Fetch(fetch::Args),
     /// Upload files to `netloop serve upload` (seeds 000/004's framing), checking replies.
     #[command(
         after_help = "Exit status: 0 when every file was stored and its reply matched the bytes \
                       and SHA-256 sent; 1 on a refusal, a mismatch, an early close, a connect \
                       failure or --timeout without progress (the message says which)."
     )]
-    Upload(UploadArgs),
+    Upload(upload::Args),
 }
 
 /// Parse the command line and run the command; the process's exit status.
@@ -69,15 +72,12 @@ pub fn main() -> ExitCode {
         .format_timestamp_millis()
         .init();
     let (name, result) = match &cli.command {
-        Command::Serve(args) => ("serve", serve(args)),
-        Command::Client(args) => ("client", client(args)),
-        Command::Stress(args) => ("stress", stress(args)),
-        Command::Fetch(args) => ("fetch", fetch(args)),
-        Command::Upload(args) => ("upload", upload(args)),
-        Command::Resolve(args) => (
-            "resolve",
-            resolve_report(&args.host, args.service.as_deref()).map(|r| print!("{r}")),
-        ),
+        Command::Serve(args) => ("serve", serve::serve(args)),
+        Command::Client(args) => ("client", client::run(args)),
+        Command::Stress(args) => ("stress", stress::run(args)),
+        Command::Fetch(args) => ("fetch", fetch::run(args)),
+        Command::Upload(args) => ("upload", upload::run(args)),
+        Command::Resolve(args) => ("resolve", resolve::run(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

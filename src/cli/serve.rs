@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use log::info;
 
+use super::args::secs;
+
 use netloop::core::listen::{bind_tcp, bind_udp, bind_unix, Listener, TcpOptions};
 use netloop::core::{EventLoop, Handler, LoopConfig};
 use netloop::services::{Echo, Hello, ServiceKind, Upload, UploadOptions, Upper};
@@ -45,11 +47,11 @@ pub struct ServeArgs {
     pub max_conns: Option<usize>,
     /// Close connections with no traffic for this many seconds (default: never, except
     /// 60 for the upload service, so stalled uploads are dropped).
-    #[arg(long, value_name = "SECS")]
-    pub idle_timeout: Option<f64>,
+    #[arg(long, value_name = "SECS", value_parser = secs)]
+    pub idle_timeout: Option<Duration>,
     /// On SIGINT/SIGTERM, how many seconds to keep flushing queued bytes.
-    #[arg(long, default_value_t = 5.0, value_name = "SECS")]
-    pub grace: f64,
+    #[arg(long, default_value = "5", value_name = "SECS", value_parser = secs)]
+    pub grace: Duration,
     /// echo: text appended after every chunk (seed 001 uses " 我收到了").
     #[arg(long, value_name = "TEXT")]
     pub suffix: Option<String>,
@@ -64,15 +66,6 @@ pub struct ServeArgs {
     /// Bind TCP listeners with SO_REUSEPORT (set by `--workers` for its children).
     #[arg(long, hide = true)]
     pub reuse_port: bool,
-}
-
-fn seconds(name: &str, secs: f64) -> io::Result<Duration> {
-    Duration::try_from_secs_f64(secs).map_err(|_| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("{name} must be a non-negative number of seconds, not {secs}"),
-        )
-    })
 }
 
 /// Run the server until SIGINT/SIGTERM; returns after the summary line is logged.
@@ -116,7 +109,7 @@ fn run<H: Handler>(args: &ServeArgs, mut handler: H) -> io::Result<()> {
     let mut config = LoopConfig {
         max_queue: args.max_queue.max(1),
         idle_timeout: match args.idle_timeout {
-            Some(s) => Some(seconds("--idle-timeout", s)?),
+            Some(d) => Some(d),
             // A stalled upload would hold its connection and temporary file forever.
             None if args.service == ServiceKind::Upload => {
                 Some(netloop::services::upload::DEFAULT_IDLE_TIMEOUT)
@@ -124,7 +117,7 @@ fn run<H: Handler>(args: &ServeArgs, mut handler: H) -> io::Result<()> {
             None => None,
         },
         max_conns: args.max_conns,
-        shutdown_grace: seconds("--grace", args.grace)?,
+        shutdown_grace: args.grace,
         ..LoopConfig::default()
     };
     // upload: a partial frame header waits in the read buffer, so it must fit there.

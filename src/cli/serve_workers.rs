@@ -6,7 +6,6 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use clap::ValueEnum;
 use log::{debug, info};
@@ -27,15 +26,7 @@ pub fn serve_workers(args: &ServeArgs) -> io::Result<()> {
              --unix from a separate `netloop serve` without --workers",
         ));
     }
-    let grace = Duration::try_from_secs_f64(args.grace).map_err(|_| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!(
-                "--grace must be a non-negative number of seconds, not {}",
-                args.grace
-            ),
-        )
-    })?;
+    let grace = args.grace;
     let mut listen = args.listen.clone();
     if listen.is_empty() {
         // The same default as a single server.
@@ -108,9 +99,9 @@ fn worker_args(args: &ServeArgs, addrs: &[SocketAddr]) -> io::Result<Vec<String>
         out.push(format!("--max-conns={n}"));
     }
     if let Some(secs) = idle_timeout {
-        out.push(format!("--idle-timeout={secs}"));
+        out.push(format!("--idle-timeout={}", secs.as_secs_f64()));
     }
-    out.push(format!("--grace={grace}"));
+    out.push(format!("--grace={}", grace.as_secs_f64()));
     if let Some(text) = suffix {
         out.push(format!("--suffix={text}"));
     }
