@@ -66,8 +66,7 @@ pub struct Ctx<S> {
 
 impl<S> Ctx<S> {
     pub(crate) fn new(registry: Registry, config: LoopConfig) -> Ctx<S> {
-        let mut clock = Clock::new();
-        clock.update();
+        let clock = Clock::new();
         Ctx {
             registry,
             slab: Slab::new(),

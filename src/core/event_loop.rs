@@ -72,7 +72,9 @@ fn classify(token: Token) -> Source {
 /// The loop itself: the poller, the shared read buffer, the listeners and the context.
 pub struct EventLoop<S> {
     poll: Poll,
-    events: Events,
+    /// Taken out during a turn so handlers can borrow the loop (an `Option`, so taking
+    /// it costs nothing).
+    events: Option<Events>,
     /// The one read buffer every connection reads into.
     pub(super) scratch: Vec<u8>,
     pub(super) listeners: Vec<Listener>,
@@ -94,7 +96,7 @@ impl<S: Default> EventLoop<S> {
         let registry = poll.registry().try_clone()?;
         Ok(EventLoop {
             poll,
-            events: Events::with_capacity(1024),
+            events: Some(Events::with_capacity(1024)),
             scratch: vec![0; SCRATCH_SIZE],
             listeners: Vec::new(),
             signals: None,
@@ -179,24 +181,29 @@ impl<S: Default> EventLoop<S> {
 
     /// One turn: wait for readiness (at most until the next timer), then handle it.
     pub fn turn<H: Handler<State = S>>(&mut self, handler: &mut H) -> io::Result<()> {
+        self.ctx.clock.new_turn();
         let timeout = self.poll_timeout();
         trace!("polling, timeout {timeout:?}");
-        if let Err(e) = self.poll.poll(&mut self.events, timeout) {
+        let mut events = self
+            .events
+            .take()
+            .unwrap_or_else(|| Events::with_capacity(1024));
+        let polled = self.poll.poll(&mut events, timeout);
+        // The sleep moved time on: whoever asks next in this turn reads the clock anew.
+        self.ctx.clock.new_turn();
+        if let Err(e) = polled {
+            self.events = Some(events);
             if e.kind() == io::ErrorKind::Interrupted {
                 return Ok(());
             }
             return Err(e);
         }
-        let now = self.ctx.clock.update();
-        trace!("woke with {} events", self.events.iter().count());
-
-        // Take the events out so handlers can borrow the loop; put them back after.
-        let events = std::mem::replace(&mut self.events, Events::with_capacity(0));
+        trace!("woke with {} events", events.iter().count());
         for event in events.iter() {
             self.dispatch(handler, event);
             self.reap(handler);
         }
-        self.events = events;
+        self.events = Some(events);
 
         // Connections left readable by the fairness cap or by resumed reading.
         if !self.ctx.ready.is_empty() {
@@ -213,34 +220,42 @@ impl<S: Default> EventLoop<S> {
             }
         }
 
-        if self.ctx.timers.next().is_some_and(|t| t <= now) {
-            self.fire_due(handler, now);
+        // Only a loop with something scheduled reads the clock here.
+        if self.ctx.timers.next().is_some() {
+            self.fire_due(handler, self.ctx.clock.now());
         }
-        if self.accept_paused_until.is_some_and(|t| now >= t) {
-            self.accept_all(handler);
+        if let Some(t) = self.accept_paused_until {
+            if self.ctx.clock.now() >= t {
+                self.accept_all(handler);
+            }
         }
-        if self.shutdown_deadline.is_some_and(|t| now >= t) {
-            self.abandon_unflushed();
+        if let Some(t) = self.shutdown_deadline {
+            if self.ctx.clock.now() >= t {
+                self.abandon_unflushed();
+            }
         }
         handler.on_turn(&mut self.ctx);
         self.reap(handler);
         Ok(())
     }
 
+    /// How long `poll` may sleep: until the earliest timer, or not at all if work is
+    /// left over, or forever if nothing is scheduled.
     fn poll_timeout(&self) -> Option<Duration> {
         if !self.ctx.ready.is_empty() || !self.ctx.closing.is_empty() {
             return Some(Duration::ZERO);
         }
-        let now = self.ctx.clock.now();
-        [
-            self.ctx.timers.next(),
-            self.accept_paused_until,
-            self.shutdown_deadline,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-        .map(|t| Duration::from_millis(t.saturating_sub(now)))
+        let mut next = self.ctx.timers.next();
+        for t in [self.accept_paused_until, self.shutdown_deadline]
+            .into_iter()
+            .flatten()
+        {
+            next = Some(next.map_or(t, |n| n.min(t)));
+        }
+        let next = next?;
+        Some(Duration::from_millis(
+            next.saturating_sub(self.ctx.clock.now()),
+        ))
     }
 
     fn dispatch<H: Handler<State = S>>(&mut self, handler: &mut H, event: &Event) {
@@ -321,12 +336,17 @@ impl<S: Default> EventLoop<S> {
         true
     }
 
-    /// Finish the connections closed during the last callback: tell the handler (once),
-    /// then free the slot, or leave it to a lingering close the loop completes alone.
+    /// Finish the connections closed during the last callback (if any).
+    #[inline]
     pub(super) fn reap<H: Handler<State = S>>(&mut self, handler: &mut H) {
-        if self.ctx.closing.is_empty() {
-            return;
+        if !self.ctx.closing.is_empty() {
+            self.reap_closing(handler);
         }
+    }
+
+    /// Tell the handler (once) about each closed connection, then free the slot, or
+    /// leave it to a lingering close the loop completes alone.
+    fn reap_closing<H: Handler<State = S>>(&mut self, handler: &mut H) {
         let mut freed = false;
         while let Some(Closing {
             token,

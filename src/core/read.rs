@@ -149,12 +149,14 @@ fn deliver<S, H: Handler<State = S>>(
         None => return,
     };
     if input.is_empty() {
-        // The common case: nothing kept, the handler reads straight from scratch.
+        // The common case: nothing kept, the handler reads straight from scratch, and
+        // usually consumes it all: then there is nothing to keep.
         let consumed = handler.on_data(ctx, token, fresh).min(fresh.len());
         let rest = &fresh[consumed..];
-        if !rest.is_empty() {
-            input.extend_from_slice(rest);
+        if rest.is_empty() {
+            return;
         }
+        input.extend_from_slice(rest);
     } else {
         input.extend_from_slice(fresh);
         let consumed = handler.on_data(ctx, token, &mut input).min(input.len());

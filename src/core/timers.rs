@@ -20,56 +20,66 @@
 //! its true deadline; when the older entry comes up, the loop compares it with the slot
 //! and files it again at the true time if the connection was active meanwhile.
 
+use std::cell::Cell;
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 /// Milliseconds since the loop started: compact, cheap to compare, and monotonic.
 pub type Millis = u64;
 
-/// The loop's clock, read once per turn (one `clock_gettime` per turn, not per event).
+/// The loop's clock: read at most once per turn, and only if someone asks.
 ///
-/// Everything that schedules work in the crate uses this clock. Code that *measures*
-/// (a round-trip latency in microseconds) reads `Instant::now()` itself: a per-turn
-/// clock is exact enough to schedule, not to time a 50 µs round trip.
+/// Everything that schedules work in the crate uses this clock. The system clock is read
+/// lazily, the first time in a turn that a timer, a deadline or a handler needs the time:
+/// a turn that only echoes bytes on a server without timeouts never reads it (the turn
+/// pays only for what happened). Code that *measures* (a round-trip latency in
+/// microseconds) reads `Instant::now()` itself: a per-turn clock is exact enough to
+/// schedule, not to time a 50 µs round trip.
 #[derive(Debug)]
 pub struct Clock {
     epoch: Instant,
-    now: Millis,
-    instant: Instant,
+    /// This turn's time, once read.
+    turn: Cell<Option<(Instant, Millis)>>,
 }
 
 impl Clock {
     /// A clock whose zero is now.
     pub fn new() -> Clock {
-        let epoch = Instant::now();
         Clock {
-            epoch,
-            now: 0,
-            instant: epoch,
+            epoch: Instant::now(),
+            turn: Cell::new(None),
         }
     }
 
-    /// Read the system clock; called once at the start of every turn.
-    pub fn update(&mut self) -> Millis {
-        self.instant = Instant::now();
-        self.now = self.instant.duration_since(self.epoch).as_millis() as Millis;
-        self.now
+    /// A new turn began: the next question about the time reads the system clock.
+    pub fn new_turn(&mut self) {
+        self.turn.set(None);
+    }
+
+    fn read(&self) -> (Instant, Millis) {
+        if let Some(both) = self.turn.get() {
+            return both;
+        }
+        let instant = Instant::now();
+        let millis = instant.duration_since(self.epoch).as_millis() as Millis;
+        self.turn.set(Some((instant, millis)));
+        (instant, millis)
     }
 
     /// The time of the current turn, in milliseconds since the loop started.
     pub fn now(&self) -> Millis {
-        self.now
+        self.read().1
     }
 
     /// The time of the current turn as an `Instant` (for elapsed times in reports).
     pub fn instant(&self) -> Instant {
-        self.instant
+        self.read().0
     }
 
     /// The time `d` from the current turn (never 0, which slots use for "none").
     pub fn after(&self, d: Duration) -> Millis {
         let ms = d.as_millis().min(u64::MAX as u128 / 2) as Millis;
-        (self.now + ms).max(1)
+        (self.now() + ms).max(1)
     }
 }
 

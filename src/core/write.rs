@@ -7,7 +7,7 @@
 //! watermark the loop stops reading that connection until its queue drains to a quarter
 //! of it. Past the hard cap the connection is closed, whatever the handler does.
 
-use std::io::{IoSlice, Write};
+use std::io::{self, IoSlice, Write};
 use std::time::Duration;
 
 use log::{debug, trace};
@@ -17,7 +17,7 @@ use super::close::CloseReason;
 use super::ctx::{Closing, Ctx};
 use super::handler::Handler;
 use super::io_util::{interrupted, peer_gone, would_block};
-use super::slot::flags;
+use super::slot::{flags, Stream};
 
 /// How long a gracefully closing connection waits for the peer's EOF after our FIN.
 pub const LINGER: Duration = Duration::from_secs(2);
@@ -57,34 +57,12 @@ impl<S> Ctx<S> {
         // Write-through: with an empty queue the socket is very likely writable, so try
         // now and save the round trip through the queue (and a writable event).
         if conn.queued() == 0 && !conn.has(flags::CONNECTING) {
-            // A message has a few parts at most (data, suffix): keep them on the stack.
-            // Parts past the fourth simply go to the queue below.
-            let mut slices = [IoSlice::new(&[]); 4];
-            let mut count = 0;
-            for part in parts.iter().filter(|p| !p.is_empty()).take(4) {
-                slices[count] = IoSlice::new(part);
-                count += 1;
-            }
-            let slices = &slices[..count];
-            loop {
-                let result = match slices {
-                    [one] => conn.stream.write(one),
-                    _ => conn.stream.write_vectored(slices),
-                };
-                match result {
-                    Ok(n) => {
-                        written = n;
-                        break;
-                    }
-                    Err(e) if interrupted(&e) => continue,
-                    Err(e) if would_block(&e) => {
-                        trace!("token {}: write WouldBlock", token.0);
-                        break;
-                    }
-                    Err(e) => {
-                        self.close(token, CloseReason::Error(e));
-                        return SendStatus::Closed;
-                    }
+            match write_through(&mut conn.stream, parts) {
+                Ok(n) => written = n,
+                Err(e) if would_block(&e) => trace!("token {}: write WouldBlock", token.0),
+                Err(e) => {
+                    self.close(token, CloseReason::Error(e));
+                    return SendStatus::Closed;
                 }
             }
             self.stats.bytes_out += written as u64;
@@ -227,6 +205,32 @@ impl<S> Ctx<S> {
             if !peer_gone(&e) {
                 debug!("{}: shutdown(write): {e}", conn.peer);
             }
+        }
+    }
+}
+
+/// One `write` (or `writev` for several parts), retried if a signal interrupts it.
+fn write_through(stream: &mut Stream, parts: &[&[u8]]) -> io::Result<usize> {
+    if let [one] = parts {
+        return loop {
+            match stream.write(one) {
+                Err(e) if interrupted(&e) => continue,
+                other => break other,
+            }
+        };
+    }
+    // A message has a few parts at most (data, suffix): keep them on the stack. Parts
+    // past the fourth simply go to the queue.
+    let mut slices = [IoSlice::new(&[]); 4];
+    let mut count = 0;
+    for part in parts.iter().filter(|p| !p.is_empty()).take(4) {
+        slices[count] = IoSlice::new(part);
+        count += 1;
+    }
+    loop {
+        match stream.write_vectored(&slices[..count]) {
+            Err(e) if interrupted(&e) => continue,
+            other => return other,
         }
     }
 }
