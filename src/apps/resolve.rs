@@ -11,15 +11,6 @@ use std::ffi::CString;
 use std::io;
 use std::net::{IpAddr, ToSocketAddrs};
 
-/// Options of `netloop resolve`.
-#[derive(Clone, Debug, clap::Args)]
-pub struct ResolveArgs {
-    /// An IP address or a host name.
-    pub host: String,
-    /// A service name (`http`) or port number.
-    pub service: Option<String>,
-}
-
 /// The facts seed 001 prints about an IP literal, one `key: value` per line.
 pub fn describe_ip(ip: IpAddr) -> String {
     let (version, packed, private, loopback): (u8, Vec<u8>, bool, bool) = match ip {

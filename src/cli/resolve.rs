@@ -1,11 +1,15 @@
 //! `netloop resolve`: its command line.
-//!
-//! (Transitional: the `clap` struct still lives in `netloop::apps::resolve`.)
 
 use std::io;
 
 /// Options of `netloop resolve`.
-pub use netloop::apps::resolve::ResolveArgs as Args;
+#[derive(Clone, Debug, clap::Args)]
+pub struct Args {
+    /// An IP address or a host name.
+    pub host: String,
+    /// A service name (`http`) or port number.
+    pub service: Option<String>,
+}
 
 /// Run `netloop resolve`: print the report.
 pub fn run(args: &Args) -> io::Result<()> {

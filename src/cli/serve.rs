@@ -16,7 +16,20 @@ use super::args::secs;
 
 use netloop::core::listen::{bind_tcp, bind_udp, bind_unix, Listener, TcpOptions};
 use netloop::core::{EventLoop, Handler, LoopConfig};
-use netloop::services::{Echo, Hello, ServiceKind, Upload, UploadOptions, Upper};
+use netloop::services::{Echo, Hello, Upload, UploadOptions, Upper};
+
+/// The services `netloop serve` knows, by name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ServiceKind {
+    /// Bytes back unchanged (seed 001's echo; `--suffix` appends text, as the seed does).
+    Echo,
+    /// Bytes back ASCII-upper-cased (seeds 002 and 004).
+    Upper,
+    /// `Welcome!` on connect, `Hello, <msg>!` per message, `exit` closes (seed 003).
+    Hello,
+    /// Framed file upload into `--dir` (seeds 000 and 004; TCP and Unix only).
+    Upload,
+}
 
 /// Options of `netloop serve`.
 #[derive(Clone, Debug, clap::Args)]
