@@ -54,6 +54,10 @@ pub struct ServeArgs {
     /// (backpressure); reading resumes once the queue is below a quarter of this.
     #[arg(long, default_value_t = 1024 * 1024, value_name = "BYTES")]
     pub max_queue: usize,
+    /// Unconsumed input (unfinished lines, frame headers) all connections together may
+    /// hold; past it the largest holders are closed and counted.
+    #[arg(long, default_value_t = 64 * 1024 * 1024, value_name = "BYTES")]
+    pub max_input_total: usize,
     /// Most open connections; extra ones are accepted and closed at once (with
     /// --workers: per worker process).
     #[arg(long, value_name = "N")]
@@ -121,6 +125,7 @@ pub fn serve(args: &ServeArgs) -> io::Result<()> {
 fn run<H: Handler>(args: &ServeArgs, mut handler: H) -> io::Result<()> {
     let mut config = LoopConfig {
         max_queue: args.max_queue.max(1),
+        max_queue_hard: args.max_queue.max(1).saturating_mul(4),
         idle_timeout: match args.idle_timeout {
             Some(d) => Some(d),
             // A stalled upload would hold its connection and temporary file forever.
@@ -131,6 +136,9 @@ fn run<H: Handler>(args: &ServeArgs, mut handler: H) -> io::Result<()> {
         },
         max_conns: args.max_conns,
         shutdown_grace: args.grace,
+        max_input_total: args.max_input_total,
+        // One INFO line per minute of aggregated counts; per-connection events are DEBUG.
+        report_every: Some(Duration::from_secs(60)),
         ..LoopConfig::default()
     };
     // upload: a partial frame header waits in the read buffer, so it must fit there.

@@ -77,6 +77,7 @@ fn worker_args(args: &ServeArgs, addrs: &[SocketAddr]) -> io::Result<Vec<String>
         unix: _,
         backlog,
         max_queue,
+        max_input_total,
         max_conns,
         idle_timeout,
         grace,
@@ -95,6 +96,7 @@ fn worker_args(args: &ServeArgs, addrs: &[SocketAddr]) -> io::Result<Vec<String>
     // `--opt=value` forms, so a value starting with `-` (a suffix) cannot pass for an option.
     out.push(format!("--backlog={backlog}"));
     out.push(format!("--max-queue={max_queue}"));
+    out.push(format!("--max-input-total={max_input_total}"));
     if let Some(n) = max_conns {
         out.push(format!("--max-conns={n}"));
     }

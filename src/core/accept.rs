@@ -60,10 +60,11 @@ impl<S: Default> EventLoop<S> {
                     debug!("accept on {}: {e}", listener.describe());
                     failures += 1;
                     if failures >= MAX_ACCEPT_FAILURES {
-                        warn!(
-                            "accept on {}: {e} (repeated); retrying later",
-                            listener.describe()
-                        );
+                        let now = self.ctx.clock.now();
+                        let what = listener.describe();
+                        let message =
+                            format_args!("accept on {what}: {e} (repeated); retrying later");
+                        self.ctx.warnings.accept.warn(now, message);
                         self.accept_paused_until = Some(self.ctx.clock.after(ACCEPT_RETRY));
                         return;
                     }
@@ -86,7 +87,10 @@ impl<S: Default> EventLoop<S> {
                     handler.on_open(&mut self.ctx, token);
                     self.reap(handler);
                 }
-                Err(e) => warn!("{e}"),
+                Err(e) => {
+                    let now = self.ctx.clock.now();
+                    self.ctx.warnings.accept.warn(now, format_args!("{e}"));
+                }
             }
         }
     }

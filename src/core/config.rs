@@ -2,7 +2,8 @@
 //!
 //! Two numbers bound a connection's memory. Unconsumed input is capped by
 //! `max_read_buf` (a peer that sends a line or frame header longer than that is closed
-//! with `InputTooLarge`). Unsent output has two limits: past `max_queue` (the high
+//! with `InputTooLarge`), and all connections' unconsumed input together by
+//! `max_input_total`. Unsent output has two limits: past `max_queue` (the high
 //! watermark) the loop stops *reading* from that connection, which is all an echo-style
 //! handler needs, because it only sends in answer to what it reads; and past
 //! `max_queue_hard` the loop closes the connection (`QueueOverflow`), which is what
@@ -32,6 +33,11 @@ pub struct LoopConfig {
     pub max_queue_hard: usize,
     /// Largest unconsumed input a connection may hold (an incomplete line or frame).
     pub max_read_buf: usize,
+    /// Largest unconsumed input all connections together may hold. Past it, the
+    /// connections holding the most are closed (`InputTooLarge`) until the total fits:
+    /// 5,000 clients each holding an almost complete 64 KiB header cannot add up to
+    /// 320 MB.
+    pub max_input_total: usize,
     /// Close connections with no activity for this long (`Handler::on_idle`).
     pub idle_timeout: Option<Duration>,
     /// What counts as activity for `idle_timeout`.
@@ -40,6 +46,9 @@ pub struct LoopConfig {
     pub max_conns: Option<usize>,
     /// How long shutdown waits for queued bytes to be flushed.
     pub shutdown_grace: Duration,
+    /// Log one INFO line of aggregated counts this often (when anything changed);
+    /// per-connection events are DEBUG.
+    pub report_every: Option<Duration>,
 }
 
 impl Default for LoopConfig {
@@ -48,10 +57,12 @@ impl Default for LoopConfig {
             max_queue: 1024 * 1024,
             max_queue_hard: 4 * 1024 * 1024,
             max_read_buf: 1024 * 1024,
+            max_input_total: 64 * 1024 * 1024,
             idle_timeout: None,
             idle_counts: IdleCounts::Input,
             max_conns: None,
             shutdown_grace: Duration::from_secs(5),
+            report_every: None,
         }
     }
 }

@@ -24,6 +24,7 @@ use super::close::CloseReason;
 use super::config::{IdleCounts, LoopConfig};
 use super::connect::{connect_tcp, Target};
 use super::io_util::{interrupted, would_block};
+use super::log_limit::RateLimit;
 use super::slot::{flags, Peer, Slot, Stream};
 use super::stats::Stats;
 use super::timers::{Clock, Millis, TimerId, Timers};
@@ -38,6 +39,14 @@ pub(crate) struct Closing {
     pub token: Token,
     pub reason: CloseReason,
     pub linger: bool,
+}
+
+/// The loop's rate-limited warnings, one per kind.
+#[derive(Debug, Default)]
+pub(crate) struct Warnings {
+    pub input_budget: RateLimit,
+    pub conn_error: RateLimit,
+    pub accept: RateLimit,
 }
 
 /// The handler's view of the loop: the connection table and the timers.
@@ -61,6 +70,12 @@ pub struct Ctx<S> {
     pub(crate) shutting_down: bool,
     /// Slots the handler has finished with that the loop is still closing (lingering).
     pub(crate) detached: usize,
+    /// Connections whose handler deferred its input to the next turn.
+    pub(crate) deferred: Vec<Token>,
+    /// Bytes of unconsumed input held by all connections (capacity of their buffers).
+    pub(crate) input_held: usize,
+    /// Warnings that could repeat at a peer's will, each logged at most now and then.
+    pub(crate) warnings: Warnings,
     pub(crate) waker: Option<Arc<Waker>>,
 }
 
@@ -82,6 +97,9 @@ impl<S> Ctx<S> {
             stopped: false,
             shutting_down: false,
             detached: 0,
+            deferred: Vec::new(),
+            input_held: 0,
+            warnings: Warnings::default(),
             waker: None,
         }
     }
@@ -159,6 +177,7 @@ impl<S> Ctx<S> {
             .map(|p| std::mem::take(&mut p.read_buf))
             .unwrap_or_default();
         conn.release_empty_buffers();
+        self.input_held -= taken.capacity();
         taken
     }
 
@@ -227,6 +246,24 @@ impl<S> Ctx<S> {
                 self.mark_ready(token);
             }
         }
+    }
+
+    /// Fairness by work, not bytes: the handler has done enough for this connection in
+    /// this turn (say, 64 frames). Input it leaves unconsumed is offered again, with no
+    /// need for new bytes, in the next turn, after the others had their go.
+    pub fn defer(&mut self, token: Token) {
+        if let Some(conn) = self.slab.get_mut(token.0) {
+            if !conn.has(flags::DEFERRED) {
+                conn.flags |= flags::DEFERRED;
+                self.deferred.push(token);
+            }
+        }
+    }
+
+    /// Bytes of unconsumed input all connections hold together (see
+    /// `LoopConfig::max_input_total`).
+    pub fn input_held(&self) -> usize {
+        self.input_held
     }
 
     // ----- time ------------------------------------------------------------------------

@@ -85,6 +85,10 @@ pub struct EventLoop<S> {
     pub(super) accept_pause_logged: bool,
     /// During graceful shutdown: when to give up flushing.
     shutdown_deadline: Option<Millis>,
+    /// When to log the next line of aggregated counts (`LoopConfig::report_every`).
+    report_at: Option<Millis>,
+    /// The counts as of the last such line.
+    reported: Stats,
     pub(super) ctx: Ctx<S>,
 }
 
@@ -103,6 +107,8 @@ impl<S: Default> EventLoop<S> {
             accept_paused_until: None,
             accept_pause_logged: false,
             shutdown_deadline: None,
+            report_at: None,
+            reported: Stats::default(),
             ctx: Ctx::new(registry, config),
         })
     }
@@ -205,6 +211,15 @@ impl<S: Default> EventLoop<S> {
         }
         self.events = Some(events);
 
+        // Connections whose handler deferred input to this turn: offer it again first
+        // (their edge may be long gone), then read on as for any ready connection.
+        if !self.ctx.deferred.is_empty() {
+            for token in std::mem::take(&mut self.ctx.deferred) {
+                self.offer_deferred(handler, token);
+                self.reap(handler);
+            }
+        }
+
         // Connections left readable by the fairness cap or by resumed reading.
         if !self.ctx.ready.is_empty() {
             let ready = std::mem::take(&mut self.ctx.ready);
@@ -234,6 +249,9 @@ impl<S: Default> EventLoop<S> {
                 self.abandon_unflushed();
             }
         }
+        if let Some(every) = self.ctx.config.report_every {
+            self.report(every);
+        }
         handler.on_turn(&mut self.ctx);
         self.reap(handler);
         Ok(())
@@ -242,7 +260,8 @@ impl<S: Default> EventLoop<S> {
     /// How long `poll` may sleep: until the earliest timer, or not at all if work is
     /// left over, or forever if nothing is scheduled.
     fn poll_timeout(&self) -> Option<Duration> {
-        if !self.ctx.ready.is_empty() || !self.ctx.closing.is_empty() {
+        let ctx = &self.ctx;
+        if !ctx.ready.is_empty() || !ctx.closing.is_empty() || !ctx.deferred.is_empty() {
             return Some(Duration::ZERO);
         }
         let mut next = self.ctx.timers.next();
@@ -362,14 +381,16 @@ impl<S: Default> EventLoop<S> {
             if linger && (!notify || conn.has(flags::CLOSING)) {
                 continue; // already told, or closed outright since
             }
+            let unconsumed = conn
+                .pending
+                .as_mut()
+                .map(|p| std::mem::take(&mut p.read_buf))
+                .unwrap_or_default();
+            self.ctx.input_held -= unconsumed.capacity();
             let closed = notify.then(|| Closed {
                 peer: conn.peer,
                 state: std::mem::take(&mut conn.state),
-                unconsumed: conn
-                    .pending
-                    .as_mut()
-                    .map(|p| std::mem::take(&mut p.read_buf))
-                    .unwrap_or_default(),
+                unconsumed,
                 unsent: conn.queued(),
                 reason,
             });
@@ -404,6 +425,23 @@ impl<S: Default> EventLoop<S> {
         }
     }
 
+    /// One INFO line of what changed since the last one, every `every` (none if nothing
+    /// happened): the aggregate that replaces a log line per connection.
+    fn report(&mut self, every: Duration) {
+        let now = self.ctx.clock.now();
+        match self.report_at {
+            None => self.report_at = Some(self.ctx.clock.after(every)),
+            Some(t) if now >= t => {
+                if let Some(line) = self.ctx.stats.since(&self.reported) {
+                    info!("last {} s: {line}", every.as_secs());
+                }
+                self.reported = self.ctx.stats.clone();
+                self.report_at = Some(self.ctx.clock.after(every));
+            }
+            Some(_) => {}
+        }
+    }
+
     fn count_close(&mut self, token: Token, closed: &Closed<S>) {
         let stats = &mut self.ctx.stats;
         let reason = &closed.reason;
@@ -412,11 +450,20 @@ impl<S: Default> EventLoop<S> {
             CloseReason::IdleTimeout | CloseReason::Timeout => stats.closed_by_timeout += 1,
             CloseReason::Shutdown => stats.closed_by_shutdown += 1,
             CloseReason::InputTooLarge | CloseReason::QueueOverflow => stats.closed_by_limit += 1,
+            CloseReason::Error(e) if peer_gone(e) => {
+                stats.closed_by_error += 1;
+                stats.resets += 1;
+            }
             CloseReason::Error(_) | CloseReason::ConnectFailed(_) => stats.closed_by_error += 1,
         }
+        // Per-connection events are DEBUG: a peer that resets a thousand connections a
+        // second must not write a thousand log lines a second (see `log_limit.rs`).
         match reason {
-            CloseReason::Error(e) if peer_gone(e) => info!("{}: {reason}", closed.peer),
-            CloseReason::Error(_) => warn!("{}: {reason}", closed.peer),
+            CloseReason::Error(e) if !peer_gone(e) => {
+                let now = self.ctx.clock.now();
+                let message = format_args!("{}: {reason}", closed.peer);
+                self.ctx.warnings.conn_error.warn(now, message);
+            }
             _ => debug!("token {}: {} {reason}", token.0, closed.peer),
         }
     }

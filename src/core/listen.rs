@@ -21,8 +21,50 @@ use super::slot::{Peer, Stream};
 pub enum Listener {
     /// TCP, on its bound address.
     Tcp(TcpListener, SocketAddr),
-    /// A Unix socket, with the file it created (removed when the listener is dropped).
-    Unix(UnixListener, PathBuf),
+    /// A Unix socket, with the file it created (removed when the listener is dropped,
+    /// if it is still that file).
+    Unix(UnixListener, SocketFile),
+}
+
+/// The socket file a Unix listener created: its path, and its identity (device and
+/// inode) at the time, so that only this file is ever removed. The path may have been
+/// taken over since by another server's socket, or by any other file: not ours.
+#[derive(Debug)]
+pub struct SocketFile {
+    /// Where the file is.
+    pub path: PathBuf,
+    /// Its device and inode when we created it.
+    id: Option<(u64, u64)>,
+}
+
+impl SocketFile {
+    fn created(path: &Path) -> SocketFile {
+        use std::os::unix::fs::MetadataExt;
+        let id = std::fs::symlink_metadata(path)
+            .ok()
+            .map(|m| (m.dev(), m.ino()));
+        SocketFile {
+            path: path.to_path_buf(),
+            id,
+        }
+    }
+
+    /// Remove the file if it is still the socket we created.
+    fn remove_if_ours(&self) {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let Ok(meta) = std::fs::symlink_metadata(&self.path) else {
+            return; // already gone
+        };
+        let ours = meta.file_type().is_socket() && self.id == Some((meta.dev(), meta.ino()));
+        if ours {
+            let _ = std::fs::remove_file(&self.path);
+        } else {
+            log::warn!(
+                "{}: not removed at shutdown: it is no longer the socket this server created",
+                self.path.display()
+            );
+        }
+    }
 }
 
 impl Listener {
@@ -55,16 +97,17 @@ impl Listener {
     pub fn describe(&self) -> String {
         match self {
             Listener::Tcp(_, addr) => format!("tcp {addr}"),
-            Listener::Unix(_, path) => format!("unix {}", path.display()),
+            Listener::Unix(_, file) => format!("unix {}", file.path.display()),
         }
     }
 }
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        if let Listener::Unix(_, path) = self {
-            // Our own socket file: remove it so the next start finds no stale file.
-            let _ = std::fs::remove_file(path);
+        if let Listener::Unix(_, file) = self {
+            // Our own socket file: remove it so the next start finds no stale file; but
+            // only if it still is ours (never delete what this process did not create).
+            file.remove_if_ours();
         }
     }
 }
@@ -98,6 +141,16 @@ pub fn bound_socket(
     reuse_port: bool,
     what: &str,
 ) -> io::Result<Socket> {
+    bound_socket_with(addr, kind, true, reuse_port, what)
+}
+
+fn bound_socket_with(
+    addr: SocketAddr,
+    kind: Type,
+    reuse_addr: bool,
+    reuse_port: bool,
+    what: &str,
+) -> io::Result<Socket> {
     let context =
         |e: io::Error, step: &str| io::Error::new(e.kind(), format!("{step} {what}{addr}: {e}"));
     let protocol = if kind == Type::DGRAM {
@@ -107,9 +160,11 @@ pub fn bound_socket(
     };
     let socket = Socket::new(Domain::for_address(addr), kind, Some(protocol))
         .map_err(|e| context(e, "socket for"))?;
-    socket
-        .set_reuse_address(true)
-        .map_err(|e| context(e, "SO_REUSEADDR on"))?;
+    if reuse_addr {
+        socket
+            .set_reuse_address(true)
+            .map_err(|e| context(e, "SO_REUSEADDR on"))?;
+    }
     if reuse_port {
         socket
             .set_reuse_port(true)
@@ -174,24 +229,24 @@ pub fn bind_unix(path: &Path, backlog: i32) -> io::Result<Listener> {
     socket
         .bind(&addr)
         .map_err(|e| io::Error::new(e.kind(), format!("bind {shown}: {e}")))?;
+    // Right after bind: the file at `path` is the one bind created.
+    let file = SocketFile::created(path);
     let ready = socket
         .listen(backlog)
         .and_then(|()| socket.set_nonblocking(true));
     if let Err(e) = ready {
-        // bind created the file: do not leave it behind.
-        let _ = std::fs::remove_file(path);
+        file.remove_if_ours();
         return Err(io::Error::new(e.kind(), format!("listen on {shown}: {e}")));
     }
     let std_listener = std::os::unix::net::UnixListener::from(std::os::fd::OwnedFd::from(socket));
-    Ok(Listener::Unix(
-        UnixListener::from_std(std_listener),
-        path.to_path_buf(),
-    ))
+    Ok(Listener::Unix(UnixListener::from_std(std_listener), file))
 }
 
-/// Bind a UDP port (with `SO_REUSEADDR`, as the seeds do).
+/// Bind a UDP port. Unlike TCP, *without* `SO_REUSEADDR`: for UDP on Linux that option
+/// lets a second process bind the very same port and silently take some of its datagrams
+/// (there is no TIME_WAIT for it to help with), so a port in use is an error instead.
 pub fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
-    let socket = bound_socket(addr, Type::DGRAM, false, "udp ")?;
+    let socket = bound_socket_with(addr, Type::DGRAM, false, false, "udp ")?;
     socket
         .set_nonblocking(true)
         .map_err(|e| io::Error::new(e.kind(), format!("non-blocking mode on udp {addr}: {e}")))?;

@@ -27,7 +27,8 @@
 //! - [`config`]: `LoopConfig`, the limits every connection is held to.
 //! - [`listen`], [`connect`]: sockets made with the right options.
 //! - [`offload`]: `Pool`, blocking work on helper threads, results through the waker.
-//! - [`stats`]: counters and the shutdown summary line.
+//! - [`stats`]: counters, the periodic INFO line and the shutdown summary line.
+//! - [`log_limit`]: rate-limited warnings, so logs cannot be made to fill a disk.
 //! - [`io_util`]: `would_block`, `interrupted` and friends.
 
 pub mod accept;
@@ -39,6 +40,7 @@ pub mod event_loop;
 pub mod handler;
 pub mod io_util;
 pub mod listen;
+pub mod log_limit;
 pub mod offload;
 pub mod outbound;
 pub mod read;

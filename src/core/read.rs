@@ -12,7 +12,7 @@
 
 use std::io::Read;
 
-use log::{debug, trace, warn};
+use log::{debug, trace};
 use mio::Token;
 
 use super::close::CloseReason;
@@ -26,8 +26,14 @@ use super::slot::flags;
 pub const SCRATCH_SIZE: usize = 64 * 1024;
 /// Reads per connection per turn before others get a go (1 MiB with the scratch size).
 const READS_PER_TURN: usize = 16;
-/// Datagrams per UDP port per turn before others get a go.
+/// Datagrams per UDP port per turn before others get a go...
 const DATAGRAMS_PER_TURN: usize = 256;
+/// ...or this many bytes of them (four maximum-size datagrams: a flood of 64 KiB
+/// datagrams must not hold the loop for 16 MiB of work per turn)...
+const DATAGRAM_BYTES_PER_TURN: usize = 256 * 1024;
+/// ...or this much time, checked every few datagrams (the handler's work per datagram
+/// is not ours to know).
+const DATAGRAM_TIME_PER_TURN: std::time::Duration = std::time::Duration::from_millis(1);
 
 impl<S: Default> EventLoop<S> {
     /// Read until the socket is drained, handing each chunk to the handler.
@@ -42,7 +48,8 @@ impl<S: Default> EventLoop<S> {
             | flags::READ_DONE
             | flags::CLOSING
             | flags::CONNECTING
-            | flags::HELD;
+            | flags::HELD
+            | flags::DEFERRED;
         for _ in 0..READS_PER_TURN {
             let Some(conn) = self.ctx.slab.get_mut(token.0) else {
                 return;
@@ -97,6 +104,26 @@ impl<S: Default> EventLoop<S> {
         self.ctx.mark_ready(token);
     }
 
+    /// A connection whose handler deferred its input: offer what it left unconsumed,
+    /// then read the socket as for any connection listed ready.
+    pub(super) fn offer_deferred<H: Handler<State = S>>(&mut self, handler: &mut H, token: Token) {
+        let Some(conn) = self.ctx.slab.get_mut(token.0) else {
+            return;
+        };
+        conn.flags &= !flags::DEFERRED;
+        if conn.has(flags::CLOSING | flags::LINGERING | flags::DETACHED | flags::HELD) {
+            return;
+        }
+        let kept = conn
+            .pending
+            .as_ref()
+            .is_some_and(|p| !p.read_buf.is_empty());
+        if kept {
+            deliver(&mut self.ctx, handler, token, &mut []);
+        }
+        self.read_conn(handler, token, true);
+    }
+
     /// Tell the handler the socket is drained, if the connection is still reading.
     fn burst_ended<H: Handler<State = S>>(&mut self, handler: &mut H, token: Token) {
         let reading = self.ctx.slab.get(token.0).is_some_and(|c| {
@@ -109,7 +136,14 @@ impl<S: Default> EventLoop<S> {
 
     /// Receive datagrams until `WouldBlock` (or the fairness cap).
     pub(super) fn read_udp<H: Handler<State = S>>(&mut self, handler: &mut H, port: usize) {
-        for _ in 0..DATAGRAMS_PER_TURN {
+        let started = std::time::Instant::now();
+        let mut bytes = 0;
+        for i in 0..DATAGRAMS_PER_TURN {
+            if bytes >= DATAGRAM_BYTES_PER_TURN
+                || (i % 16 == 15 && started.elapsed() >= DATAGRAM_TIME_PER_TURN)
+            {
+                break;
+            }
             let Some(socket) = self.ctx.udp.get(port) else {
                 return;
             };
@@ -117,6 +151,7 @@ impl<S: Default> EventLoop<S> {
                 Ok((n, from)) => {
                     trace!("udp port {port}: {n} bytes from {from}");
                     self.ctx.stats.datagrams_in += 1;
+                    bytes += n.max(1);
                     handler.on_datagram(&mut self.ctx, port, from, &mut self.scratch[..n]);
                 }
                 Err(e) if would_block(&e) => return,
@@ -148,6 +183,7 @@ fn deliver<S, H: Handler<State = S>>(
         },
         None => return,
     };
+    ctx.input_held -= input.capacity();
     if input.is_empty() {
         // The common case: nothing kept, the handler reads straight from scratch, and
         // usually consumes it all: then there is nothing to keep.
@@ -168,7 +204,7 @@ fn deliver<S, H: Handler<State = S>>(
 }
 
 /// Store input the handler left for later (or free the buffers when there is none).
-fn keep_unconsumed<S>(ctx: &mut Ctx<S>, token: Token, input: Vec<u8>) {
+fn keep_unconsumed<S>(ctx: &mut Ctx<S>, token: Token, mut input: Vec<u8>) {
     let limit = ctx.config.max_read_buf;
     let Some(conn) = ctx.slab.get_mut(token.0) else {
         return;
@@ -176,9 +212,58 @@ fn keep_unconsumed<S>(ctx: &mut Ctx<S>, token: Token, input: Vec<u8>) {
     if input.is_empty() {
         conn.release_empty_buffers();
     } else if input.len() > limit {
-        warn!("{}: more than {limit} bytes of unconsumed input", conn.peer);
+        debug!("{}: more than {limit} bytes of unconsumed input", conn.peer);
         ctx.close(token, CloseReason::InputTooLarge);
     } else {
+        if input.capacity() > 2 * input.len() + 4096 {
+            // Most of a large buffer was consumed: do not hold on to the rest.
+            input.shrink_to(input.len());
+        }
+        ctx.input_held += input.capacity();
         conn.pending_mut().read_buf = input;
+        if ctx.input_held > ctx.config.max_input_total {
+            enforce_input_budget(ctx);
+        }
     }
+}
+
+/// All connections together hold more unconsumed input than the budget: close the
+/// largest holders until the rest fits. The largest first, because that is where the
+/// memory is, and a client legitimately halfway through a line holds little.
+fn enforce_input_budget<S>(ctx: &mut Ctx<S>) {
+    let budget = ctx.config.max_input_total;
+    let mut holders: Vec<(usize, usize)> = ctx
+        .slab
+        .iter()
+        .filter(|(_, c)| !c.has(flags::CLOSING))
+        .filter_map(|(key, c)| c.pending.as_ref().map(|p| (p.read_buf.capacity(), key)))
+        .filter(|&(held, _)| held > 0)
+        .collect();
+    holders.sort_unstable_by(|a, b| b.cmp(a));
+    // Input of connections already closing is freed when they are reaped.
+    let closing: usize = ctx
+        .slab
+        .iter()
+        .filter(|(_, c)| c.has(flags::CLOSING))
+        .filter_map(|(_, c)| c.pending.as_ref().map(|p| p.read_buf.capacity()))
+        .sum();
+    let mut held = ctx.input_held - closing;
+    let mut closed = 0;
+    for (size, key) in holders {
+        if held <= budget {
+            break;
+        }
+        held -= size;
+        closed += 1;
+        ctx.stats.closed_input_budget += 1;
+        ctx.close(Token(key), CloseReason::InputTooLarge);
+    }
+    let now = ctx.clock.now();
+    ctx.warnings.input_budget.warn(
+        now,
+        format_args!(
+            "unconsumed input of all connections over {budget} bytes: closed the {closed} \
+             largest holders"
+        ),
+    );
 }

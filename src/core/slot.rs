@@ -196,6 +196,8 @@ pub mod flags {
     pub const DETACHED: u16 = 1 << 10;
     /// The handler asked not to be given input for now (`Ctx::pause_reading`).
     pub const HELD: u16 = 1 << 11;
+    /// The handler deferred the rest of its input to the next turn (`Ctx::defer`).
+    pub const DEFERRED: u16 = 1 << 12;
 }
 
 /// One connection's slot.

@@ -24,10 +24,15 @@ pub struct Stats {
     pub closed_by_peer: u64,
     /// Closed by the idle timeout.
     pub closed_by_timeout: u64,
-    /// Closed by a limit (`--max-conns` rejections, input over the read buffer limit).
+    /// Closed by a limit (`--max-conns` rejections, input over the read buffer limit,
+    /// outbound queue over the hard cap, the total input budget).
     pub closed_by_limit: u64,
+    /// Of those, closed because all connections' unconsumed input passed its budget.
+    pub closed_input_budget: u64,
     /// Closed by a socket error (reset, failed connect, ...).
     pub closed_by_error: u64,
+    /// Of those, resets and broken pipes: the peer went away.
+    pub resets: u64,
     /// Closed by the server shutting down.
     pub closed_by_shutdown: u64,
     /// Episodes of accepting paused because descriptors ran out.
@@ -40,13 +45,62 @@ pub struct Stats {
     pub datagrams_dropped: u64,
 }
 
+impl Stats {
+    /// What changed since `before`, as `key=+N` pairs (`None` if nothing did), for the
+    /// periodic INFO line.
+    pub fn since(&self, before: &Stats) -> Option<String> {
+        let pairs = [
+            ("accepted", self.accepted, before.accepted),
+            ("connected", self.connected, before.connected),
+            ("closed_by_peer", self.closed_by_peer, before.closed_by_peer),
+            (
+                "closed_by_timeout",
+                self.closed_by_timeout,
+                before.closed_by_timeout,
+            ),
+            (
+                "closed_by_limit",
+                self.closed_by_limit,
+                before.closed_by_limit,
+            ),
+            (
+                "closed_by_error",
+                self.closed_by_error,
+                before.closed_by_error,
+            ),
+            ("resets", self.resets, before.resets),
+            (
+                "rejected_max_conns",
+                self.rejected_max_conns,
+                before.rejected_max_conns,
+            ),
+            ("bytes_in", self.bytes_in, before.bytes_in),
+            ("bytes_out", self.bytes_out, before.bytes_out),
+            ("datagrams_in", self.datagrams_in, before.datagrams_in),
+            (
+                "datagrams_dropped",
+                self.datagrams_dropped,
+                before.datagrams_dropped,
+            ),
+        ];
+        let changed: Vec<String> = pairs
+            .iter()
+            .filter(|(_, now, then)| now > then)
+            .map(|(name, now, then)| format!("{name}=+{}", now - then))
+            .collect();
+        (!changed.is_empty()).then(|| changed.join(" "))
+    }
+}
+
 impl fmt::Display for Stats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
             "accepted={} peak_open={} bytes_in={} bytes_out={} closed_by_peer={} \
-             closed_by_timeout={} closed_by_limit={} closed_by_error={} closed_by_shutdown={} \
-             rejected_max_conns={} accept_pauses={} datagrams_in={} datagrams_out={}",
+             closed_by_timeout={} closed_by_limit={} closed_by_error={} resets={} \
+             closed_by_shutdown={} \
+             rejected_max_conns={} closed_input_budget={} accept_pauses={} datagrams_in={} \
+             datagrams_out={} datagrams_dropped={}",
             self.accepted,
             self.peak_open,
             self.bytes_in,
@@ -55,11 +109,14 @@ impl fmt::Display for Stats {
             self.closed_by_timeout,
             self.closed_by_limit,
             self.closed_by_error,
+            self.resets,
             self.closed_by_shutdown,
             self.rejected_max_conns,
+            self.closed_input_budget,
             self.accept_pauses,
             self.datagrams_in,
             self.datagrams_out,
+            self.datagrams_dropped,
         )
     }
 }

@@ -2,20 +2,30 @@
 //!
 //! Seed 003's server greets, then answers each `recv` with `Hello, %s!` until it reads
 //! `exit`. Its classic client sends `b'Michael'` with no newline and waits for the reply,
-//! while a person at `nc` types lines. Both work here: a message ends at `\n` (a `\r`
-//! before it is dropped), and bytes left without a `\n` when the socket has nothing more
-//! to read (the end of a read burst: `on_burst_end`) are a message too. Until then an
-//! unfinished line stays in the connection's read buffer, so a long line split over
-//! several reads is still one message (up to the loop's 1 MiB input limit). Replies keep
-//! the caller's style: a line gets a line back (`...!\n`), a bare message gets a bare
-//! reply. The greeting is `Welcome!\n`.
+//! while a person at `nc` types lines. Both work here, by one rule:
+//!
+//! - a message ends at `\n` (a `\r` before it is dropped);
+//! - bytes without a `\n` are a message too once the socket has run dry (the end of a
+//!   read burst, `on_burst_end`) **and nothing more arrived for `BARE_GRACE`** (50 ms).
+//!
+//! The grace is what keeps a long line whole: a client's 900 KB `sendall` reaches us in
+//! many reads, and the socket runs dry between some of them, but the next piece is never
+//! 50 ms behind, so the line stays one message (up to the loop's 1 MiB input limit).
+//! The price is that a bare `Michael` is answered 50 ms after it arrives. The grace is a
+//! per-connection handler deadline (`ctx.set_deadline`), moved on at every burst end.
+//! Replies keep the caller's style: a line gets a line back (`...!\n`), a bare message
+//! gets a bare reply. The greeting is `Welcome!\n`.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use mio::Token;
 
 use crate::core::Ctx;
 use crate::core::Handler;
+
+/// How long bytes without a newline wait for more before they count as a message.
+pub const BARE_GRACE: Duration = Duration::from_millis(50);
 
 /// The hello service.
 #[derive(Debug, Default)]
@@ -92,6 +102,15 @@ impl Handler for Hello {
     }
 
     fn on_burst_end(&mut self, ctx: &mut Ctx<()>, token: Token) {
+        if ctx.unconsumed(token).is_empty() {
+            ctx.clear_deadline(token);
+        } else {
+            // Part of a line, and the socket is dry: a message if nothing follows soon.
+            ctx.set_deadline(token, BARE_GRACE);
+        }
+    }
+
+    fn on_deadline(&mut self, ctx: &mut Ctx<()>, token: Token) {
         self.answer_unfinished(ctx, token);
     }
 
