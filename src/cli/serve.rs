@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use log::info;
 
-use super::args::secs;
+use super::args::{at_least_one, listen_addr, secs};
 
 use netloop::core::listen::{bind_tcp, bind_udp, bind_unix, Listener, TcpOptions};
 use netloop::core::{EventLoop, Handler, LoopConfig};
@@ -37,12 +37,13 @@ pub struct ServeArgs {
     /// The service to run.
     #[arg(value_enum, default_value = "echo")]
     pub service: ServiceKind,
-    /// TCP address to listen on, IPv4 or IPv6 (repeatable; default 127.0.0.1:8888 when no
-    /// transport is given; port 0 picks a free port).
-    #[arg(long = "listen", value_name = "ADDR")]
+    /// TCP address to listen on: IP:PORT, [IPv6]:PORT, HOST:PORT, or PORT / :PORT for
+    /// 127.0.0.1 (repeatable; default 127.0.0.1:8888 when no transport is given; port 0
+    /// picks a free port).
+    #[arg(long = "listen", value_name = "ADDR", value_parser = listen_addr)]
     pub listen: Vec<SocketAddr>,
-    /// UDP address to answer datagrams on (repeatable).
-    #[arg(long = "udp", value_name = "ADDR")]
+    /// UDP address to answer datagrams on, written as for --listen (repeatable).
+    #[arg(long = "udp", value_name = "ADDR", value_parser = listen_addr)]
     pub udp: Vec<SocketAddr>,
     /// Unix stream socket path to listen on (repeatable; removed at shutdown).
     #[arg(long = "unix", value_name = "PATH")]
@@ -52,7 +53,7 @@ pub struct ServeArgs {
     pub backlog: i32,
     /// Outbound bytes queued for one connection before the server stops reading from it
     /// (backpressure); reading resumes once the queue is below a quarter of this.
-    #[arg(long, default_value_t = 1024 * 1024, value_name = "BYTES")]
+    #[arg(long, default_value_t = 1024 * 1024, value_name = "BYTES", value_parser = at_least_one)]
     pub max_queue: usize,
     /// Unconsumed input (unfinished lines, frame headers) all connections together may
     /// hold; past it the largest holders are closed and counted.
@@ -60,10 +61,10 @@ pub struct ServeArgs {
     pub max_input_total: usize,
     /// Most open connections; extra ones are accepted and closed at once (with
     /// --workers: per worker process).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
     pub max_conns: Option<usize>,
-    /// Close connections with no traffic for this many seconds (default: never, except
-    /// 60 for the upload service, so stalled uploads are dropped).
+    /// Close connections that sent nothing for this many seconds; 0 means never
+    /// (default: never, except 60 for the upload service, so stalled uploads are dropped).
     #[arg(long, value_name = "SECS", value_parser = secs)]
     pub idle_timeout: Option<Duration>,
     /// On SIGINT/SIGTERM, how many seconds to keep flushing queued bytes.
@@ -78,7 +79,7 @@ pub struct ServeArgs {
     /// Run N worker processes, each its own loop, sharing the TCP port(s) with
     /// SO_REUSEPORT (the nginx model: more cores, and more than one process's open files).
     /// 1 (the default) serves in this process. TCP only: --udp and --unix are refused.
-    #[arg(long, default_value_t = 1, value_name = "N")]
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = at_least_one)]
     pub workers: usize,
     /// Bind TCP listeners with SO_REUSEPORT (set by `--workers` for its children).
     #[arg(long, hide = true)]
@@ -127,6 +128,7 @@ fn run<H: Handler>(args: &ServeArgs, mut handler: H) -> io::Result<()> {
         max_queue: args.max_queue.max(1),
         max_queue_hard: args.max_queue.max(1).saturating_mul(4),
         idle_timeout: match args.idle_timeout {
+            Some(d) if d.is_zero() => None,
             Some(d) => Some(d),
             // A stalled upload would hold its connection and temporary file forever.
             None if args.service == ServiceKind::Upload => {
