@@ -11,16 +11,17 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::unix::net::UnixStream;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use mio::Token;
 use netloop::core::listen::bind_udp;
-use netloop::core::{Peer, Stream};
 use netloop::{Ctx, EventLoop, Handler, LoopConfig};
 
 /// How long to wait for the reply.
 const TIMEOUT: Duration = Duration::from_secs(3);
+/// The key of our one loop timer: giving up.
+const GIVE_UP: u64 = 1;
 
 /// The application: wait for the server's reply, or for the deadline.
 struct HelloClient {
@@ -33,7 +34,7 @@ struct HelloClient {
 impl Handler for HelloClient {
     type State = ();
 
-    /// Bytes on a stream connection: our only one is the timer below, which never has any.
+    /// Bytes on a stream connection: we have none (UDP only).
     fn on_data(&mut self, _: &mut Ctx<()>, _: Token, data: &mut [u8]) -> usize {
         data.len()
     }
@@ -49,13 +50,25 @@ impl Handler for HelloClient {
         ctx.stop(); // seed: `sk.close()`: the socket closes when the loop is dropped
     }
 
-    fn on_deadline(&mut self, ctx: &mut Ctx<()>, _: Token) {
-        ctx.stop(); // no reply in time; `main` reports it
+    fn on_timer(&mut self, ctx: &mut Ctx<()>, key: u64) {
+        if key == GIVE_UP {
+            ctx.stop(); // no reply in time; `main` reports it
+        }
     }
 }
 
-fn main() -> io::Result<()> {
+fn main() -> ExitCode {
     env_logger::init(); // quiet unless RUST_LOG is set
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("udp_client: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> io::Result<()> {
     let port = port_arg(8096)?;
     let server = SocketAddr::from(([127, 0, 0, 1], port));
     println!("udp_client: sending hello to {server}");
@@ -66,15 +79,10 @@ fn main() -> io::Result<()> {
     // `sendto`; we bind one now (port 0: the kernel picks it) so the loop can watch it.
     let udp = event_loop.add_udp(bind_udp(SocketAddr::from(([127, 0, 0, 1], 0)))?)?;
 
-    // The timeout. The loop's deadlines belong to connections and UDP has none, so we
-    // lend it one: our end of a socket pair that never carries a byte. `_other_end` stays
-    // open until `main` returns, so our end never reads EOF.
-    let (timer, _other_end) = UnixStream::pair()?;
-    timer.set_nonblocking(true)?;
+    // The timeout: a loop timer, tied to no connection (UDP has none). Where the seed's
+    // `recvfrom` would block forever, the loop sleeps until the reply or this timer.
     let ctx = event_loop.ctx();
-    let timer = mio::net::UnixStream::from_std(timer);
-    let timer = ctx.add_stream(Stream::Unix(timer), Peer::Local, ())?;
-    ctx.set_deadline(timer, TIMEOUT);
+    ctx.timer_after(TIMEOUT, GIVE_UP);
 
     // seed: `sk.sendto(b'hello', ip_port)`.
     ctx.send_datagram(udp, server, &[b"hello"]);
@@ -86,7 +94,11 @@ fn main() -> io::Result<()> {
     if client.answered {
         Ok(())
     } else {
-        let why = format!("no reply from {server} within {TIMEOUT:?}");
+        let why = format!(
+            "no reply from {server} within {} s: is a server running there? \
+             (cargo run --example udp_server -- {port})",
+            TIMEOUT.as_secs()
+        );
         Err(io::Error::new(io::ErrorKind::TimedOut, why))
     }
 }
