@@ -256,6 +256,40 @@ fn sigterm_stops_every_worker_and_exits_zero() {
     assert_eq!(conn.read(&mut buf).unwrap(), 0);
 }
 
+/// A worker that cannot act on SIGTERM (stopped here with SIGSTOP) gets SIGKILL from the
+/// parent's kill timer once `--grace` plus the margin is over, and the exit says so.
+#[test]
+fn a_worker_that_does_not_stop_is_killed_after_the_grace_period() {
+    let mut server = Server::start(&[
+        "echo",
+        "--listen",
+        "127.0.0.1:0",
+        "--workers",
+        "2",
+        "--grace",
+        "0",
+    ]);
+    let pids = workers(&server, 2);
+    let stuck = pids[0];
+    kill(stuck, libc::SIGSTOP);
+    server.signal(libc::SIGTERM);
+    let (status, stderr) = server.wait_exit();
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains("1 workers still running after the grace period: SIGKILL"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("(pid {stuck}) did not stop cleanly: signal: 9")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("1 of 2 workers did not stop cleanly"),
+        "{stderr}"
+    );
+    assert!(!process_alive(stuck), "worker {stuck} outlived the parent");
+}
+
 #[test]
 fn unix_and_udp_are_refused_with_workers() {
     let path = common::TempPath::new("workers");
