@@ -194,6 +194,48 @@ fn a_killed_worker_is_restarted() {
     assert!(stderr.contains("is listening again"), "{stderr}");
 }
 
+/// A slot whose worker keeps dying young is restarted each time, by its back-off timer
+/// (the second wait is the doubled back-off; `workers/slot.rs` checks the arithmetic).
+#[test]
+fn a_worker_that_keeps_dying_is_restarted_after_a_back_off() {
+    let mut server = Server::start(TWO_WORKERS);
+    let first = workers(&server, 2);
+    let mut seen = first.clone();
+    let mut victim = first[0];
+    for round in 0..2 {
+        kill(victim, libc::SIGKILL);
+        let fresh = wait_until(TIMEOUT, || {
+            let now = child_pids(server.pid());
+            now.into_iter().find(|p| !seen.contains(p))
+        })
+        .unwrap_or_else(|| panic!("round {round}: no new worker after killing {victim}"));
+        seen.push(fresh);
+        victim = fresh;
+    }
+    // The last replacement serves: it holds connections once the kernel sends it some.
+    let idle = idle_sockets(&[first[1], victim]);
+    let mut held = Vec::new();
+    let served = wait_until(TIMEOUT, || {
+        held.extend(hold_echoing(server.addr(), 10, "after"));
+        (socket_count(victim) > idle).then_some(())
+    });
+    assert!(served.is_some(), "worker {victim} accepted nothing");
+    drop(held);
+
+    server.signal(libc::SIGTERM);
+    let (status, stderr) = server.wait_exit();
+    assert!(status.success(), "{status}: {stderr}");
+    assert_eq!(
+        stderr
+            .matches("died: signal: 9 (SIGKILL); restarting it in")
+            .count(),
+        2,
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("is listening again").count(), 2, "{stderr}");
+    assert!(stderr.contains("(2 restarts)"), "{stderr}");
+}
+
 #[test]
 fn sigterm_stops_every_worker_and_exits_zero() {
     let mut server = Server::start(TWO_WORKERS);
@@ -212,6 +254,40 @@ fn sigterm_stops_every_worker_and_exits_zero() {
     // Its worker closed the connection on the way out.
     let mut buf = [0u8; 1];
     assert_eq!(conn.read(&mut buf).unwrap(), 0);
+}
+
+/// A worker that cannot act on SIGTERM (stopped here with SIGSTOP) gets SIGKILL from the
+/// parent's kill timer once `--grace` plus the margin is over, and the exit says so.
+#[test]
+fn a_worker_that_does_not_stop_is_killed_after_the_grace_period() {
+    let mut server = Server::start(&[
+        "echo",
+        "--listen",
+        "127.0.0.1:0",
+        "--workers",
+        "2",
+        "--grace",
+        "0",
+    ]);
+    let pids = workers(&server, 2);
+    let stuck = pids[0];
+    kill(stuck, libc::SIGSTOP);
+    server.signal(libc::SIGTERM);
+    let (status, stderr) = server.wait_exit();
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains("1 workers still running after the grace period: SIGKILL"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("(pid {stuck}) did not stop cleanly: signal: 9")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("1 of 2 workers did not stop cleanly"),
+        "{stderr}"
+    );
+    assert!(!process_alive(stuck), "worker {stuck} outlived the parent");
 }
 
 #[test]

@@ -1181,26 +1181,75 @@ fn bad_options_are_rejected_before_connecting() {
             vec!["--idle", "1", "--source-ips", "127.0.0.9-127.0.0.2"],
             "--source-ips",
         ),
-        (vec!["--idle", "1", "--hold=-1"], "--hold"),
-        (
-            vec!["--idle", "1", "--connect-timeout=-1"],
-            "--connect-timeout",
-        ),
-        (vec!["--idle", "1", "--keepalive=-1"], "--keepalive"),
     ] {
         let mut all = vec![&addr[..]];
         all.extend(args.iter().copied());
         let run = stress(&all);
         assert_failed_with(&run, message);
+        assert_no_attempt(&args, &run);
+    }
+    // Seconds are parsed by the command line itself (one parser for every SECS option),
+    // which names the option and the value.
+    for option in ["--hold", "--connect-timeout", "--keepalive"] {
+        let bad = format!("{option}=-1");
+        let args = ["--idle", "1", &bad];
+        let mut all = vec![&addr[..]];
+        all.extend(args);
+        let run = stress(&all);
+        assert!(!run.status.success(), "{args:?}: {run:?}");
         assert!(
-            run.json.is_none(),
-            "{args:?}: no report expected, got {:?}",
-            run.json
-        );
-        assert!(
-            !run.stderr.contains("refused"),
-            "{args:?} tried to connect: {}",
             run.stderr
+                .contains(&format!("invalid value '-1' for '{option} <SECS>'")),
+            "{args:?}: {}",
+            run.stderr
+        );
+        assert_no_attempt(&args, &run);
+    }
+}
+
+/// A run refused on its options printed no report and tried no connect.
+#[track_caller]
+fn assert_no_attempt(args: &[&str], run: &Run) {
+    assert!(
+        run.json.is_none(),
+        "{args:?}: no report expected, got {:?}",
+        run.json
+    );
+    assert!(
+        !run.stderr.contains("refused"),
+        "{args:?} tried to connect: {}",
+        run.stderr
+    );
+}
+
+/// `--hold` and the other SECS options take fractions, and workers get them intact.
+#[test]
+fn fractional_seconds_reach_the_workers() {
+    let server = Server::start(&["echo", "--listen", "127.0.0.1:0"]);
+    let addr = server.addr().to_string();
+    for workers in [None, Some("2")] {
+        let mut args = vec![
+            &addr[..],
+            "--idle",
+            "4",
+            "--active",
+            "2",
+            "--hold",
+            "1.5",
+            "--connect-timeout",
+            "2.5",
+        ];
+        if let Some(w) = workers {
+            args.extend(["--workers", w]);
+        }
+        let run = stress(&args);
+        assert_succeeded(&run);
+        // The hold is timed on the loop's clock; it ends by a timer, never early.
+        let hold = run.f("hold_secs");
+        assert!(
+            (1.5..10.0).contains(&hold),
+            "--workers {workers:?}: hold_secs {hold}: {:?}",
+            run.json
         );
     }
 }

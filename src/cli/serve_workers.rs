@@ -1,6 +1,6 @@
 //! `netloop serve --workers N`: the command-line half of the worker model.
 //!
-//! `workers/spawn.rs` explains the model (reserve the ports, spawn copies of ourselves
+//! `workers/mod.rs` explains the model (reserve the ports, spawn copies of ourselves
 //! with `SO_REUSEPORT`, supervise them); this file turns `serve`'s options into the
 //! workers' command line and starts the supervisor on a loop.
 
@@ -11,7 +11,8 @@ use clap::ValueEnum;
 use log::{debug, info};
 
 use netloop::core::{EventLoop, LoopConfig};
-use netloop::workers::spawn::{reserve_port, WorkerCommand};
+use netloop::workers::ports::reserve_port;
+use netloop::workers::spawn::{WorkerCommand, WorkerStdin};
 use netloop::workers::supervisor::Supervisor;
 
 use super::serve::ServeArgs;
@@ -41,12 +42,8 @@ pub fn serve_workers(args: &ServeArgs) -> io::Result<()> {
         reservations.push(socket);
         addrs.push(local);
     }
-    let exe = std::env::current_exe()
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot find our own program: {e}")))?;
-    let command = WorkerCommand {
-        exe,
-        args: worker_args(args, &addrs)?,
-    };
+    // A server worker takes no orders on stdin: signals tell it to stop.
+    let command = WorkerCommand::ours(worker_args(args, &addrs)?, WorkerStdin::Null)?;
 
     let mut event_loop = EventLoop::new(LoopConfig::default())?;
     // Before any child exists, so no SIGCHLD and no SIGTERM can be missed.

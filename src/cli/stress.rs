@@ -1,13 +1,199 @@
 //! `netloop stress`: its command line.
 //!
-//! (Transitional: the `clap` struct still lives in `netloop::apps::stress`.)
+//! `Args` is the `clap` struct; `run` turns it into the library's `StressOptions` and
+//! calls `netloop::apps::stress`. The command line also goes the other way: with
+//! `--workers`, the library asks `worker_args` for the command line of each worker (this
+//! same program, `stress --worker` with that worker's share of the options), since only
+//! this file knows the options' names.
 
 use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use netloop::apps::stress::probe::ProbeKind;
+use netloop::apps::stress::{self, workers, StressOptions};
+
+use super::args::secs;
 
 /// Options of `netloop stress`.
-pub use netloop::apps::stress::StressArgs as Args;
+#[derive(Clone, Debug, clap::Args)]
+pub struct Args {
+    /// Target HOST:PORT (not needed with --unix).
+    #[arg(value_name = "ADDR", required_unless_present = "unix")]
+    pub addr: Option<String>,
+    /// Connect to a Unix stream socket instead.
+    #[arg(long, value_name = "PATH", conflicts_with = "addr")]
+    pub unix: Option<PathBuf>,
+    /// Idle connections to open and hold (give --idle, --active or both).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub idle: usize,
+    /// Connections doing timed round trips the whole time.
+    #[arg(long, default_value_t = 0, value_name = "M")]
+    pub active: usize,
+    /// Bytes per echo round trip (--probe echo only).
+    #[arg(long, default_value_t = 64, value_name = "S")]
+    pub size: usize,
+    /// What active connections send and expect.
+    #[arg(long, value_enum, default_value = "echo")]
+    pub probe: Probe,
+    /// Path requested by `--probe http`.
+    #[arg(long, default_value = "/", value_name = "PATH")]
+    pub path: String,
+    /// Seconds to hold the connections (and measure) once they are open.
+    #[arg(long, default_value = "10", value_name = "SECS", value_parser = secs)]
+    pub hold: Duration,
+    /// New connections per second (default: as fast as the target accepts).
+    #[arg(long, value_name = "R")]
+    pub rate: Option<f64>,
+    /// Most connects started but not yet completed at any time.
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    pub max_inflight: usize,
+    /// Seconds a connect may take before it counts as a timeout.
+    #[arg(long, default_value = "10", value_name = "SECS", value_parser = secs)]
+    pub connect_timeout: Duration,
+    /// Idle connections send --keepalive-data every SECS.
+    #[arg(long, value_name = "SECS", value_parser = secs)]
+    pub keepalive: Option<Duration>,
+    /// What idle connections send with --keepalive.
+    #[arg(long, default_value = "\n", value_name = "STR")]
+    pub keepalive_data: String,
+    /// Source addresses to spread connections over, e.g. 127.0.0.2-127.0.0.40 or a
+    /// comma-separated list (each address has its own ~28,000 ephemeral ports).
+    #[arg(long, value_name = "RANGE")]
+    pub source_ips: Option<String>,
+    /// Worker processes (default: enough for the open-file limit).
+    #[arg(long, value_name = "W")]
+    pub workers: Option<usize>,
+    /// Fixed total round trips per second for the active connections (wrk2-style:
+    /// latency counted from the intended send time).
+    #[arg(long, value_name = "RPS")]
+    pub rate_limit: Option<f64>,
+    /// Print exactly one JSON object on stdout (the human report goes to stderr).
+    #[arg(long)]
+    pub json: bool,
+    /// The target's process id (same machine): report its RSS growth per open
+    /// connection, read half way through the hold.
+    #[arg(long, value_name = "PID")]
+    pub server_pid: Option<u32>,
+    /// Internal: run as a worker of a parent `netloop stress`.
+    #[arg(long, hide = true)]
+    pub worker: bool,
+}
 
-/// Run `netloop stress`.
+/// What active connections send and expect (`--probe`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Probe {
+    /// Send `--size` bytes, expect the same bytes back.
+    Echo,
+    /// Send an HTTP/1.1 GET (keep-alive), read one response.
+    Http,
+    /// Active connections send nothing (only hold).
+    None,
+}
+
+impl Probe {
+    fn kind(self) -> ProbeKind {
+        match self {
+            Probe::Echo => ProbeKind::Echo,
+            Probe::Http => ProbeKind::Http,
+            Probe::None => ProbeKind::None,
+        }
+    }
+
+    /// The option value naming `kind`, for a worker's command line.
+    fn name(kind: ProbeKind) -> &'static str {
+        match kind {
+            ProbeKind::Echo => "echo",
+            ProbeKind::Http => "http",
+            ProbeKind::None => "none",
+        }
+    }
+}
+
+/// Run `netloop stress` (or, with the hidden `--worker`, one of its workers).
 pub fn run(args: &Args) -> io::Result<()> {
-    netloop::apps::stress::stress(args)
+    let options = StressOptions {
+        addr: args.addr.clone(),
+        unix: args.unix.clone(),
+        idle: args.idle,
+        active: args.active,
+        size: args.size,
+        probe: args.probe.kind(),
+        path: args.path.clone(),
+        hold: args.hold,
+        rate: args.rate,
+        max_inflight: args.max_inflight,
+        connect_timeout: args.connect_timeout,
+        keepalive: args.keepalive,
+        keepalive_data: args.keepalive_data.clone(),
+        source_ips: args.source_ips.clone(),
+        workers: args.workers,
+        rate_limit: args.rate_limit,
+        json: args.json,
+        server_pid: args.server_pid,
+    };
+    if args.worker {
+        workers::run_as_worker(&options)
+    } else {
+        stress::stress(&options, &worker_args)
+    }
+}
+
+/// The command line of a worker with these options (its share). Options are passed as
+/// `--name=value`, so a value starting with `-` stays a value.
+fn worker_args(opts: &StressOptions) -> Vec<String> {
+    // Destructured without `..`: a new option fails to compile here until someone
+    // decides how workers get it.
+    let StressOptions {
+        addr,
+        unix,
+        idle,
+        active,
+        size,
+        probe,
+        path,
+        hold,
+        rate,
+        max_inflight,
+        connect_timeout,
+        keepalive,
+        keepalive_data,
+        source_ips,
+        // The parent's business: how many workers, printing, measuring the target.
+        workers: _,
+        json: _,
+        server_pid: _,
+        rate_limit,
+    } = opts;
+    let mut v: Vec<String> = vec!["stress".into(), "--worker".into()];
+    let mut opt = |name: &str, value: String| v.push(format!("--{name}={value}"));
+    if let Some(path) = unix {
+        opt("unix", path.display().to_string());
+    }
+    opt("idle", idle.to_string());
+    opt("active", active.to_string());
+    opt("size", size.to_string());
+    opt("probe", Probe::name(*probe).to_string());
+    opt("path", path.clone());
+    opt("hold", hold.as_secs_f64().to_string());
+    opt("max-inflight", max_inflight.to_string());
+    opt("connect-timeout", connect_timeout.as_secs_f64().to_string());
+    opt("keepalive-data", keepalive_data.clone());
+    if let Some(r) = rate {
+        opt("rate", r.to_string());
+    }
+    if let Some(k) = keepalive {
+        opt("keepalive", k.as_secs_f64().to_string());
+    }
+    if let Some(s) = source_ips {
+        opt("source-ips", s.clone());
+    }
+    if let Some(r) = rate_limit {
+        opt("rate-limit", r.to_string());
+    }
+    if let Some(addr) = addr {
+        v.push("--".into());
+        v.push(addr.clone());
+    }
+    v
 }

@@ -1,46 +1,53 @@
 //! The parent of `netloop serve --workers N`: a `Handler` that supervises the workers.
 //!
-//! `serve_workers.rs` reserves the ports and knows how to start a worker; this file is
-//! what the parent does afterwards, and it does it the way all of netloop does: as a
-//! handler on the one `EventLoop`. A supervisor has no clients, but its job has the
-//! loop's shape all the same — wait for several things at once, react to whichever
-//! comes first:
+//! `cli/serve_workers.rs` reserves the ports (`ports.rs`) and builds the workers'
+//! command line; this file is what the parent does afterwards, and it does it the way
+//! all of netloop does: as a handler on the one `EventLoop`. A supervisor has no
+//! clients, but its job has the loop's shape all the same — wait for several things at
+//! once, react to whichever comes first:
 //!
 //! - **signals** arrive in `on_signal`. SIGINT and SIGTERM start the stop (or, a second
 //!   time, hurry it). They return `Handled`, not `Shutdown`: the loop's own shutdown is
 //!   about flushing and closing connections, while the supervisor's is to tell its
-//!   workers and wait for them. SIGCHLD only wakes the loop.
+//!   workers and wait for them. **SIGCHLD** means some child exited: each slot's process
+//!   is asked with one non-blocking `waitpid` (signals coalesce, so one SIGCHLD may stand
+//!   for several exits).
 //! - **each worker's stdout** is a connection: our end of its socket pair, with the
 //!   worker's slot number as the connection's state. `on_data` consumes whole lines
 //!   (`listening on` lines are collected, anything else is passed on to our stdout) and
 //!   leaves an unfinished line to the loop, which offers it again with the rest.
-//! - **the children and the clock** are checked in `on_turn`, after every turn: a
-//!   `try_wait` for each child (signals coalesce, so one SIGCHLD may stand for several
-//!   exits; asking costs one non-blocking `waitpid` each), then the deadlines (startup,
-//!   restarts, SIGKILL), then `wake_after` for the nearest one.
+//! - **the clock** is the loop's timers, each with a key of its own (`on_timer`): the
+//!   startup timeout, one restart timer per slot waiting out its back-off, and the
+//!   SIGKILL deadline after the grace period.
+//!
+//! Why timers rather than looking at the clock in `on_turn` after every turn: a timer
+//! is filed once, in the loop's one ordered set, and the loop sleeps exactly until the
+//! earliest one; an `on_turn` check costs every turn, needs a stand-in timer anyway to
+//! wake the loop on time, and spreads one decision ("restart slot 1 at 12:00:03") over a
+//! field, a check and a wake-up. With keys, the decision and its handler sit together.
 //!
 //! A worker is finished with once it has exited **and** its stdout has closed. Those are
-//! two events in no promised order, and the lines a worker printed just before it died
-//! decide what its death means (had it started listening?), so its exit is judged only
-//! when both are in.
+//! two events (SIGCHLD, EOF) in no promised order, and the lines a worker printed just
+//! before it died decide what its death means (had it started listening?), so its exit
+//! is judged only when both are in: after either event, the slot is asked again.
 //!
 //! The phases are `Starting` (until every worker listens), `Running` (restarting workers
-//! that die) and `Stopping` (SIGTERM sent, SIGKILL at a deadline). A failure to start —
-//! a worker that dies first, or one that takes too long — also goes through `Stopping`,
-//! so the other workers are stopped as carefully; the error waits in `outcome`.
+//! that die) and `Stopping` (SIGTERM sent, SIGKILL when the grace is over). A failure to
+//! start — a worker that dies first, or one that takes too long — also goes through
+//! `Stopping`, so the other workers are stopped as carefully; the error waits in
+//! `outcome`. The loop stops when every slot is empty for good.
 
 use std::io::{self, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use log::{debug, error, info, warn};
 use mio::Token;
 
-use crate::core::Ctx;
-use crate::core::{Closed, Handler, SignalAction};
-use crate::core::{Peer, Stream};
-use crate::workers::spawn::{Worker, WorkerCommand};
+use crate::core::{Closed, Ctx, Handler, SignalAction, TimerId};
+use crate::workers::slot::WorkerSlot;
+use crate::workers::spawn::{add_to_loop, spawn_worker, WorkerCommand};
 
 /// How long all workers together may take to report that they listen.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -51,16 +58,23 @@ const MAX_LINE: usize = 64 * 1024;
 /// What a worker prints once per listener when it is ready.
 const LISTENING: &str = "listening on ";
 
+/// Timer key: `STARTUP_TIMEOUT` passed and some worker still does not listen.
+const STARTUP_TIMER: u64 = 1;
+/// Timer key: the grace period after our SIGTERM is over; SIGKILL what is left.
+const KILL_TIMER: u64 = 2;
+/// Timer keys from here up: slot `key - RESTART_TIMER` has waited out its back-off.
+const RESTART_TIMER: u64 = 1 << 32;
+
 /// A connection's state: the slot of the worker whose stdout it is.
 pub type Slot = Option<usize>;
 
 enum Phase {
-    /// Waiting for every worker's `listening on` lines.
-    Starting { deadline: Instant },
+    /// Waiting for every worker's `listening on` lines, until the startup timer.
+    Starting { timer: Option<TimerId> },
     /// Announced; restarting workers that die.
     Running,
-    /// SIGTERM sent; SIGKILL for the rest at `kill_at` (once).
-    Stopping { kill_at: Instant, killed: bool },
+    /// SIGTERM sent; SIGKILL for the rest when the kill timer fires.
+    Stopping,
 }
 
 /// The parent's handler.
@@ -69,7 +83,7 @@ pub struct Supervisor {
     /// How many `listening on` lines a ready worker prints (one per `--listen`).
     expected_lines: usize,
     grace: Duration,
-    workers: Vec<Worker>,
+    workers: Vec<WorkerSlot>,
     phase: Phase,
     /// What ends the server with an error (a worker that could not start).
     failure: Option<io::Error>,
@@ -89,10 +103,8 @@ impl Supervisor {
             command,
             expected_lines,
             grace,
-            workers: (0..count).map(|_| Worker::new()).collect(),
-            phase: Phase::Starting {
-                deadline: Instant::now() + STARTUP_TIMEOUT,
-            },
+            workers: (0..count).map(|_| WorkerSlot::new()).collect(),
+            phase: Phase::Starting { timer: None },
             failure: None,
             unclean: Vec::new(),
         }
@@ -100,13 +112,16 @@ impl Supervisor {
 
     /// Start every worker, before `run`. If one fails, those already started are stopped.
     pub fn start_all(&mut self, ctx: &mut Ctx<Slot>) {
+        self.phase = Phase::Starting {
+            timer: Some(ctx.timer_after(STARTUP_TIMEOUT, STARTUP_TIMER)),
+        };
         for slot in 0..self.workers.len() {
             if let Err(e) = self.start(ctx, slot) {
-                self.fail(e);
+                self.fail(ctx, e);
                 break;
             }
         }
-        self.schedule(ctx);
+        self.stop_when_done(ctx);
     }
 
     /// After `run`: the failure, if any, else whether every worker stopped cleanly.
@@ -133,24 +148,17 @@ impl Supervisor {
 
     /// Put a new worker process in `slot`, its stdout on the loop.
     fn start(&mut self, ctx: &mut Ctx<Slot>, slot: usize) -> io::Result<()> {
-        let (mut child, stdout) = self.command.spawn(slot)?;
-        let stream = Stream::Unix(mio::net::UnixStream::from_std(stdout));
-        let token = match ctx.add_stream(stream, Peer::Local, Some(slot)) {
-            Ok(token) => token,
-            Err(e) => {
-                // It is not listening yet: nothing to drain, so no need to be gentle.
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(e);
-            }
-        };
-        info!("worker {slot}: started, pid {}", child.id());
-        self.workers[slot].started(child, token);
+        // If the stdout cannot go on the loop, `process` is dropped, which kills it: it
+        // is not listening yet, so there is nothing to drain.
+        let spawned = spawn_worker(&self.command, slot)?;
+        let token = add_to_loop(ctx, spawned.stdout, Some(slot))?;
+        info!("worker {slot}: started, pid {}", spawned.process.pid());
+        self.workers[slot].started(spawned.process, token, ctx.now());
         Ok(())
     }
 
     /// A line of a worker's stdout: collect `listening on` lines, pass anything else on.
-    fn on_line(&mut self, slot: usize, line: &[u8]) {
+    fn on_line(&mut self, ctx: &mut Ctx<Slot>, slot: usize, line: &[u8]) {
         let line = String::from_utf8_lossy(line);
         let expected = self.expected_lines;
         let w = &mut self.workers[slot];
@@ -168,22 +176,26 @@ impl Supervisor {
         }
         let pid = w.pid;
         match self.phase {
-            Phase::Starting { .. } => {
+            Phase::Starting { timer } => {
                 debug!("worker {slot} (pid {pid}) is listening");
                 if self.workers.iter().all(|w| w.listening.len() == expected) {
+                    if let Some(timer) = timer {
+                        ctx.cancel_timer(timer);
+                    }
                     if let Err(e) = self.announce() {
-                        self.fail(e);
+                        self.fail(ctx, e);
                     }
                 }
             }
             Phase::Running => info!("worker {slot} (pid {pid}) is listening again"),
-            Phase::Stopping { .. } => {}
+            Phase::Stopping => {}
         }
     }
 
     /// Print the listening lines once for all workers (they are the same in each).
     fn announce(&mut self) -> io::Result<()> {
         let n = self.workers.len();
+        self.phase = Phase::Running;
         let mut out = io::stdout().lock();
         for line in &self.workers[0].listening {
             writeln!(out, "{line}  ({n} workers)")?;
@@ -191,46 +203,48 @@ impl Supervisor {
         out.flush()?;
         let pids: Vec<String> = self.workers.iter().map(|w| w.pid.to_string()).collect();
         info!("{n} workers listening, pids {}", pids.join(" "));
-        self.phase = Phase::Running;
         Ok(())
     }
 
     /// Something that must end the server: keep the first such error, stop the workers.
-    fn fail(&mut self, e: io::Error) {
+    fn fail(&mut self, ctx: &mut Ctx<Slot>, e: io::Error) {
         self.failure.get_or_insert(e);
-        if !matches!(self.phase, Phase::Stopping { .. }) {
-            self.stop_workers();
+        if !matches!(self.phase, Phase::Stopping) {
+            self.stop_workers(ctx);
         }
     }
 
     /// SIGTERM to every worker, no more restarts, SIGKILL after `--grace` plus a margin.
-    fn stop_workers(&mut self) {
-        self.phase = Phase::Stopping {
-            kill_at: Instant::now() + self.grace + KILL_MARGIN,
-            killed: false,
-        };
+    fn stop_workers(&mut self, ctx: &mut Ctx<Slot>) {
+        if let Phase::Starting { timer: Some(timer) } = self.phase {
+            ctx.cancel_timer(timer);
+        }
+        self.phase = Phase::Stopping;
+        ctx.timer_after(self.grace + KILL_MARGIN, KILL_TIMER);
         for w in &mut self.workers {
-            w.restart_at = None;
+            if let Some(timer) = w.restart.take() {
+                ctx.cancel_timer(timer);
+            }
         }
         self.signal_all(libc::SIGTERM);
     }
 
     fn signal_all(&self, signal: i32) {
-        for (slot, w) in self.workers.iter().enumerate() {
-            w.signal(slot, signal);
+        for w in &self.workers {
+            w.signal(signal);
         }
     }
 
     /// Judge the exit of every worker that is finished: reaped, its stdout read to the end.
-    fn reap(&mut self) {
+    fn reap(&mut self, ctx: &mut Ctx<Slot>) {
         for slot in 0..self.workers.len() {
-            if let Some(status) = self.workers[slot].finished(slot) {
-                self.exited(slot, status);
+            if let Some(status) = self.workers[slot].finished() {
+                self.exited(ctx, slot, status);
             }
         }
     }
 
-    fn exited(&mut self, slot: usize, status: ExitStatus) {
+    fn exited(&mut self, ctx: &mut Ctx<Slot>, slot: usize, status: ExitStatus) {
         let w = &mut self.workers[slot];
         let pid = w.pid;
         match self.phase {
@@ -243,14 +257,17 @@ impl Supervisor {
                     "while the others were starting"
                 };
                 error!("worker {slot} (pid {pid}) exited {what}: {status}");
-                self.fail(io::Error::other(format!(
-                    "worker {slot} exited {what} ({status}); its error, if any, is above"
-                )));
+                self.fail(
+                    ctx,
+                    io::Error::other(format!(
+                        "worker {slot} exited {what} ({status}); its error, if any, is above"
+                    )),
+                );
             }
-            Phase::Stopping { .. } if self.failure.is_some() => {
+            Phase::Stopping if self.failure.is_some() => {
                 info!("worker {slot} (pid {pid}) exited: {status}");
             }
-            Phase::Stopping { .. } => {
+            Phase::Stopping => {
                 // Killed by our own SIGTERM counts as clean: that happens when it came
                 // before the worker had set up its signal handling.
                 if status.success() || status.signal() == Some(libc::SIGTERM) {
@@ -265,7 +282,8 @@ impl Supervisor {
                 info!("worker {slot} (pid {pid}) exited 0 on its own: not restarting it");
             }
             Phase::Running => {
-                let wait = w.plan_restart(Instant::now());
+                let wait = w.restart_delay(ctx.now());
+                w.restart = Some(ctx.timer_after(wait, RESTART_TIMER + slot as u64));
                 warn!(
                     "worker {slot} (pid {pid}) died: {status}; restarting it in {:.1}s",
                     wait.as_secs_f64()
@@ -274,75 +292,24 @@ impl Supervisor {
         }
     }
 
-    fn on_deadlines(&mut self, ctx: &mut Ctx<Slot>) {
-        let now = Instant::now();
-        match self.phase {
-            Phase::Starting { deadline } if now >= deadline => {
-                let waiting: Vec<String> = self
-                    .workers
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, w)| w.listening.len() < self.expected_lines)
-                    .map(|(slot, _)| slot.to_string())
-                    .collect();
-                self.fail(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!(
-                        "workers {} did not report listening within {STARTUP_TIMEOUT:?}",
-                        waiting.join(", ")
-                    ),
-                ));
-            }
-            Phase::Running => {
-                for slot in 0..self.workers.len() {
-                    if self.workers[slot].restart_at.is_none_or(|t| t > now) {
-                        continue;
-                    }
-                    self.workers[slot].restarts += 1;
-                    if let Err(e) = self.start(ctx, slot) {
-                        let delay = self.workers[slot].retry_later(now);
-                        warn!("worker {slot}: {e}; trying again in {delay:?}");
-                    }
-                }
-            }
-            Phase::Stopping { kill_at, killed } if !killed && now >= kill_at => {
-                let left = self.workers.iter().filter(|w| w.is_running()).count();
-                warn!("{left} workers still running after the grace period: SIGKILL");
-                self.signal_all(libc::SIGKILL);
-                self.phase = Phase::Stopping {
-                    kill_at,
-                    killed: true,
-                };
-            }
-            Phase::Starting { .. } | Phase::Stopping { .. } => {}
+    /// Slot `slot`'s back-off is over: start its next process (or try again later).
+    fn restart(&mut self, ctx: &mut Ctx<Slot>, slot: usize) {
+        if slot >= self.workers.len() || self.workers[slot].restart.take().is_none() {
+            return; // cancelled meanwhile (a stop began)
+        }
+        self.workers[slot].restarts += 1;
+        if let Err(e) = self.start(ctx, slot) {
+            let w = &mut self.workers[slot];
+            let delay = w.retry_delay();
+            w.restart = Some(ctx.timer_after(delay, RESTART_TIMER + slot as u64));
+            warn!("worker {slot}: {e}; trying again in {delay:?}");
         }
     }
 
-    /// End the loop once every slot is empty for good; else have it turn by the next
-    /// deadline.
-    fn schedule(&self, ctx: &mut Ctx<Slot>) {
-        if self.workers.iter().all(Worker::is_empty) {
+    /// End the loop once every slot is empty for good.
+    fn stop_when_done(&self, ctx: &mut Ctx<Slot>) {
+        if self.workers.iter().all(WorkerSlot::is_empty) {
             ctx.stop();
-            return;
-        }
-        let phase = match self.phase {
-            Phase::Starting { deadline } => Some(deadline),
-            Phase::Running => None,
-            Phase::Stopping { kill_at, killed } => (!killed).then_some(kill_at),
-        };
-        let next = self
-            .workers
-            .iter()
-            .filter_map(|w| w.restart_at)
-            .chain(phase)
-            .min();
-        if let Some(at) = next {
-            // Rounded up to the loop's whole milliseconds: waking early only turns twice.
-            let wait = at.saturating_duration_since(Instant::now());
-            ctx.timer_after(
-                Duration::from_millis(wait.as_micros().div_ceil(1000) as u64),
-                0,
-            );
         }
     }
 }
@@ -357,11 +324,11 @@ impl Handler for Supervisor {
         };
         let mut used = 0;
         while let Some(end) = data[used..].iter().position(|&b| b == b'\n') {
-            self.on_line(slot, &data[used..used + end]);
+            self.on_line(ctx, slot, &data[used..used + end]);
             used += end + 1;
         }
         if data.len() - used > MAX_LINE {
-            self.on_line(slot, &data[used..]);
+            self.on_line(ctx, slot, &data[used..]);
             used = data.len();
         }
         used
@@ -370,26 +337,29 @@ impl Handler for Supervisor {
     fn on_eof(&mut self, ctx: &mut Ctx<Slot>, token: Token) {
         // A last line without a newline is a line all the same.
         if let Some(slot) = ctx.state(token).copied().flatten() {
-            let rest = ctx.unconsumed(token);
+            let rest = ctx.unconsumed(token).to_vec();
             if !rest.is_empty() {
-                self.on_line(slot, rest);
+                self.on_line(ctx, slot, &rest);
             }
         }
         ctx.close_when_flushed(token);
     }
 
-    fn on_close(&mut self, _: &mut Ctx<Slot>, _: Token, closed: Closed<Slot>) {
+    fn on_close(&mut self, ctx: &mut Ctx<Slot>, _: Token, closed: Closed<Slot>) {
         let (slot, reason) = (closed.state, &closed.reason);
         if let Some(slot) = slot {
             debug!("worker {slot}: stdout closed ({reason})");
             self.workers[slot].stdout = None;
+            // The other half of "finished": it may have been reaped already.
+            self.reap(ctx);
+            self.stop_when_done(ctx);
         }
     }
 
-    fn on_signal(&mut self, _: &mut Ctx<Slot>, signal: i32) -> SignalAction {
+    fn on_signal(&mut self, ctx: &mut Ctx<Slot>, signal: i32) -> SignalAction {
         if signal == libc::SIGCHLD {
-            // `on_turn` asks every child after this turn anyway.
-        } else if let Phase::Stopping { .. } = self.phase {
+            self.reap(ctx);
+        } else if let Phase::Stopping = self.phase {
             // As for a single server, a second signal means "now": each worker closes
             // its remaining connections when it gets its second SIGTERM.
             info!("signal {signal} again: telling workers to close connections now");
@@ -397,16 +367,48 @@ impl Handler for Supervisor {
         } else {
             let running = self.workers.iter().filter(|w| w.is_running()).count();
             info!("signal {signal}: stopping {running} workers");
-            self.stop_workers();
+            self.stop_workers(ctx);
         }
+        self.stop_when_done(ctx);
         // Not `Shutdown`: that would close our connections (the workers' stdouts) rather
         // than stop the workers.
         SignalAction::Handled
     }
 
-    fn on_turn(&mut self, ctx: &mut Ctx<Slot>) {
-        self.reap();
-        self.on_deadlines(ctx);
-        self.schedule(ctx);
+    fn on_timer(&mut self, ctx: &mut Ctx<Slot>, key: u64) {
+        match key {
+            STARTUP_TIMER => {
+                if let Phase::Starting { .. } = self.phase {
+                    self.phase = Phase::Starting { timer: None };
+                    let waiting: Vec<String> = self
+                        .workers
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, w)| w.listening.len() < self.expected_lines)
+                        .map(|(slot, _)| slot.to_string())
+                        .collect();
+                    let e = io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "workers {} did not report listening within {STARTUP_TIMEOUT:?}",
+                            waiting.join(", ")
+                        ),
+                    );
+                    self.fail(ctx, e);
+                }
+            }
+            KILL_TIMER => {
+                let left = self.workers.iter().filter(|w| w.is_running()).count();
+                warn!("{left} workers still running after the grace period: SIGKILL");
+                self.signal_all(libc::SIGKILL);
+            }
+            key if key >= RESTART_TIMER => {
+                if let Phase::Running = self.phase {
+                    self.restart(ctx, (key - RESTART_TIMER) as usize);
+                }
+            }
+            _ => debug!("unknown timer key {key}"),
+        }
+        self.stop_when_done(ctx);
     }
 }

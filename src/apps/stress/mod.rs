@@ -5,11 +5,24 @@
 //! send nothing, `--active M` connections doing timed round trips, holds them for
 //! `--hold` seconds, and reports (`--json`: one object on stdout).
 //!
-//! - `probe.rs`: the handler on the loop (connect, hold, measure).
-//! - `http.rs`: reading one HTTP response per round trip for `--probe http`.
+//! Everything that happens *at a time* — the next connect `--rate` allows, the end of
+//! the hold and of the drain after it, the server measurement half way through, a
+//! connect timeout, a keepalive, a `--rate-limit`ed send — is a loop timer (a key,
+//! handled in `on_timer`) or a connection's deadline (`on_deadline`), never a check of
+//! the clock in `on_turn`. The loop then sleeps exactly until the next thing due, a
+//! turn costs nothing for 20,000 idle connections, and each decision has one place in
+//! the code. `on_turn` only redraws the progress line. The loop's clock (`Ctx::now`)
+//! times the phases; `Instant::now()` is read only to time round trips to the
+//! microsecond (and to pace the progress line's redraws).
+//!
+//! - `probe.rs`: the handler on the loop (connect, hold, measure), and its timers.
 //! - `report.rs`: the results, as JSON and for people, merged across processes.
 //! - `workers.rs`: more connections than one process may open (the open-file limit here
-//!   is 20,000) are spread over worker processes of this same program.
+//!   is 20,000) are spread over worker processes of this same program, started by
+//!   `workers/spawn.rs`.
+//!
+//! The command line is not here: `cli/stress.rs` parses it into `StressOptions`, and
+//! turns a worker's share of them back into a command line when workers are started.
 
 pub mod probe;
 pub mod report;
@@ -20,84 +33,57 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use mio::Token;
+
 use crate::apps::client::resolve_addr;
-use crate::core::Handler;
-use crate::core::{Ctx, EventLoop, LoopConfig, Target};
+use crate::core::{Closed, Ctx, EventLoop, Handler, LoopConfig, Target};
 use probe::{Plan, ProbeKind, ProbeState, Stress};
 use report::{rss_kb, Report};
 
-/// Options of `netloop stress`.
-#[derive(Clone, Debug, clap::Args)]
-pub struct StressArgs {
-    /// Target HOST:PORT (not needed with --unix).
-    #[arg(value_name = "ADDR", required_unless_present = "unix")]
+/// Options of a stress run: the command line's, or one worker's share of them.
+#[derive(Clone, Debug)]
+pub struct StressOptions {
+    /// Target HOST:PORT (unless `unix`).
     pub addr: Option<String>,
-    /// Connect to a Unix stream socket instead.
-    #[arg(long, value_name = "PATH", conflicts_with = "addr")]
+    /// A Unix stream socket to connect to instead.
     pub unix: Option<PathBuf>,
-    /// Idle connections to open and hold (give --idle, --active or both).
-    #[arg(long, default_value_t = 0, value_name = "N")]
+    /// Idle connections to open and hold.
     pub idle: usize,
     /// Connections doing timed round trips the whole time.
-    #[arg(long, default_value_t = 0, value_name = "M")]
     pub active: usize,
-    /// Bytes per echo round trip (--probe echo only).
-    #[arg(long, default_value_t = 64, value_name = "S")]
+    /// Bytes per echo round trip.
     pub size: usize,
     /// What active connections send and expect.
-    #[arg(long, value_enum, default_value = "echo")]
     pub probe: ProbeKind,
-    /// Path requested by `--probe http`.
-    #[arg(long, default_value = "/", value_name = "PATH")]
+    /// Path requested by `ProbeKind::Http`.
     pub path: String,
-    /// Seconds to hold the connections (and measure) once they are open.
-    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
-    pub hold: f64,
-    /// New connections per second (default: as fast as the target accepts).
-    #[arg(long, value_name = "R")]
+    /// How long to hold the connections (and measure) once they are open.
+    pub hold: Duration,
+    /// New connections per second (None: as fast as the target accepts).
     pub rate: Option<f64>,
     /// Most connects started but not yet completed at any time.
-    #[arg(long, default_value_t = 256, value_name = "N")]
     pub max_inflight: usize,
-    /// Seconds a connect may take before it counts as a timeout.
-    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
-    pub connect_timeout: f64,
-    /// Idle connections send --keepalive-data every SECS.
-    #[arg(long, value_name = "SECS")]
-    pub keepalive: Option<f64>,
-    /// What idle connections send with --keepalive.
-    #[arg(long, default_value = "\n", value_name = "STR")]
+    /// How long a connect may take before it counts as a timeout.
+    pub connect_timeout: Duration,
+    /// Idle connections send `keepalive_data` this often.
+    pub keepalive: Option<Duration>,
+    /// What idle connections send with `keepalive`.
     pub keepalive_data: String,
-    /// Source addresses to spread connections over, e.g. 127.0.0.2-127.0.0.40 or a
-    /// comma-separated list (each address has its own ~28,000 ephemeral ports).
-    #[arg(long, value_name = "RANGE")]
+    /// Source addresses, as given (`A-B` or `A,B,C`): kept as text so a worker's command
+    /// line stays short however many addresses a range holds.
     pub source_ips: Option<String>,
-    /// Worker processes (default: enough for the open-file limit).
-    #[arg(long, value_name = "W")]
+    /// Worker processes (None: enough for the open-file limit).
     pub workers: Option<usize>,
-    /// Fixed total round trips per second for the active connections (wrk2-style:
-    /// latency counted from the intended send time).
-    #[arg(long, value_name = "RPS")]
+    /// Total round trips per second over all active connections (None: back to back).
     pub rate_limit: Option<f64>,
-    /// Print exactly one JSON object on stdout (the human report goes to stderr).
-    #[arg(long)]
+    /// Print one JSON object on stdout (the human report goes to stderr).
     pub json: bool,
-    /// The target's process id (same machine): report its RSS growth per open
-    /// connection, read half way through the hold.
-    #[arg(long, value_name = "PID")]
+    /// The target's process id, to report its memory growth per connection.
     pub server_pid: Option<u32>,
-    /// Internal: run as a worker of a parent `netloop stress`.
-    #[arg(long, hide = true)]
-    pub worker: bool,
 }
 
 fn invalid(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, msg)
-}
-
-fn seconds(name: &str, secs: f64) -> io::Result<Duration> {
-    Duration::try_from_secs_f64(secs)
-        .map_err(|_| invalid(format!("{name} must be a non-negative number of seconds")))
 }
 
 /// Parse `127.0.0.2-127.0.0.40` or `127.0.0.2,127.0.0.3` into addresses.
@@ -117,65 +103,67 @@ pub fn parse_source_ips(text: &str) -> io::Result<Vec<IpAddr>> {
         .collect()
 }
 
-/// Turn the options into a plan for `idle` + `active` connections.
-pub fn plan(args: &StressArgs, idle: usize, active: usize) -> io::Result<Plan> {
-    let (target, host) = match (&args.unix, &args.addr) {
+/// Check the options and turn them into the plan of one process.
+pub fn plan(opts: &StressOptions) -> io::Result<Plan> {
+    let (target, host) = match (&opts.unix, &opts.addr) {
         (Some(path), _) => (Target::Unix(path.clone()), "localhost".to_string()),
         (None, Some(text)) => (Target::Tcp(resolve_addr(text)?), text.clone()),
         (None, None) => return Err(invalid("give ADDR or --unix PATH".into())),
     };
-    if args.probe == ProbeKind::Echo && args.active > 0 && args.size == 0 {
+    if opts.probe == ProbeKind::Echo && opts.active > 0 && opts.size == 0 {
         return Err(invalid("--size must be at least 1 for --probe echo".into()));
     }
-    if matches!(args.rate, Some(r) if r <= 0.0) || matches!(args.rate_limit, Some(r) if r <= 0.0) {
+    if matches!(opts.rate, Some(r) if r <= 0.0) || matches!(opts.rate_limit, Some(r) if r <= 0.0) {
         return Err(invalid("--rate and --rate-limit must be positive".into()));
     }
     let http_request = format!(
         "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: netloop-stress\r\n\r\n",
-        args.path
+        opts.path
     )
     .into_bytes();
     Ok(Plan {
         target,
-        idle,
-        active,
-        size: args.size,
-        probe: args.probe,
+        idle: opts.idle,
+        active: opts.active,
+        size: opts.size,
+        probe: opts.probe,
         http_request,
-        hold: seconds("--hold", args.hold)?,
-        rate: args.rate,
-        max_inflight: args.max_inflight.max(1),
-        connect_timeout: seconds("--connect-timeout", args.connect_timeout)?,
-        keepalive: args
-            .keepalive
-            .map(|s| seconds("--keepalive", s))
-            .transpose()?,
-        keepalive_data: args.keepalive_data.clone().into_bytes(),
-        sources: match &args.source_ips {
+        hold: opts.hold,
+        rate: opts.rate,
+        max_inflight: opts.max_inflight.max(1),
+        connect_timeout: opts.connect_timeout,
+        keepalive: opts.keepalive,
+        keepalive_data: opts.keepalive_data.clone().into_bytes(),
+        sources: match &opts.source_ips {
             Some(text) => parse_source_ips(text)?,
             None => Vec::new(),
         },
-        rate_limit: args.rate_limit,
+        rate_limit: opts.rate_limit,
+        server_pid: opts.server_pid,
     })
 }
 
 /// Descriptors a process keeps for itself (stdio, epoll, pipes, ...).
 const RESERVED_FDS: u64 = 64;
 
-/// Run `netloop stress`; the report is printed; Err means the run failed.
-pub fn stress(args: &StressArgs) -> io::Result<()> {
-    let total = (args.idle + args.active) as u64;
+/// Run `netloop stress` and print the report; Err means the run failed. With worker
+/// processes, `worker_args` gives the command line (after the program) of a worker with
+/// the given share of the options: the command line is the caller's business.
+pub fn stress(
+    opts: &StressOptions,
+    worker_args: &dyn Fn(&StressOptions) -> Vec<String>,
+) -> io::Result<()> {
+    let total = (opts.idle + opts.active) as u64;
     if total == 0 {
         return Err(invalid(
             "nothing to do: give --idle N and/or --active M".into(),
         ));
     }
+    // Check every option here, before any worker starts (each worker checks its share).
+    plan(opts)?;
     let limit = crate::core::io_util::raise_nofile_limit();
     let per_process = limit.saturating_sub(RESERVED_FDS).max(1);
-    if args.worker {
-        return workers::run_as_worker(args);
-    }
-    let workers = args
+    let workers = opts
         .workers
         .unwrap_or_else(|| total.div_ceil(per_process) as usize)
         .max(1);
@@ -187,11 +175,11 @@ pub fn stress(args: &StressArgs) -> io::Result<()> {
         )));
     }
     let report = if workers == 1 {
-        run_single(args)?
+        run_single(opts)?
     } else {
-        workers::run_workers(args, workers)?
+        workers::run_workers(opts, workers, worker_args)?
     };
-    print_report(args, &report)?;
+    print_report(opts, &report)?;
     verdict(&report)
 }
 
@@ -213,8 +201,8 @@ fn verdict(report: &Report) -> io::Result<()> {
     Ok(())
 }
 
-fn print_report(args: &StressArgs, report: &Report) -> io::Result<()> {
-    if args.json {
+fn print_report(opts: &StressOptions, report: &Report) -> io::Result<()> {
+    if opts.json {
         eprint!("{}", report.human());
         let mut out = io::stdout().lock();
         writeln!(out, "{}", report.to_json(false))?;
@@ -225,7 +213,8 @@ fn print_report(args: &StressArgs, report: &Report) -> io::Result<()> {
     }
 }
 
-/// Live progress on a terminal; nothing otherwise.
+/// Live progress on a terminal; nothing otherwise. Updated from `on_turn`, the one
+/// thing `on_turn` is for; it redraws at most five times a second, whatever the turns.
 pub struct ProgressLine {
     bar: Option<indicatif::ProgressBar>,
     last: Instant,
@@ -283,72 +272,42 @@ impl Default for ProgressLine {
 struct Single {
     stress: Stress,
     progress: ProgressLine,
-    server_pid: Option<u32>,
-    server_rss_before: Option<u64>,
-    server_measured: Option<Option<f64>>,
 }
 
 impl Handler for Single {
     type State = ProbeState;
 
-    fn on_open(&mut self, ctx: &mut Ctx<ProbeState>, token: mio::Token) {
+    fn on_open(&mut self, ctx: &mut Ctx<ProbeState>, token: Token) {
         self.stress.on_open(ctx, token)
     }
-    fn on_data(&mut self, ctx: &mut Ctx<ProbeState>, token: mio::Token, data: &mut [u8]) -> usize {
+    fn on_data(&mut self, ctx: &mut Ctx<ProbeState>, token: Token, data: &mut [u8]) -> usize {
         self.stress.on_data(ctx, token, data)
     }
-    fn on_deadline(&mut self, ctx: &mut Ctx<ProbeState>, token: mio::Token) {
+    fn on_deadline(&mut self, ctx: &mut Ctx<ProbeState>, token: Token) {
         self.stress.on_deadline(ctx, token)
     }
-    fn on_close(
-        &mut self,
-        ctx: &mut Ctx<ProbeState>,
-        token: mio::Token,
-        closed: crate::core::Closed<ProbeState>,
-    ) {
+    fn on_close(&mut self, ctx: &mut Ctx<ProbeState>, token: Token, closed: Closed<ProbeState>) {
         self.stress.on_close(ctx, token, closed)
     }
-    fn on_turn(&mut self, ctx: &mut Ctx<ProbeState>) {
-        self.stress.on_turn(ctx);
-        // Measure the server half way through the hold: by then it has accepted every
-        // connection, and none has been closed yet.
-        if let (Some(half), None) = (self.stress.mid_hold(), self.server_measured) {
-            if Instant::now() >= half {
-                let open = self.stress.progress().open;
-                self.server_measured = Some(server_rss_per_conn(
-                    self.server_pid,
-                    self.server_rss_before,
-                    open,
-                ));
-            }
-        }
+    fn on_timer(&mut self, ctx: &mut Ctx<ProbeState>, key: u64) {
+        self.stress.on_timer(ctx, key)
+    }
+    fn on_turn(&mut self, _: &mut Ctx<ProbeState>) {
         self.progress.update(self.stress.progress());
     }
 }
 
-/// The target's RSS growth per connection, from /proc.
-pub fn server_rss_per_conn(pid: Option<u32>, before_kb: Option<u64>, ctx: u64) -> Option<f64> {
-    let after = rss_kb(&pid?.to_string())?;
-    let before = before_kb?;
-    (ctx > 0).then(|| (after as f64 - before as f64) * 1024.0 / ctx as f64)
-}
-
 /// Run every connection on this process's loop.
-pub fn run_single(args: &StressArgs) -> io::Result<Report> {
-    let plan = plan(args, args.idle, args.active)?;
+pub fn run_single(opts: &StressOptions) -> io::Result<Report> {
     let mut handler = Single {
-        stress: Stress::new(plan),
+        stress: Stress::new(plan(opts)?),
         progress: ProgressLine::new(),
-        server_pid: args.server_pid,
-        server_rss_before: args.server_pid.and_then(|p| rss_kb(&p.to_string())),
-        server_measured: None,
     };
     let mut event_loop: EventLoop<ProbeState> = EventLoop::new(LoopConfig::default())?;
-    event_loop.ctx().timer_after(Duration::ZERO, 0); // the first turn starts connecting
+    handler.stress.start(event_loop.ctx());
     event_loop.run(&mut handler)?;
     handler.progress.finish();
     let mut report = handler.stress.report;
     report.client_rss_kb = rss_kb("self").unwrap_or(0);
-    report.server_rss_bytes_per_conn = handler.server_measured.flatten();
     Ok(report)
 }

@@ -296,6 +296,13 @@ pub fn rss_kb(pid: &str) -> Option<u64> {
         .ok()
 }
 
+/// The target's RSS growth per connection since `before_kb`, from /proc (`--server-pid`).
+pub fn server_rss_per_conn(pid: Option<u32>, before_kb: Option<u64>, conns: u64) -> Option<f64> {
+    let after = rss_kb(&pid?.to_string())?;
+    let before = before_kb?;
+    (conns > 0).then(|| (after as f64 - before as f64) * 1024.0 / conns as f64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,105 +2,107 @@
 //!
 //! The open-file limit here is 20,000 descriptors per process, so 60,000 connections
 //! need at least four processes. The parent starts W copies of this program in worker
-//! mode, gives each a share of the connections, and talks to each over two socket pairs
-//! (its stdin and stdout), all on the parent's own loop:
+//! mode (`workers/spawn.rs`, with the command line the caller builds for each share),
+//! gives each a share of the connections, and talks to each over two socket pairs (its
+//! stdin and stdout), all on the parent's own loop:
 //!
-//! - a worker prints JSON lines: `{"progress":…}` now and then, `{"connected":…}` when its
-//!   connect phase is over, and `{"report":…}` (with its latency histogram) at the end;
+//! - a worker prints JSON lines: `{"progress":…}` every `PROGRESS_EVERY` (a repeating
+//!   loop timer), `{"connected":…}` when its connect phase is over, and `{"report":…}`
+//!   (with its latency histogram) at the end;
 //! - when **every** worker is connected, the parent writes `go` to each, so that all
-//!   holds — and all measurements — happen while all idle connections are open.
+//!   holds — and all measurements — happen while all idle connections are open; half
+//!   way through the hold (a loop timer) it reads the target's memory (`--server-pid`).
+//!
+//! A worker's exit is an event for the parent, not a wait: SIGCHLD comes through the
+//! loop and each worker is reaped with a non-blocking `waitpid`. A worker is done when it
+//! is reaped and its stdout is closed, and the parent's loop ends when every worker is
+//! done. A worker that closes its stdout without a report fails the run, and the others
+//! are killed at once rather than left to finish a hold nobody will report; one that
+//! reported but does not exit is killed after `STRAGGLER_PATIENCE` (a loop timer).
+//! A worker stops when its stdin closes (the parent is gone), and the kernel sends it
+//! SIGTERM if the parent dies (`PR_SET_PDEATHSIG`).
 
 use std::io::{self, Write};
-use std::os::fd::{FromRawFd, OwnedFd};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use log::warn;
+use log::{debug, warn};
 use mio::Token;
 use serde_json::{json, Value};
 
-use crate::apps::stress::probe::{Phase, ProbeState, Progress, Stress};
-use crate::apps::stress::report::{rss_kb, Report};
-use crate::apps::stress::{plan, server_rss_per_conn, ProgressLine, StressArgs};
-use crate::core::{Closed, Handler};
-use crate::core::{Ctx, EventLoop, LoopConfig};
-use crate::core::{Peer, Stream};
+use crate::apps::stress::probe::{Phase, ProbeState, Progress, Stress, FIRST_FREE_TIMER};
+use crate::apps::stress::report::{rss_kb, server_rss_per_conn, Report};
+use crate::apps::stress::{plan, ProgressLine, StressOptions};
+use crate::core::{Closed, Ctx, EventLoop, Handler, LoopConfig, SignalAction};
+use crate::workers::spawn::{
+    add_to_loop, spawn_worker, stdin_from_parent, WorkerCommand, WorkerProcess, WorkerStdin,
+};
+
+/// Parent's timer key: half way through the hold; read the target's memory.
+const MEASURE_TIMER: u64 = 1;
+/// Parent's timer key: a worker reported `STRAGGLER_PATIENCE` ago and has not exited.
+const STRAGGLER_TIMER: u64 = 2;
+/// How long a worker that sent its report may take to exit before it is killed.
+const STRAGGLER_PATIENCE: Duration = Duration::from_secs(10);
+
+/// Worker's timer key: time to tell the parent how far it is.
+const PROGRESS_TIMER: u64 = FIRST_FREE_TIMER;
+/// How often a worker tells the parent how far it is.
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
 /// Split `n` into `parts` shares that differ by at most one.
 fn share(n: usize, parts: usize, i: usize) -> usize {
     n / parts + usize::from(i < n % parts)
 }
 
-/// The command line of a worker with `idle` + `active` of the `count` workers' share.
-/// Options are passed as `--name=value`, so a value starting with `-` stays a value.
-fn worker_args(args: &StressArgs, count: usize, idle: usize, active: usize) -> Vec<String> {
-    let mut v: Vec<String> = vec!["stress".into(), "--worker".into()];
-    let mut opt = |name: &str, value: String| v.push(format!("--{name}={value}"));
-    if let Some(path) = &args.unix {
-        opt("unix", path.display().to_string());
+/// Worker `i` of `count`'s options: its share of the connections and of the rates. The
+/// parent alone measures the target and prints, so a worker gets neither job.
+fn worker_options(opts: &StressOptions, count: usize, i: usize) -> StressOptions {
+    let (idle, active) = (share(opts.idle, count, i), share(opts.active, count, i));
+    StressOptions {
+        idle,
+        active,
+        rate: opts.rate.map(|r| r / count.max(1) as f64),
+        rate_limit: opts
+            .rate_limit
+            .filter(|_| active > 0)
+            .map(|r| r * active as f64 / opts.active.max(1) as f64),
+        workers: None,
+        json: false,
+        server_pid: None,
+        ..opts.clone()
     }
-    opt("idle", idle.to_string());
-    opt("active", active.to_string());
-    opt("size", args.size.to_string());
-    opt("path", args.path.clone());
-    opt("hold", args.hold.to_string());
-    opt("max-inflight", args.max_inflight.to_string());
-    opt("connect-timeout", args.connect_timeout.to_string());
-    opt("keepalive-data", args.keepalive_data.clone());
-    opt("probe", format!("{:?}", args.probe).to_ascii_lowercase());
-    if let Some(r) = args.rate {
-        opt("rate", (r / count.max(1) as f64).to_string());
-    }
-    if let Some(k) = args.keepalive {
-        opt("keepalive", k.to_string());
-    }
-    if let Some(s) = &args.source_ips {
-        opt("source-ips", s.clone());
-    }
-    if let (Some(r), true) = (args.rate_limit, active > 0) {
-        opt(
-            "rate-limit",
-            (r * active as f64 / args.active.max(1) as f64).to_string(),
-        );
-    }
-    if let Some(addr) = &args.addr {
-        v.push("--".into());
-        v.push(addr.clone());
-    }
-    v
 }
 
 /// One worker as the parent sees it.
-struct WorkerSlot {
-    child: Child,
+struct WorkerRun {
+    /// The process, until it is reaped.
+    process: Option<WorkerProcess>,
+    /// Its stdin on our loop (where `go` is written).
     stdin: Token,
-    stdout: Token,
+    /// Its stdout on our loop, until EOF.
+    stdout: Option<Token>,
     connected: bool,
     progress: Progress,
     report: Option<Report>,
-    gone: bool,
 }
 
 /// The parent's handler: reads workers' lines, releases them together, collects reports.
+/// A connection's state is the worker whose stdout it is (`None` for their stdins).
 struct Parent {
-    workers: Vec<WorkerSlot>,
+    workers: Vec<WorkerRun>,
     progress: ProgressLine,
     released: bool,
     server_pid: Option<u32>,
     server_rss_before: Option<u64>,
     server_rss_per_conn: Option<f64>,
-    /// When to read the server's RSS (mid-hold).
-    measure_at: Option<Instant>,
     hold: Duration,
+    /// The `STRAGGLER_TIMER` is set (once is enough: it checks every worker).
+    straggler_timer: bool,
     failure: Option<String>,
 }
 
 impl Parent {
-    fn slot_of(&self, token: Token) -> Option<usize> {
-        self.workers.iter().position(|w| w.stdout == token)
-    }
-
-    fn on_line(&mut self, ctx: &mut Ctx<ProbeState>, i: usize, line: &[u8]) {
+    fn on_line(&mut self, ctx: &mut Ctx<Option<usize>>, i: usize, line: &[u8]) {
         let Ok(v) = serde_json::from_slice::<Value>(line) else {
             warn!(
                 "worker {i}: unexpected output {:?}",
@@ -113,23 +115,80 @@ impl Parent {
         }
         if v.get("connected").is_some() {
             self.workers[i].connected = true;
+            self.release_when_all_connected(ctx);
         }
         if let Some(r) = v.get("report") {
             match Report::from_json(r) {
                 Some(report) => self.workers[i].report = Some(report),
-                None => self.failure = Some(format!("worker {i} sent an unreadable report")),
+                None => self.fail(format!("worker {i} sent an unreadable report")),
             }
         }
-        if !self.released && self.workers.iter().all(|w| w.connected || w.gone) {
-            self.released = true;
-            // Measure the server half way through the hold: by then it has accepted
-            // every connection, and none has been closed yet.
-            self.measure_at = Some(Instant::now() + self.hold / 2);
-            ctx.timer_after(self.hold / 2, 0);
-            for w in &self.workers {
-                ctx.send(w.stdin, b"go\n");
+    }
+
+    /// Once every worker is connected (or gone), tell them all to hold.
+    fn release_when_all_connected(&mut self, ctx: &mut Ctx<Option<usize>>) {
+        if self.released || self.failure.is_some() {
+            return;
+        }
+        if !self
+            .workers
+            .iter()
+            .all(|w| w.connected || w.stdout.is_none())
+        {
+            return;
+        }
+        self.released = true;
+        if self.server_pid.is_some() {
+            // By then the target has accepted every connection, and none has closed.
+            ctx.timer_after(self.hold / 2, MEASURE_TIMER);
+        }
+        for w in &self.workers {
+            ctx.send(w.stdin, b"go\n");
+        }
+    }
+
+    /// The run has failed: keep the first reason, and kill every worker still running
+    /// (their reports would not be printed).
+    fn fail(&mut self, msg: String) {
+        self.failure.get_or_insert(msg);
+        for w in &self.workers {
+            if let Some(process) = &w.process {
+                process.signal(libc::SIGKILL);
             }
         }
+    }
+
+    /// Reap every worker that has exited.
+    fn reap(&mut self) {
+        for (i, w) in self.workers.iter_mut().enumerate() {
+            if let Some(status) = w.process.as_mut().and_then(WorkerProcess::try_reap) {
+                debug!("worker {i} exited: {status}");
+                w.process = None;
+            }
+        }
+    }
+
+    /// End the loop once every worker is reaped and its stdout read to the end.
+    fn stop_when_done(&self, ctx: &mut Ctx<Option<usize>>) {
+        if self
+            .workers
+            .iter()
+            .all(|w| w.process.is_none() && w.stdout.is_none())
+        {
+            ctx.stop();
+        }
+    }
+
+    fn total_progress(&self) -> Progress {
+        let mut total = Progress::default();
+        for w in &self.workers {
+            total.open += w.progress.open;
+            total.requested += w.progress.requested;
+            total.connect_errors += w.progress.connect_errors;
+            total.round_trips += w.progress.round_trips;
+            total.p99_us = total.p99_us.max(w.progress.p99_us);
+        }
+        total
     }
 }
 
@@ -152,10 +211,10 @@ fn progress_to_json(p: &Progress) -> Value {
 }
 
 impl Handler for Parent {
-    type State = ProbeState;
+    type State = Option<usize>;
 
-    fn on_data(&mut self, ctx: &mut Ctx<ProbeState>, token: Token, data: &mut [u8]) -> usize {
-        let Some(i) = self.slot_of(token) else {
+    fn on_data(&mut self, ctx: &mut Ctx<Option<usize>>, token: Token, data: &mut [u8]) -> usize {
+        let Some(i) = ctx.state(token).copied().flatten() else {
             return data.len();
         };
         let mut used = 0;
@@ -167,107 +226,102 @@ impl Handler for Parent {
         used
     }
 
-    fn on_close(&mut self, ctx: &mut Ctx<ProbeState>, token: Token, _: Closed<ProbeState>) {
-        if let Some(i) = self.slot_of(token) {
-            self.workers[i].gone = true;
-            if self.workers[i].report.is_none() {
-                self.failure = Some(format!("worker {i} exited without a report"));
+    fn on_close(&mut self, ctx: &mut Ctx<Option<usize>>, _: Token, closed: Closed<Option<usize>>) {
+        let Some(i) = closed.state else {
+            return; // a worker's stdin: its stdout says what became of it
+        };
+        self.workers[i].stdout = None;
+        if self.workers[i].report.is_none() {
+            self.fail(format!("worker {i} exited without a report"));
+        }
+        self.reap();
+        if self.workers[i].process.is_some() && !self.straggler_timer {
+            self.straggler_timer = true;
+            ctx.timer_after(STRAGGLER_PATIENCE, STRAGGLER_TIMER);
+        }
+        // A worker gone before connecting no longer holds the others back.
+        self.release_when_all_connected(ctx);
+        self.stop_when_done(ctx);
+    }
+
+    fn on_signal(&mut self, ctx: &mut Ctx<Option<usize>>, signal: i32) -> SignalAction {
+        if signal == libc::SIGCHLD {
+            self.reap();
+            self.stop_when_done(ctx);
+        }
+        SignalAction::Handled
+    }
+
+    fn on_timer(&mut self, ctx: &mut Ctx<Option<usize>>, key: u64) {
+        match key {
+            MEASURE_TIMER => {
+                let open = self.total_progress().open;
+                self.server_rss_per_conn =
+                    server_rss_per_conn(self.server_pid, self.server_rss_before, open);
             }
-            if self.workers.iter().all(|w| w.gone) {
-                ctx.stop();
+            STRAGGLER_TIMER => {
+                for (i, w) in self.workers.iter().enumerate() {
+                    if let (Some(process), None) = (&w.process, w.stdout) {
+                        warn!("worker {i} reported but did not exit: killing it");
+                        process.signal(libc::SIGKILL);
+                    }
+                }
+                self.straggler_timer = false;
+                self.stop_when_done(ctx);
             }
+            _ => {}
         }
     }
 
-    fn on_turn(&mut self, ctx: &mut Ctx<ProbeState>) {
-        let mut total = Progress::default();
-        for w in &self.workers {
-            total.open += w.progress.open;
-            total.requested += w.progress.requested;
-            total.connect_errors += w.progress.connect_errors;
-            total.round_trips += w.progress.round_trips;
-            total.p99_us = total.p99_us.max(w.progress.p99_us);
-        }
+    fn on_turn(&mut self, _: &mut Ctx<Option<usize>>) {
+        let total = self.total_progress();
         self.progress.update(total);
-        if self.measure_at.is_some_and(|t| Instant::now() >= t) {
-            self.measure_at = None;
-            self.server_rss_per_conn =
-                server_rss_per_conn(self.server_pid, self.server_rss_before, total.open);
-        }
-        if self.failure.is_some() {
-            ctx.stop();
-        }
     }
 }
 
-/// Run the connections over `count` worker processes and merge their reports.
-pub fn run_workers(args: &StressArgs, count: usize) -> io::Result<Report> {
-    let exe = std::env::current_exe()?;
-    let mut event_loop: EventLoop<ProbeState> = EventLoop::new(LoopConfig::default())?;
+/// Run the connections over `count` worker processes and merge their reports;
+/// `worker_args` gives each worker's command line from its options.
+pub fn run_workers(
+    opts: &StressOptions,
+    count: usize,
+    worker_args: &dyn Fn(&StressOptions) -> Vec<String>,
+) -> io::Result<Report> {
+    let mut event_loop: EventLoop<Option<usize>> = EventLoop::new(LoopConfig::default())?;
+    // Before any child exists, so no exit can be missed.
+    event_loop.handle_signals_from(&[libc::SIGCHLD])?;
     let mut parent = Parent {
         workers: Vec::new(),
         progress: ProgressLine::new(),
         released: false,
-        server_pid: args.server_pid,
-        server_rss_before: args.server_pid.and_then(|p| rss_kb(&p.to_string())),
+        server_pid: opts.server_pid,
+        server_rss_before: opts.server_pid.and_then(|p| rss_kb(&p.to_string())),
         server_rss_per_conn: None,
-        measure_at: None,
-        hold: Duration::try_from_secs_f64(args.hold).unwrap_or_default(),
+        hold: opts.hold,
+        straggler_timer: false,
         failure: None,
     };
     for i in 0..count {
-        let (idle, active) = (share(args.idle, count, i), share(args.active, count, i));
-        let (in_ours, in_theirs) = std::os::unix::net::UnixStream::pair()?;
-        let (out_ours, out_theirs) = std::os::unix::net::UnixStream::pair()?;
-        let child = Command::new(&exe)
-            .args(worker_args(args, count, idle, active))
-            .stdin(Stdio::from(OwnedFd::from(in_theirs)))
-            .stdout(Stdio::from(OwnedFd::from(out_theirs)))
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|e| io::Error::new(e.kind(), format!("start worker {i}: {e}")))?;
-        in_ours.set_nonblocking(true)?;
-        out_ours.set_nonblocking(true)?;
+        let args = worker_args(&worker_options(opts, count, i));
+        let command = WorkerCommand::ours(args, WorkerStdin::Socket)?;
+        // On an error below, the workers already started are killed as `parent` drops.
+        let spawned = spawn_worker(&command, i)?;
+        let stdin = spawned
+            .stdin
+            .ok_or_else(|| io::Error::other(format!("worker {i}: no stdin socket")))?;
         let ctx = event_loop.ctx();
-        let stdin = ctx.add_stream(
-            Stream::Unix(mio::net::UnixStream::from_std(in_ours)),
-            Peer::Local,
-            ProbeState::default(),
-        )?;
-        let stdout = ctx.add_stream(
-            Stream::Unix(mio::net::UnixStream::from_std(out_ours)),
-            Peer::Local,
-            ProbeState::default(),
-        )?;
-        parent.workers.push(WorkerSlot {
-            child,
+        let stdin = add_to_loop(ctx, stdin, None)?;
+        let stdout = add_to_loop(ctx, spawned.stdout, Some(i))?;
+        parent.workers.push(WorkerRun {
+            process: Some(spawned.process),
             stdin,
-            stdout,
+            stdout: Some(stdout),
             connected: false,
             progress: Progress::default(),
             report: None,
-            gone: false,
         });
     }
     let result = event_loop.run(&mut parent);
     parent.progress.finish();
-    // Reap the workers (they exit after their report); never wait forever, and after a
-    // failure do not wait for the others' holds to end.
-    let patience = if parent.failure.is_some() { 0 } else { 10 };
-    let deadline = Instant::now() + Duration::from_secs(patience);
-    for w in &mut parent.workers {
-        loop {
-            match w.child.try_wait() {
-                Ok(Some(_)) | Err(_) => break,
-                Ok(None) if Instant::now() > deadline => {
-                    let _ = w.child.kill();
-                    let _ = w.child.wait();
-                    break;
-                }
-                Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-            }
-        }
-    }
     result?;
     if let Some(msg) = parent.failure {
         return Err(io::Error::other(msg));
@@ -286,7 +340,6 @@ pub fn run_workers(args: &StressArgs, count: usize) -> io::Result<Report> {
 struct Worker {
     stress: Stress,
     stdin: Token,
-    last_progress: Instant,
     said_connected: bool,
 }
 
@@ -296,11 +349,23 @@ fn emit(v: Value) {
     let _ = writeln!(out, "{v}").and_then(|()| out.flush());
 }
 
+impl Worker {
+    /// Tell the parent once the connect phase is over (checked after each callback that
+    /// can end it: a connect completing, failing or timing out, a rate timer).
+    fn tell_when_connected(&mut self) {
+        if self.stress.phase() == Phase::Connected && !self.said_connected {
+            self.said_connected = true;
+            emit(json!({"connected": true, "progress": progress_to_json(&self.stress.progress())}));
+        }
+    }
+}
+
 impl Handler for Worker {
     type State = ProbeState;
 
     fn on_open(&mut self, ctx: &mut Ctx<ProbeState>, token: Token) {
-        self.stress.on_open(ctx, token)
+        self.stress.on_open(ctx, token);
+        self.tell_when_connected();
     }
 
     fn on_data(&mut self, ctx: &mut Ctx<ProbeState>, token: Token, data: &mut [u8]) -> usize {
@@ -316,8 +381,7 @@ impl Handler for Worker {
     fn on_eof(&mut self, ctx: &mut Ctx<ProbeState>, token: Token) {
         if token == self.stdin {
             // The parent went away: stop now.
-            self.stress.finish(ctx);
-            ctx.stop();
+            self.stress.end(ctx);
         } else {
             ctx.close_when_flushed(token);
         }
@@ -327,54 +391,41 @@ impl Handler for Worker {
         self.stress.on_deadline(ctx, token)
     }
 
-    fn on_close(&mut self, ctx: &mut Ctx<ProbeState>, token: Token, closed: Closed<ProbeState>) {
-        if token != self.stdin {
-            self.stress.on_close(ctx, token, closed);
+    fn on_timer(&mut self, ctx: &mut Ctx<ProbeState>, key: u64) {
+        if key == PROGRESS_TIMER {
+            emit(json!({"progress": progress_to_json(&self.stress.progress())}));
+        } else {
+            self.stress.on_timer(ctx, key);
+            self.tell_when_connected();
         }
     }
 
-    fn on_turn(&mut self, ctx: &mut Ctx<ProbeState>) {
-        self.stress.on_turn(ctx);
-        if self.stress.phase() == Phase::Connected && !self.said_connected {
-            self.said_connected = true;
-            emit(json!({"connected": true, "progress": progress_to_json(&self.stress.progress())}));
-        }
-        if self.last_progress.elapsed() >= Duration::from_millis(250) {
-            self.last_progress = Instant::now();
-            emit(json!({"progress": progress_to_json(&self.stress.progress())}));
+    fn on_close(&mut self, ctx: &mut Ctx<ProbeState>, token: Token, closed: Closed<ProbeState>) {
+        if token == self.stdin {
+            // Stdin failed rather than ended: the parent is gone all the same.
+            self.stress.end(ctx);
+        } else {
+            self.stress.on_close(ctx, token, closed);
+            self.tell_when_connected();
         }
     }
 }
 
 /// Run as a worker: stdin and stdout are socket pairs to the parent.
-pub fn run_as_worker(args: &StressArgs) -> io::Result<()> {
-    let plan = plan(args, args.idle, args.active)?;
-    let mut stress = Stress::new(plan);
+pub fn run_as_worker(opts: &StressOptions) -> io::Result<()> {
+    let mut stress = Stress::new(plan(opts)?);
     stress.auto_hold = false;
     let mut event_loop: EventLoop<ProbeState> = EventLoop::new(LoopConfig::default())?;
-    // SAFETY: dup(0) returns a new descriptor that we own (or -1, checked).
-    let fd = unsafe { libc::dup(0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` is a fresh descriptor owned by nobody else.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    let stdin = std::os::unix::net::UnixStream::from(owned);
-    stdin
-        .set_nonblocking(true)
-        .map_err(|e| io::Error::new(e.kind(), format!("worker stdin must be a socket: {e}")))?;
-    let token = event_loop.ctx().add_stream(
-        Stream::Unix(mio::net::UnixStream::from_std(stdin)),
-        Peer::Local,
-        ProbeState::default(),
-    )?;
+    let ctx = event_loop.ctx();
+    let stdin = add_to_loop(ctx, stdin_from_parent()?, ProbeState::default())?;
+    ctx.timer_every(PROGRESS_EVERY, PROGRESS_TIMER);
     let mut worker = Worker {
         stress,
-        stdin: token,
-        last_progress: Instant::now(),
+        stdin,
         said_connected: false,
     };
-    event_loop.ctx().timer_after(Duration::ZERO, 0);
+    worker.stress.start(ctx);
+    worker.tell_when_connected();
     event_loop.run(&mut worker)?;
     let mut report = worker.stress.report;
     report.client_rss_kb = rss_kb("self").unwrap_or(0);
