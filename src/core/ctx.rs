@@ -398,9 +398,13 @@ impl<S> Ctx<S> {
         self.registry
             .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
             .map_err(|e| io::Error::new(e.kind(), format!("register {peer}: {e}")))?;
+        let write_only = matches!(stream, Stream::PipeOut(_));
         let mut conn = Slot::new(stream, peer, state);
         if connecting {
             conn.flags |= flags::CONNECTING;
+        }
+        if write_only {
+            conn.flags |= flags::READ_DONE; // nothing to read from a pipe's write end
         }
         entry.insert(conn);
         self.stats.peak_open = self.stats.peak_open.max(self.slab.len());

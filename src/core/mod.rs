@@ -21,7 +21,8 @@
 //! - [`accept`], [`read`], [`write`]: the three readiness paths.
 //! - [`handler`]: the `Handler` trait; [`close`]: `CloseReason` and `Closed`.
 //! - [`ctx`]: `Ctx`, what a handler may do from a callback.
-//! - [`slot`]: one connection's slot: socket, peer, flags, buffers only while pending.
+//! - [`slot`]: one connection's slot: its stream (a socket or a pipe end: a child's stdout
+//!   is drained like a socket), peer, flags, buffers only while pending.
 //! - [`outbound`]: `OutboundQueue`, seed 001's `message_queue[conn]`, bounded.
 //! - [`timers`]: the loop's clock and its ordered set of things due.
 //! - [`config`]: `LoopConfig`, the limits every connection is held to.

@@ -19,18 +19,39 @@ use std::net::SocketAddr;
 
 use mio::event::Source;
 use mio::net::{TcpStream, UnixStream};
+use mio::unix::pipe;
 use mio::{Interest, Registry, Token};
 
 use super::outbound::OutboundQueue;
 use super::timers::Millis;
 
-/// The socket under a connection: TCP (v4 or v6) or a Unix stream socket.
+/// What a connection reads and writes: a TCP or Unix stream socket, or one end of a pipe.
+///
+/// Pipes are here so that descriptors which are not sockets — a child process's stdout
+/// and stderr, its stdin — are waited on by the same loop and drained the same way
+/// (read until `WouldBlock`; EOF when the writer closes). A pipe end goes one way only:
+/// reading a `PipeOut` or writing a `PipeIn` is an error, and nobody asks to.
 #[derive(Debug)]
 pub enum Stream {
     /// A TCP connection.
     Tcp(TcpStream),
     /// A Unix-domain stream connection (also used for in-process pipes such as stdin).
     Unix(UnixStream),
+    /// The read end of a pipe (e.g. a child's stdout).
+    PipeIn(pipe::Receiver),
+    /// The write end of a pipe (e.g. a child's stdin).
+    PipeOut(pipe::Sender),
+}
+
+impl Stream {
+    /// A pipe end: no lingering close (no reset to fear), and one direction only.
+    pub fn is_pipe(&self) -> bool {
+        matches!(self, Stream::PipeIn(_) | Stream::PipeOut(_))
+    }
+}
+
+fn one_way(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::Unsupported, format!("a pipe's {what} end"))
 }
 
 impl Stream {
@@ -39,6 +60,8 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
             Stream::Unix(s) => s.shutdown(std::net::Shutdown::Write),
+            // A pipe has no half-close: its writer's EOF is closing it.
+            Stream::PipeIn(_) | Stream::PipeOut(_) => Ok(()),
         }
     }
 
@@ -47,6 +70,7 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s.take_error(),
             Stream::Unix(s) => s.take_error(),
+            Stream::PipeIn(_) | Stream::PipeOut(_) => Ok(None),
         }
     }
 
@@ -55,6 +79,7 @@ impl Stream {
         let result = match self {
             Stream::Tcp(s) => s.peer_addr().map(|_| ()),
             Stream::Unix(s) => s.peer_addr().map(|_| ()),
+            Stream::PipeIn(_) | Stream::PipeOut(_) => Ok(()),
         };
         match result {
             Ok(()) => Ok(true),
@@ -69,6 +94,8 @@ impl Read for Stream {
         match self {
             Stream::Tcp(s) => s.read(buf),
             Stream::Unix(s) => s.read(buf),
+            Stream::PipeIn(p) => p.read(buf),
+            Stream::PipeOut(_) => Err(one_way("write")),
         }
     }
 }
@@ -78,6 +105,8 @@ impl Write for Stream {
         match self {
             Stream::Tcp(s) => s.write(buf),
             Stream::Unix(s) => s.write(buf),
+            Stream::PipeOut(p) => p.write(buf),
+            Stream::PipeIn(_) => Err(one_way("read")),
         }
     }
 
@@ -85,6 +114,8 @@ impl Write for Stream {
         match self {
             Stream::Tcp(s) => s.write_vectored(bufs),
             Stream::Unix(s) => s.write_vectored(bufs),
+            Stream::PipeOut(p) => p.write_vectored(bufs),
+            Stream::PipeIn(_) => Err(one_way("read")),
         }
     }
 
@@ -98,6 +129,8 @@ impl Source for Stream {
         match self {
             Stream::Tcp(s) => s.register(r, t, i),
             Stream::Unix(s) => s.register(r, t, i),
+            Stream::PipeIn(p) => p.register(r, t, i),
+            Stream::PipeOut(p) => p.register(r, t, i),
         }
     }
 
@@ -105,6 +138,8 @@ impl Source for Stream {
         match self {
             Stream::Tcp(s) => s.reregister(r, t, i),
             Stream::Unix(s) => s.reregister(r, t, i),
+            Stream::PipeIn(p) => p.reregister(r, t, i),
+            Stream::PipeOut(p) => p.reregister(r, t, i),
         }
     }
 
@@ -112,6 +147,8 @@ impl Source for Stream {
         match self {
             Stream::Tcp(s) => s.deregister(r),
             Stream::Unix(s) => s.deregister(r),
+            Stream::PipeIn(p) => p.deregister(r),
+            Stream::PipeOut(p) => p.deregister(r),
         }
     }
 }
@@ -130,6 +167,8 @@ pub enum Peer {
     Unix,
     /// An in-process pipe, such as the client's stdin.
     Local,
+    /// A pipe to or from a child process, by its process id.
+    Process(u32),
 }
 
 impl Peer {
@@ -146,7 +185,7 @@ impl Peer {
         match *self {
             Peer::V4(ip, port) => Some(SocketAddr::from((ip, port))),
             Peer::V6(ip, port) => Some(SocketAddr::from((ip, port))),
-            Peer::Unix | Peer::Local => None,
+            Peer::Unix | Peer::Local | Peer::Process(_) => None,
         }
     }
 }
@@ -156,6 +195,7 @@ impl fmt::Display for Peer {
         match (self, self.addr()) {
             (_, Some(addr)) => write!(f, "{addr}"),
             (Peer::Unix, _) => write!(f, "unix peer"),
+            (Peer::Process(pid), _) => write!(f, "child process {pid}"),
             _ => write!(f, "local pipe"),
         }
     }

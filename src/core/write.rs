@@ -161,7 +161,9 @@ impl<S> Ctx<S> {
         let Some(conn) = self.slab.get_mut(token.0) else {
             return;
         };
-        if conn.has(flags::PEER_EOF | flags::LINGERING) {
+        if conn.has(flags::PEER_EOF | flags::LINGERING) || conn.stream.is_pipe() {
+            // The peer is done too, or it is a pipe (closing it is its reader's EOF, and a
+            // pipe has no reset that could destroy what was written).
             self.close(token, reason);
             return;
         }
