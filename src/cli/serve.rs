@@ -81,6 +81,13 @@ pub struct ServeArgs {
     /// 1 (the default) serves in this process. TCP only: --udp and --unix are refused.
     #[arg(long, default_value_t = 1, value_name = "N", value_parser = at_least_one)]
     pub workers: usize,
+    /// Record the loop's events (each turn, each read, write, WouldBlock, pause, close...)
+    /// as JSON lines into this new file, for `netloop timeline` (see NOTES.md).
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<PathBuf>,
+    /// Most events --record writes (then it stops, so a busy server cannot fill a disk).
+    #[arg(long, default_value_t = 1_000_000, value_name = "N", value_parser = at_least_one)]
+    pub record_limit: usize,
     /// Bind TCP listeners with SO_REUSEPORT (set by `--workers` for its children).
     #[arg(long, hide = true)]
     pub reuse_port: bool,
@@ -107,6 +114,12 @@ pub fn serve(args: &ServeArgs) -> io::Result<()> {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "the upload service runs over TCP and Unix sockets, not UDP",
+        ));
+    }
+    if args.workers > 1 && args.record.is_some() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "--record records one loop; --workers runs several: record without --workers",
         ));
     }
     if args.workers > 1 {
@@ -197,7 +210,11 @@ fn run<H: Handler>(args: &ServeArgs, mut handler: H) -> io::Result<()> {
     out.flush()?;
     drop(out);
 
+    if let Some(path) = &args.record {
+        event_loop.record_to(path, args.record_limit as u64)?;
+    }
     event_loop.run(&mut handler)?;
+    event_loop.finish_recording()?;
     info!("summary: {}", event_loop.stats());
     Ok(())
 }

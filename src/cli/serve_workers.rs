@@ -82,6 +82,9 @@ fn worker_args(args: &ServeArgs, addrs: &[SocketAddr]) -> io::Result<Vec<String>
         upload,
         workers: _,
         reuse_port: _,
+        // Refused with --workers (see `serve`): one recording is one loop.
+        record: _,
+        record_limit: _,
     } = args;
     let service = service
         .to_possible_value()

@@ -14,6 +14,7 @@ use log::{debug, info, trace, warn};
 use super::event_loop::EventLoop;
 use super::handler::Handler;
 use super::io_util::{interrupted, out_of_descriptors, would_block};
+use super::record::record;
 
 /// Accept errors in a row (other than `WouldBlock`) before backing off.
 const MAX_ACCEPT_FAILURES: usize = 64;
@@ -84,6 +85,7 @@ impl<S: Default> EventLoop<S> {
             match self.ctx.insert(stream, peer, S::default(), false) {
                 Ok(token) => {
                     debug!("token {}: accepted {peer}", token.0);
+                    record!(self.ctx, "accept", conn = token.0, peer = peer.to_string());
                     handler.on_open(&mut self.ctx, token);
                     self.reap(handler);
                 }

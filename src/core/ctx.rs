@@ -25,6 +25,7 @@ use super::config::{IdleCounts, LoopConfig};
 use super::connect::{connect_tcp, Target};
 use super::io_util::{interrupted, would_block};
 use super::log_limit::RateLimit;
+use super::record::Recorder;
 use super::slot::{flags, Peer, Slot, Stream};
 use super::stats::Stats;
 use super::timers::{Clock, Millis, TimerId, Timers};
@@ -77,6 +78,8 @@ pub struct Ctx<S> {
     /// Warnings that could repeat at a peer's will, each logged at most now and then.
     pub(crate) warnings: Warnings,
     pub(crate) waker: Option<Arc<Waker>>,
+    /// The loop's account of itself, when `--record` asked for one (see `record.rs`).
+    pub(crate) recorder: Option<Box<Recorder>>,
 }
 
 impl<S> Ctx<S> {
@@ -101,6 +104,7 @@ impl<S> Ctx<S> {
             input_held: 0,
             warnings: Warnings::default(),
             waker: None,
+            recorder: None,
         }
     }
 

@@ -39,6 +39,7 @@ use super::handler::{Handler, SignalAction};
 use super::io_util::peer_gone;
 use super::listen::Listener;
 use super::read::SCRATCH_SIZE;
+use super::record::{record, Recorder};
 use super::slot::{flags, Slot};
 use super::stats::Stats;
 use super::timers::{Due, Millis};
@@ -152,6 +153,21 @@ impl<S: Default> EventLoop<S> {
         Ok(())
     }
 
+    /// Record the loop's events as JSON lines into `path` (a new file), at most `limit`
+    /// of them (see `record.rs`).
+    pub fn record_to(&mut self, path: &std::path::Path, limit: u64) -> io::Result<()> {
+        self.ctx.recorder = Some(Box::new(Recorder::create(path, limit)?));
+        Ok(())
+    }
+
+    /// Stop recording: write what is buffered and close the file.
+    pub fn finish_recording(&mut self) -> io::Result<()> {
+        match self.ctx.recorder.take() {
+            Some(mut recorder) => recorder.finish(),
+            None => Ok(()),
+        }
+    }
+
     /// A handle other threads use to wake the loop (see `Ctx::waker`).
     pub fn waker(&mut self) -> io::Result<Arc<Waker>> {
         self.ctx.waker()
@@ -190,6 +206,12 @@ impl<S: Default> EventLoop<S> {
         self.ctx.clock.new_turn();
         let timeout = self.poll_timeout();
         trace!("polling, timeout {timeout:?}");
+        let asleep = self.ctx.recorder.is_some().then(|| {
+            let why = self.sleep_reason(timeout);
+            let timeout_us = timeout.map(|t| t.as_micros() as u64);
+            record!(self.ctx, "poll", timeout_us = timeout_us, why = why);
+            std::time::Instant::now()
+        });
         let mut events = self
             .events
             .take()
@@ -197,6 +219,15 @@ impl<S: Default> EventLoop<S> {
         let polled = self.poll.poll(&mut events, timeout);
         // The sleep moved time on: whoever asks next in this turn reads the clock anew.
         self.ctx.clock.new_turn();
+        if let Some(asleep) = asleep {
+            let slept = asleep.elapsed().as_micros() as u64;
+            record!(
+                self.ctx,
+                "wake",
+                events = events.iter().count(),
+                slept_us = slept
+            );
+        }
         if let Err(e) = polled {
             self.events = Some(events);
             if e.kind() == io::ErrorKind::Interrupted {
@@ -257,6 +288,16 @@ impl<S: Default> EventLoop<S> {
         Ok(())
     }
 
+    /// Why the loop sleeps as long as it does, for the record.
+    fn sleep_reason(&self, timeout: Option<Duration>) -> &'static str {
+        match timeout {
+            None => "nothing scheduled",
+            Some(t) if t.is_zero() => "work left over",
+            Some(_) if self.ctx.timers.next().is_some() => "next timer",
+            Some(_) => "accept retry or shutdown",
+        }
+    }
+
     /// How long `poll` may sleep: until the earliest timer, or not at all if work is
     /// left over, or forever if nothing is scheduled.
     fn poll_timeout(&self) -> Option<Duration> {
@@ -305,6 +346,15 @@ impl<S: Default> EventLoop<S> {
                     event.is_read_closed(),
                     event.is_error()
                 );
+                record!(
+                    self.ctx,
+                    "event",
+                    conn = key,
+                    readable = event.is_readable(),
+                    writable = event.is_writable(),
+                    read_closed = event.is_read_closed(),
+                    error = event.is_error(),
+                );
                 if conn.has(flags::CLOSING) {
                     return;
                 }
@@ -349,6 +399,8 @@ impl<S: Default> EventLoop<S> {
         }
         conn.flags &= !flags::CONNECTING;
         debug!("token {}: connected to {}", token.0, conn.peer);
+        let peer = conn.peer.to_string();
+        record!(self.ctx, "connected", conn = token.0, peer = peer);
         self.ctx.stats.connected += 1;
         handler.on_open(&mut self.ctx, token);
         flush(&mut self.ctx, handler, token);
@@ -394,6 +446,21 @@ impl<S: Default> EventLoop<S> {
                 unsent: conn.queued(),
                 reason,
             });
+            if let Some(closed) = &closed {
+                let kind = if linger { "closing" } else { "closed" };
+                let reason = closed.reason.to_string();
+                record!(self.ctx, kind, conn = key, reason = reason);
+            } else {
+                record!(
+                    self.ctx,
+                    "closed",
+                    conn = key,
+                    reason = "lingering close done"
+                );
+            }
+            let Some(conn) = self.ctx.slab.get_mut(key) else {
+                continue;
+            };
             if linger {
                 conn.flags |= flags::DETACHED;
                 self.ctx.detached += 1;
@@ -474,12 +541,14 @@ impl<S: Default> EventLoop<S> {
             match due {
                 Due::Timer(id) => {
                     if let Some(key) = self.ctx.timers.fire_timer(id, now) {
+                        record!(self.ctx, "timer", key = key);
                         handler.on_timer(&mut self.ctx, key);
                     }
                 }
                 Due::Deadline(key) => {
                     if self.ctx.timers.take_deadline(key, when) && self.ctx.is_open(Token(key)) {
                         trace!("token {key}: deadline passed");
+                        record!(self.ctx, "deadline", conn = key);
                         handler.on_deadline(&mut self.ctx, Token(key));
                     }
                 }
@@ -518,6 +587,7 @@ impl<S: Default> EventLoop<S> {
             _ => {
                 conn.idle_at = 0;
                 trace!("token {key}: idle timeout");
+                record!(self.ctx, "idle", conn = key);
                 handler.on_idle(&mut self.ctx, Token(key));
             }
         }
@@ -529,6 +599,7 @@ impl<S: Default> EventLoop<S> {
         };
         let received: Vec<i32> = signals.pending().collect();
         for signal in received {
+            record!(self.ctx, "signal", signal = signal as u64);
             if handler.on_signal(&mut self.ctx, signal) != SignalAction::Shutdown {
                 continue;
             }

@@ -28,6 +28,7 @@
 //! - [`config`]: `LoopConfig`, the limits every connection is held to.
 //! - [`listen`], [`connect`]: sockets made with the right options.
 //! - [`offload`]: `Pool`, blocking work on helper threads, results through the waker.
+//! - [`record`]: `Recorder`, the loop's events as JSON lines (`--record`), one branch when off.
 //! - [`stats`]: counters, the periodic INFO line and the shutdown summary line.
 //! - [`log_limit`]: rate-limited warnings, so logs cannot be made to fill a disk.
 //! - [`io_util`]: `would_block`, `interrupted` and friends.
@@ -45,6 +46,7 @@ pub mod log_limit;
 pub mod offload;
 pub mod outbound;
 pub mod read;
+pub mod record;
 pub mod slot;
 pub mod stats;
 pub mod timers;

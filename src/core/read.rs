@@ -20,6 +20,7 @@ use super::ctx::Ctx;
 use super::event_loop::{EventLoop, UDP_BASE};
 use super::handler::Handler;
 use super::io_util::{interrupted, would_block};
+use super::record::record;
 use super::slot::flags;
 
 /// Size of the one read buffer all connections share.
@@ -60,6 +61,10 @@ impl<S: Default> EventLoop<S> {
             match conn.stream.read(&mut self.scratch) {
                 Ok(0) => {
                     debug!("{}: EOF", conn.peer);
+                    record!(self.ctx, "eof", conn = token.0);
+                    let Some(conn) = self.ctx.slab.get_mut(token.0) else {
+                        return;
+                    };
                     conn.flags |= flags::READ_DONE | flags::PEER_EOF;
                     if conn.has(flags::LINGERING) {
                         // The peer's EOF after our FIN: the graceful close is complete.
@@ -71,12 +76,14 @@ impl<S: Default> EventLoop<S> {
                 }
                 Ok(n) if conn.has(flags::LINGERING) => {
                     trace!("token {}: discarded {n} bytes while closing", token.0);
+                    record!(self.ctx, "discard", conn = token.0, bytes = n);
                     if n < self.scratch.len() && !to_the_end {
                         return;
                     }
                 }
                 Ok(n) => {
                     trace!("token {}: read {n} bytes", token.0);
+                    record!(self.ctx, "read", conn = token.0, bytes = n);
                     self.ctx.stats.bytes_in += n as u64;
                     self.ctx.touch(token);
                     deliver(&mut self.ctx, handler, token, &mut self.scratch[..n]);
@@ -90,6 +97,7 @@ impl<S: Default> EventLoop<S> {
                 }
                 Err(e) if would_block(&e) => {
                     trace!("token {}: read WouldBlock", token.0);
+                    record!(self.ctx, "would_block", conn = token.0, op = "read");
                     self.burst_ended(handler, token);
                     return;
                 }
@@ -150,6 +158,8 @@ impl<S: Default> EventLoop<S> {
             match socket.recv_from(&mut self.scratch) {
                 Ok((n, from)) => {
                     trace!("udp port {port}: {n} bytes from {from}");
+                    let peer = from.to_string();
+                    record!(self.ctx, "datagram", port = port, bytes = n, peer = peer);
                     self.ctx.stats.datagrams_in += 1;
                     bytes += n.max(1);
                     handler.on_datagram(&mut self.ctx, port, from, &mut self.scratch[..n]);

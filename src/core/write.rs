@@ -17,6 +17,7 @@ use super::close::CloseReason;
 use super::ctx::{Closing, Ctx};
 use super::handler::Handler;
 use super::io_util::{interrupted, peer_gone, would_block};
+use super::record::record;
 use super::slot::{flags, Stream};
 
 /// How long a gracefully closing connection waits for the peer's EOF after our FIN.
@@ -59,7 +60,10 @@ impl<S> Ctx<S> {
         if conn.queued() == 0 && !conn.has(flags::CONNECTING) {
             match write_through(&mut conn.stream, parts) {
                 Ok(n) => written = n,
-                Err(e) if would_block(&e) => trace!("token {}: write WouldBlock", token.0),
+                Err(e) if would_block(&e) => {
+                    trace!("token {}: write WouldBlock", token.0);
+                    record!(self, "would_block", conn = token.0, op = "write");
+                }
                 Err(e) => {
                     self.close(token, CloseReason::Error(e));
                     return SendStatus::Closed;
@@ -96,6 +100,23 @@ impl<S> Ctx<S> {
             "token {}: wrote {written} of {total} bytes, queue depth {queued}",
             token.0
         );
+        if self.recorder.is_some() {
+            let pausing = queued > self.config.max_queue && !conn.has(flags::READ_PAUSED);
+            record!(
+                self,
+                "write",
+                conn = token.0,
+                wrote = written,
+                of = total,
+                queued = queued
+            );
+            if pausing {
+                record!(self, "paused", conn = token.0, queued = queued);
+            }
+        }
+        let Some(conn) = self.slab.get_mut(token.0) else {
+            return SendStatus::Closed;
+        };
         let mut status = SendStatus::Sent;
         if queued > self.config.max_queue {
             status = SendStatus::OverWatermark;
@@ -270,15 +291,19 @@ pub(crate) fn flush<S, H: Handler<State = S>>(ctx: &mut Ctx<S>, handler: &mut H,
     let queued = conn.queued();
     let resume = conn.has(flags::READ_PAUSED) && queued <= ctx.config.max_queue / 4;
     if resume {
-        // Low watermark reached: read again. The socket may hold bytes that arrived
-        // while paused, and their edge is long gone, so list it as ready.
         conn.flags &= !flags::READ_PAUSED;
         debug!(
             "{}: queue drained to {queued} bytes, reading resumed",
             conn.peer
         );
     }
+    if wrote > 0 {
+        record!(ctx, "flush", conn = token.0, wrote = wrote, queued = queued);
+    }
     if resume {
+        record!(ctx, "resumed", conn = token.0, queued = queued);
+        // Low watermark reached: read again. The socket may hold bytes that arrived
+        // while paused, and their edge is long gone, so list it as ready.
         ctx.mark_ready(token);
     }
     if wrote == 0 {
