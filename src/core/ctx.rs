@@ -241,20 +241,22 @@ impl<S> Ctx<S> {
         }
     }
 
-    /// Undo `pause_reading`. Input that arrived meanwhile raised no new edge, so the
-    /// connection is listed as ready and read in this turn.
+    /// Undo `pause_reading`. Input the handler left unconsumed is offered again first,
+    /// without waiting for the peer to send more; then the socket is read, since bytes
+    /// that arrived meanwhile raised no new edge.
     pub fn resume_reading(&mut self, token: Token) {
         if let Some(conn) = self.slab.get_mut(token.0) {
             if conn.has(flags::HELD) {
                 conn.flags &= !flags::HELD;
-                self.mark_ready(token);
+                self.defer(token);
             }
         }
     }
 
     /// Fairness by work, not bytes: the handler has done enough for this connection in
     /// this turn (say, 64 frames). Input it leaves unconsumed is offered again, with no
-    /// need for new bytes, in the next turn, after the others had their go.
+    /// need for new bytes, in the next pass of the loop, after the others had their go.
+    /// (The loop uses the same path when reading resumes after a pause.)
     pub fn defer(&mut self, token: Token) {
         if let Some(conn) = self.slab.get_mut(token.0) {
             if !conn.has(flags::DEFERRED) {

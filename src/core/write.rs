@@ -302,9 +302,10 @@ pub(crate) fn flush<S, H: Handler<State = S>>(ctx: &mut Ctx<S>, handler: &mut H,
     }
     if resume {
         record!(ctx, "resumed", conn = token.0, queued = queued);
-        // Low watermark reached: read again. The socket may hold bytes that arrived
-        // while paused, and their edge is long gone, so list it as ready.
-        ctx.mark_ready(token);
+        // Low watermark reached: read again. The handler may have left input unconsumed
+        // while its queue was full, and the socket may hold bytes that arrived while
+        // paused, whose edge is long gone: offer the one, then read the other.
+        ctx.defer(token);
     }
     if wrote == 0 {
         return;
