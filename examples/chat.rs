@@ -54,7 +54,9 @@ const MAX_NICK: usize = 20;
 /// One client of the room, kept by the loop in the connection's slot.
 #[derive(Default)]
 struct Member {
+    /// What the others see before its lines: `guestN` until `/nick`.
     nick: String,
+    /// Whether lines are sent to it, skipped, or no longer wanted.
     standing: Standing,
 }
 
@@ -72,6 +74,7 @@ enum Standing {
 
 /// The room: the handler. Everything about each member lives in its `Member`.
 struct Chat {
+    /// The command line: the grace periods and the kick delay told to clients.
     opts: Options,
     /// Guests are named guest1, guest2, ...: the last number given.
     last_guest: u64,
@@ -290,10 +293,15 @@ fn nick_taken(ctx: &Ctx<Member>, nick: &str) -> bool {
 
 /// What the command line asks for.
 struct Options {
+    /// Where to listen.
     addr: SocketAddr,
+    /// Silence after which a client is kicked (the loop's idle timeout).
     kick_after: Duration,
+    /// Period of the tick line.
     tick: Duration,
+    /// The watermark: a member with more queued than this is skipped.
     max_queue: usize,
+    /// How long a member that fell behind (or is leaving) has to read what it owes.
     slow_grace: Duration,
 }
 
