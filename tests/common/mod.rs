@@ -440,3 +440,101 @@ pub fn example_bin(name: &str) -> PathBuf {
     });
     dir.join(name)
 }
+
+/// A running example server, started from its binary (`example_bin`) with `ARGS...`,
+/// whose address came from its `listening on tcp ADDR` line; killed when dropped.
+/// Its stdout keeps being read (and dropped) after that line, so it never blocks on a
+/// full pipe; its stderr is collected for `wait_exit`.
+pub struct ExampleServer {
+    pub child: Child,
+    pub addr: SocketAddr,
+    stderr: Option<mpsc::Receiver<String>>,
+}
+
+impl ExampleServer {
+    /// Start example `name` and wait (bounded) for its `listening on tcp ADDR` line.
+    #[track_caller]
+    pub fn start(name: &str, args: &[&str]) -> ExampleServer {
+        let mut child = Command::new(example_bin(name))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn example {name}: {e}"));
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        let (addr_tx, addr_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let addr = line
+                    .strip_prefix("listening on tcp ")
+                    .and_then(|rest| rest.split_whitespace().next())
+                    .and_then(|addr| addr.parse::<SocketAddr>().ok());
+                if let Some(addr) = addr {
+                    let _ = addr_tx.send(addr);
+                }
+            }
+        });
+        let (err_tx, err_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = BufReader::new(stderr).read_to_string(&mut text);
+            let _ = err_tx.send(text);
+        });
+        let mut server = ExampleServer {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            stderr: Some(err_rx),
+        };
+        match addr_rx.recv_timeout(TIMEOUT) {
+            Ok(addr) => server.addr = addr,
+            Err(_) => {
+                let _ = server.child.kill();
+                let (_, err) = server.wait_exit();
+                panic!("example {name} {args:?} printed no `listening on tcp` line: {err}");
+            }
+        }
+        server
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Send a signal to the server.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: plain kill(2) on our own child, not yet waited for.
+        unsafe {
+            libc::kill(self.child.id() as i32, sig);
+        }
+    }
+
+    /// Wait (bounded) for the server to exit; returns its status and its stderr.
+    #[track_caller]
+    pub fn wait_exit(&mut self) -> (ExitStatus, String) {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                let err = self
+                    .stderr
+                    .take()
+                    .and_then(|rx| rx.recv_timeout(TIMEOUT).ok())
+                    .unwrap_or_default();
+                return (status, err);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("example did not exit within {TIMEOUT:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for ExampleServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
