@@ -573,15 +573,12 @@ fn paused_input_waits_for_resume() {
     hear(&mut a, "back\n");
 }
 
-/// CORE BUG, failing, hence ignored until the core is fixed (run with `--ignored`):
-/// input a handler left unconsumed when it paused is not offered again on
-/// `resume_reading` unless the peer sends more. `resume_reading` lists the connection as
-/// ready, and `EventLoop::read_conn` (src/core/read.rs) then reads the socket, which
-/// says `WouldBlock`, so `deliver` (which alone calls `on_data`, and only with fresh
-/// bytes) never runs: the kept line sits in the read buffer. A client that sent two
-/// requests at once and waits for both answers waits forever.
+/// Input a handler left unconsumed when it paused is offered again on `resume_reading`,
+/// without the peer sending more. (A bug found by this test: resuming only re-read the
+/// socket, which said `WouldBlock`, and the kept line sat in the read buffer; a client
+/// that sent two requests at once waited forever for the second answer. Resuming now
+/// goes through the deferred path, which offers kept input first.)
 #[test]
-#[ignore = "CORE BUG: kept input is not offered again after resume_reading"]
 fn input_left_unconsumed_at_pause_is_offered_after_resume() {
     let running = Running::start(LoopConfig::default());
     let (mut a, ta) = running.client();
@@ -601,14 +598,11 @@ fn input_left_unconsumed_at_pause_is_offered_after_resume() {
     );
 }
 
-/// CORE BUG, failing, hence ignored until the core is fixed (run with `--ignored`): the
-/// same for the loop's own backpressure. A handler that stops consuming when `send`
+/// The same for the loop's own backpressure. A handler that stops consuming when `send`
 /// says `OverWatermark` (answering no more requests until the peer has read what it is
 /// owed) leaves the next request unconsumed; when the queue drains below the low
-/// watermark, `flush` (src/core/write.rs) lists the connection as ready, the read says
-/// `WouldBlock`, and the kept request is never offered again unless the peer sends more.
+/// watermark, the kept request is offered again without the peer sending more.
 #[test]
-#[ignore = "CORE BUG: kept input is not offered again when backpressure ends"]
 fn input_left_unconsumed_over_the_watermark_is_offered_after_the_drain() {
     let config = LoopConfig {
         max_queue: 64 * 1024,

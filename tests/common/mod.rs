@@ -427,7 +427,16 @@ pub fn example_bin(name: &str) -> PathBuf {
             Some(name) => name,
             None => panic!("unexpected test binary path {}", exe.display()),
         };
-        let status = Command::new(env!("CARGO"))
+        let mut cargo = Command::new(env!("CARGO"));
+        // The variables cargo sets for a test (CARGO_MANIFEST_DIR, CARGO_PKG_*, ...) would
+        // look like a changed environment to build scripts (ring's), and cargo would
+        // rebuild half the dependency tree on every test run.
+        for (key, _) in std::env::vars() {
+            if key.starts_with("CARGO_") && key != "CARGO_HOME" {
+                cargo.env_remove(key);
+            }
+        }
+        let status = cargo
             .args(["build", "--quiet", "--examples", "--profile", profile])
             .arg("--manifest-path")
             .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
