@@ -46,6 +46,9 @@ pub struct LoopConfig {
     pub max_conns: Option<usize>,
     /// How long shutdown waits for queued bytes to be flushed.
     pub shutdown_grace: Duration,
+    /// How long `close_when_flushed` waits for a peer to read what it is owed before
+    /// closing anyway (a peer that never reads must not keep its connection for ever).
+    pub flush_timeout: Duration,
     /// Log one INFO line of aggregated counts this often (when anything changed);
     /// per-connection events are DEBUG.
     pub report_every: Option<Duration>,
@@ -62,6 +65,7 @@ impl Default for LoopConfig {
             idle_counts: IdleCounts::Input,
             max_conns: None,
             shutdown_grace: Duration::from_secs(5),
+            flush_timeout: Duration::from_secs(30),
             report_every: None,
         }
     }

@@ -583,6 +583,12 @@ impl<S: Default> EventLoop<S> {
                 conn.idle_at = 0;
                 self.ctx.close(Token(key), CloseReason::PeerClosed);
             }
+            _ if conn.has(flags::CLOSE_WHEN_FLUSHED) => {
+                // The peer did not read what it was owed within `flush_timeout`.
+                conn.idle_at = 0;
+                let reason = self.ctx.flushed_close_reason(Token(key));
+                self.ctx.close(Token(key), reason);
+            }
             _ if conn.has(flags::CLOSING | flags::DETACHED) => {}
             _ => {
                 conn.idle_at = 0;

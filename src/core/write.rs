@@ -47,7 +47,10 @@ impl<S> Ctx<S> {
         let Some(conn) = self.slab.get_mut(token.0) else {
             return SendStatus::Closed;
         };
-        if conn.has(flags::CLOSING | flags::WRITE_SHUT | flags::DETACHED) {
+        // After `close_when_flushed` nothing more is taken: otherwise a handler that keeps
+        // sending (a chat's broadcast) could put the close off for ever.
+        let done = flags::CLOSING | flags::WRITE_SHUT | flags::DETACHED | flags::CLOSE_WHEN_FLUSHED;
+        if conn.has(done) {
             return SendStatus::Closed;
         }
         let total: usize = parts.iter().map(|p| p.len()).sum();
@@ -148,6 +151,11 @@ impl<S> Ctx<S> {
         conn.flags |= flags::CLOSE_WHEN_FLUSHED | flags::READ_DONE;
         if conn.queued() == 0 {
             self.finish_flushed_close(token);
+        } else {
+            // A peer that never reads would keep the connection for ever: the flush
+            // gets `flush_timeout`, then the connection is closed with what is left.
+            let when = self.clock.after(self.config.flush_timeout);
+            self.set_idle_at(token.0, when);
         }
     }
 
