@@ -26,8 +26,9 @@ use std::time::Instant;
 use mio::Token;
 use url::Url;
 
-use crate::apps::fetch::output::Sink;
 use crate::apps::fetch::report::FetchResult;
+use crate::apps::fetch::writer::{Key, Sink};
+use crate::core::TimerId;
 use crate::proto::http_response::{Head, ResponseParser};
 
 /// Where a transfer is.
@@ -69,10 +70,12 @@ pub struct Transfer {
     pub visited: Vec<Url>,
     /// Redirects followed.
     pub redirects: u32,
+    /// Its number in the run (the URL's position): never reused, unlike its slab key.
+    pub serial: u64,
     /// When the transfer started (admitted into the `--concurrency` window).
     pub started: Instant,
-    /// `--timeout`: when the whole transfer must be over.
-    pub deadline: Option<Instant>,
+    /// `--timeout`: the loop timer that fails the transfer, cancelled when it ends.
+    pub timeout: Option<TimerId>,
     /// The connection carrying it, while it has one.
     pub conn: Option<Token>,
     /// Which of the host's addresses to try next for a new connection.
@@ -93,6 +96,10 @@ pub struct Transfer {
     pub bytes: u64,
     /// Where the final response's body goes.
     pub sink: Sink,
+    /// Bytes handed to the output's writer thread and not yet written.
+    pub unwritten: usize,
+    /// Its connection is not being read because too much of its output is unwritten.
+    pub paused: bool,
     /// Send HEAD instead of GET.
     pub head_only: bool,
     /// Keep raw heads (for `--include`).
@@ -100,8 +107,15 @@ pub struct Transfer {
 }
 
 impl Transfer {
-    /// A transfer of `url` (already parsed), as given in `requested`.
-    pub fn new(requested: String, mut url: Url, host: usize, head_only: bool, keep: bool) -> Self {
+    /// Transfer number `serial` of `url` (already parsed), as given in `requested`.
+    pub fn new(
+        serial: u64,
+        requested: String,
+        mut url: Url,
+        host: usize,
+        head_only: bool,
+        keep: bool,
+    ) -> Self {
         // A fragment is never sent, and must not make `/a#x` and `/a` two URLs.
         url.set_fragment(None);
         Transfer {
@@ -112,8 +126,9 @@ impl Transfer {
             host,
             phase: Phase::Waiting,
             redirects: 0,
+            serial,
             started: Instant::now(),
-            deadline: None,
+            timeout: None,
             conn: None,
             next_addr: 0,
             fresh_conn: false,
@@ -124,6 +139,8 @@ impl Transfer {
             status: None,
             bytes: 0,
             sink: Sink::None,
+            unwritten: 0,
+            paused: false,
             head_only,
             keep_heads: keep,
         }
@@ -202,20 +219,24 @@ impl Transfer {
         self.redirect_to = None;
     }
 
-    /// The result, once the transfer is over.
+    /// Who the transfer is, for the output's writer thread.
+    pub fn key(&self, id: usize) -> Key {
+        Key {
+            id,
+            serial: self.serial,
+        }
+    }
+
+    /// The result as far as the network goes, once the transfer is over. The file (and
+    /// an output error) are filled in once the writer has finished with its body.
     pub fn into_result(self, error: Option<String>) -> FetchResult {
-        let ok = error.is_none();
-        let (file, error) = match self.sink.finish(ok) {
-            Ok(file) => (file, error),
-            Err(e) => (None, error.or(Some(e))),
-        };
         FetchResult {
             url: self.requested,
             status: self.status,
             bytes: self.bytes,
             elapsed: self.started.elapsed(),
             redirects: self.redirects,
-            file,
+            file: None,
             error,
         }
     }
@@ -239,7 +260,7 @@ mod tests {
     #[test]
     fn requests_and_redirects() {
         let url = Url::parse("http://[::1]:8080/a/b?q=1#frag").unwrap();
-        let mut t = Transfer::new(url.to_string(), url, 0, false, false);
+        let mut t = Transfer::new(0, url.to_string(), url, 0, false, false);
         let mut buf = Vec::new();
         t.write_request(&mut buf, false);
         let text = String::from_utf8(buf).unwrap();
