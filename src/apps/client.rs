@@ -16,10 +16,12 @@
 //! control does the rest: the server's replies wait in the kernel, the server stops
 //! reading us, and our queue to it grows — so standard input is paused too while more
 //! than `MAX_INPUT_QUEUED` bytes wait for the server (until `on_drained`). That limit is
-//! kept well under the loop's watermark (`LoopConfig::max_queue`) on purpose: past the
-//! watermark the loop stops reading the *server*, right for an echo service, but a
-//! deadlock for a client, whose reading of replies is what lets the server go on
-//! reading its input. Memory stays flat however much flows through, and nothing is
+//! kept under the loop's watermark (`LoopConfig::max_queue`) on purpose: past the
+//! watermark the loop stops reading the *server* — right for an echo service, whose
+//! reading is what makes its output, but a hazard for a client, whose reading of the
+//! replies is what lets the server send them and so go on reading our input. (Without
+//! any such limit, the queue reaches the loop's hard cap and the connection is closed
+//! with replies lost.) Memory stays flat however much flows through, and nothing is
 //! lost: the client stops only once every reply it received is written.
 //!
 //! With `ClientTarget::Udp`, each line (without its newline) is one datagram, and each
@@ -125,6 +127,13 @@ impl Client {
 
     /// Pause or resume the server and standard input to match who is behind.
     fn update_reading(&mut self, ctx: &mut Ctx<()>) {
+        log::debug!(
+            "printer behind: {} ({} bytes unprinted), server behind: {} ({} bytes queued)",
+            self.printer_behind,
+            self.unprinted,
+            self.server_behind,
+            self.server.map_or(0, |s| ctx.queued(s))
+        );
         if let Some(server) = self.server {
             match self.printer_behind {
                 true => ctx.pause_reading(server),
