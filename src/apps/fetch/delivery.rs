@@ -98,11 +98,13 @@ impl Fetcher {
                     result.elapsed = started.elapsed();
                     self.record(result);
                 }
-                Written::Line {
-                    succeeded, error, ..
-                } => {
+                Written::Lines { succeeded, error } => {
                     if let Some(e) = error {
                         self.reporter.print_failed(succeeded, &e);
+                    }
+                    // Admission may have stopped for lines waiting to be printed.
+                    if self.next_url < self.plan.urls.len() {
+                        self.schedule_admit(ctx);
                     }
                 }
             }
@@ -182,12 +184,12 @@ impl Fetcher {
         });
     }
 
-    /// Count the result and have its line printed (after all output before it).
+    /// Count the result and have its line printed (after all output before it, at
+    /// the end of this turn: `on_turn` flushes the turn's lines as one writer job).
     fn record(&mut self, result: FetchResult) {
         if let Some(line) = self.reporter.record(&result) {
             let (to_stderr, bar) = (self.reporter.to_stderr(), self.reporter.bar_to_clear());
-            let ok = result.succeeded();
-            self.output.print(line, to_stderr, bar, &result.url, ok);
+            self.output.print(&line, to_stderr, bar, result.succeeded());
         }
         if self.keep_results {
             self.results.push(result);

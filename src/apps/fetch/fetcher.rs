@@ -41,7 +41,7 @@ use mio::{Token, Waker};
 use slab::Slab;
 use url::Url;
 
-use crate::apps::fetch::output::Output;
+use crate::apps::fetch::output::{Output, LINES_BACKLOG};
 use crate::apps::fetch::pool::{Addrs, HostKey, Pool};
 use crate::apps::fetch::report::{close_text, io_text, secs, FetchResult, Reporter};
 use crate::apps::fetch::resolver::Resolver;
@@ -136,17 +136,20 @@ impl Fetcher {
     }
 
     /// Run `admit` later in this turn, from the loop's timers (see the module docs).
-    pub fn schedule_admit(&mut self, ctx: &mut Ctx<Link>) {
+    pub(super) fn schedule_admit(&mut self, ctx: &mut Ctx<Link>) {
         if !self.admit_armed {
             self.admit_armed = true;
             ctx.timer_after(Duration::ZERO, ADMIT);
         }
     }
 
-    /// Admit URLs while the concurrency window has room.
+    /// Admit URLs while the concurrency window has room, and while the result lines
+    /// not yet printed are few (a stdout nobody reads holds them up: admission resumes
+    /// when the writer's answer comes back, `delivery.rs`).
     fn admit(&mut self, ctx: &mut Ctx<Link>) {
         while self.transfers.len() < self.plan.concurrency.max(1)
             && self.next_url < self.plan.urls.len()
+            && self.output.lines_backlog() <= LINES_BACKLOG
         {
             let serial = self.next_url as u64;
             let requested = self.plan.urls[self.next_url].clone();
@@ -450,8 +453,10 @@ impl Handler for Fetcher {
         self.output_answers(ctx);
     }
 
-    /// Progress only: redraw the bar.
+    /// Output only, like Redis's `beforesleep`: hand the waiting result lines to the
+    /// writer in one job, and redraw the progress bar.
     fn on_turn(&mut self, ctx: &mut Ctx<Link>) {
+        self.output.flush_lines();
         self.reporter.tick(ctx.instant());
     }
 }

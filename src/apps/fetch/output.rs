@@ -16,11 +16,16 @@
 //! and created with `create_new`, so nothing already in DIR is overwritten; a transfer
 //! that fails has its partial file removed, so a file in DIR is always a complete body.
 //! Naming, creating, writing and removing all happen on the writer thread.
+//!
+//! Result lines go through the writer too (they are output like any other), in
+//! batches, one batch in flight at a time; past `LINES_BACKLOG` bytes of lines not yet
+//! printed, no new URL is admitted, so a stdout nobody reads bounds them as well.
 
 use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use indicatif::ProgressBar;
 use mio::Waker;
 use url::Url;
 
@@ -32,6 +37,8 @@ pub const PER_TRANSFER: usize = 1024 * 1024;
 /// Unwritten bytes all transfers together may have before their connections stop
 /// being read.
 pub const TOTAL: usize = 8 * 1024 * 1024;
+/// Result-line bytes not yet printed past which no new URL is admitted.
+pub const LINES_BACKLOG: usize = 1024 * 1024;
 
 /// Where bodies go for the whole run.
 #[derive(Clone, Debug)]
@@ -57,6 +64,19 @@ pub struct Output {
     desk: Arc<Mutex<Desk>>,
     /// Bytes handed to the writer and not written yet, all transfers together.
     unwritten: usize,
+    /// Result lines not yet handed to the writer.
+    lines: Option<Lines>,
+    /// Bytes of result lines handed to the writer and not yet answered (one batch at
+    /// most).
+    lines_in_flight: usize,
+}
+
+/// A batch of result lines (they all go to the same stream in a run).
+struct Lines {
+    text: String,
+    to_stderr: bool,
+    bar: Option<ProgressBar>,
+    succeeded: usize,
 }
 
 impl Output {
@@ -76,6 +96,8 @@ impl Output {
             writer: Pool::new("fetch-output", 1, waker)?,
             desk: Arc::new(Mutex::new(Desk::new(dir))),
             unwritten: 0,
+            lines: None,
+            lines_in_flight: 0,
         })
     }
 
@@ -117,24 +139,43 @@ impl Output {
         self.submit(Job::Finish { key, sink, ok });
     }
 
-    /// Print a result line (a newline is added) on the writer thread, after everything
-    /// handed over before it.
-    pub fn print(
-        &mut self,
-        mut line: String,
-        to_stderr: bool,
-        bar: Option<indicatif::ProgressBar>,
-        url: &str,
-        succeeded: bool,
-    ) {
-        line.push('\n');
-        self.submit(Job::Line {
-            text: line,
+    /// Add a result line (a newline is added) to the batch; `flush_lines` hands the
+    /// batch to the writer, after everything handed over before it.
+    pub fn print(&mut self, line: &str, to_stderr: bool, bar: Option<ProgressBar>, ok: bool) {
+        let batch = self.lines.get_or_insert_with(|| Lines {
+            text: String::new(),
             to_stderr,
             bar,
-            url: url.to_string(),
-            succeeded,
+            succeeded: 0,
         });
+        batch.text.push_str(line);
+        batch.text.push('\n');
+        batch.succeeded += usize::from(ok);
+    }
+
+    /// Hand the waiting result lines to the writer as one job, unless it still has the
+    /// previous batch (called at the end of every turn). One batch in flight at a time
+    /// batches by itself: lines gather while the writer prints, so a run of small pages
+    /// pays one thread hand-off per batch, not per line, without any timer.
+    pub fn flush_lines(&mut self) {
+        if self.lines_in_flight > 0 {
+            return;
+        }
+        if let Some(Lines {
+            text,
+            to_stderr,
+            bar,
+            succeeded,
+        }) = self.lines.take()
+        {
+            self.lines_in_flight = text.len().max(1);
+            self.submit(Job::Lines {
+                text,
+                to_stderr,
+                bar,
+                succeeded,
+            });
+        }
     }
 
     /// The writer's answers so far (call from `on_wake`); the unwritten count drops by
@@ -142,8 +183,10 @@ impl Output {
     pub fn answers(&mut self) -> Vec<Written> {
         let mut answers = Vec::new();
         while let Some(answer) = self.writer.try_recv() {
-            if let Written::Body { bytes, .. } = &answer {
-                self.unwritten -= bytes;
+            match &answer {
+                Written::Body { bytes, .. } => self.unwritten -= bytes,
+                Written::Lines { .. } => self.lines_in_flight = 0,
+                Written::Finished { .. } => {}
             }
             answers.push(answer);
         }
@@ -155,9 +198,16 @@ impl Output {
         self.unwritten
     }
 
-    /// True while the writer has jobs whose answers have not been collected.
+    /// Bytes of result lines not printed yet: when a stdout nobody reads holds them up,
+    /// the fetcher stops admitting new URLs (whose results would pile up behind them).
+    pub fn lines_backlog(&self) -> usize {
+        self.lines.as_ref().map_or(0, |l| l.text.len()) + self.lines_in_flight
+    }
+
+    /// True while result lines wait for `flush_lines`, or the writer has jobs whose
+    /// answers have not been collected.
     pub fn busy(&self) -> bool {
-        self.writer.in_flight() > 0
+        self.lines.is_some() || self.writer.in_flight() > 0
     }
 
     fn submit(&mut self, job: Job) {

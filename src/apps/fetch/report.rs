@@ -151,6 +151,8 @@ impl Reporter {
     /// results are printed. The fetcher has the writer thread print it, after the
     /// output handed over before it (`Output::print`): a result line is output like a
     /// body, and a stdout nobody reads must not stall the loop for it either.
+    /// (Lines are handed over in batches: one thread hand-off per line would cost more
+    /// than the printing on a busy run of small pages.)
     pub fn record(&mut self, result: &FetchResult) -> Option<String> {
         self.done += 1;
         if !result.succeeded() {
@@ -178,13 +180,11 @@ impl Reporter {
         self.bar.clone().filter(|_| self.share_terminal)
     }
 
-    /// A result line could not be printed (`error`). A result nobody can read is not a
-    /// success: the exit status must say so.
-    pub fn print_failed(&mut self, succeeded: bool, error: &str) {
+    /// Result lines could not be printed (`error`), `succeeded` of them successes. A
+    /// result nobody can read is not a success: the exit status must say so.
+    pub fn print_failed(&mut self, succeeded: usize, error: &str) {
         log::warn!("{error}");
-        if succeeded {
-            self.failed += 1;
-        }
+        self.failed += succeeded as u64;
     }
 
     /// Redraw the bar, at most ten times a second; `now` is the loop's time.

@@ -77,18 +77,16 @@ pub enum Job {
         /// The transfer succeeded (as far as the network goes).
         ok: bool,
     },
-    /// One result line (with its newline added), to stdout or stderr.
-    Line {
-        /// The line.
+    /// Result lines (each with its newline), to stdout or stderr: one turn's worth.
+    Lines {
+        /// The lines.
         text: String,
         /// Stderr (when stdout carries the body) instead of stdout.
         to_stderr: bool,
         /// The progress bar to clear while printing, when both share the terminal.
         bar: Option<ProgressBar>,
-        /// Whose result it is (for the warning if it cannot be printed).
-        url: String,
-        /// The result counted as a success (a line nobody can read is a failure).
-        succeeded: bool,
+        /// How many of them report a success (a line nobody can read is a failure).
+        succeeded: usize,
     },
 }
 
@@ -112,13 +110,11 @@ pub enum Written {
         /// The saved file, or why the output is not complete.
         outcome: Result<Option<PathBuf>, String>,
     },
-    /// A result line was printed, or could not be.
-    Line {
-        /// Whose result it was.
-        url: String,
-        /// It counted as a success.
-        succeeded: bool,
-        /// Why it could not be printed.
+    /// Result lines were printed, or could not be.
+    Lines {
+        /// How many of them reported a success.
+        succeeded: usize,
+        /// Why they could not be printed.
         error: Option<String>,
     },
 }
@@ -168,11 +164,10 @@ impl Desk {
                 key,
                 outcome: self.finish(key.serial, sink, ok),
             },
-            Job::Line {
+            Job::Lines {
                 text,
                 to_stderr,
                 bar,
-                url,
                 succeeded,
             } => {
                 let print = || match to_stderr {
@@ -188,13 +183,9 @@ impl Desk {
                 };
                 let error = printed.err().map(|e| {
                     let stream = if to_stderr { "stderr" } else { "stdout" };
-                    format!("printing the result of {url} to {stream}: {e}")
+                    format!("printing results to {stream}: {e}")
                 });
-                Written::Line {
-                    url,
-                    succeeded,
-                    error,
-                }
+                Written::Lines { succeeded, error }
             }
         }
     }
