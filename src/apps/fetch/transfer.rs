@@ -16,7 +16,8 @@
 //! window admits it. Steps not needed are skipped: known addresses skip Resolving, a free
 //! connection slot skips Waiting, and a reused keep-alive connection skips Connecting
 //! (the request is written at once). Head and body are both read in Requesting; there is
-//! no final phase: the finished transfer is removed and its result reported. This
+//! no final phase: the finished transfer is removed, and its result is reported once the
+//! output's writer thread has written its body out (`delivery.rs`). This
 //! file holds what belongs to the transfer itself — the request it sends, what a response
 //! head means for it (a redirect to follow, a loop, a final response to save) — so the
 //! fetcher only routes bytes and connections.
