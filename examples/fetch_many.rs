@@ -53,9 +53,10 @@ fn fetch_many(urls: Vec<String>) -> io::Result<u64> {
     plan.concurrency = 20;
     plan.per_host = 4;
     let mut event_loop = EventLoop::new(LoopConfig::default())?;
-    let output = Output::new(Destination::Discard)?;
+    let waker = event_loop.waker()?;
+    let output = Output::new(Destination::Discard, waker.clone())?;
     let reporter = Reporter::new(ResultFormat::Human, false, total);
-    let fetcher = Fetcher::new(plan, output, reporter, event_loop.waker()?);
+    let fetcher = Fetcher::new(plan, output, reporter, waker);
     let started = Instant::now();
     let fetcher = run(fetcher, &mut event_loop)?;
     let r = &fetcher.reporter;

@@ -21,7 +21,8 @@
 //! - `read_data` on EVENT_READ is `on_data`. The seed's version sets `data = b""` on
 //!   every call and prints only when `recv` returns nothing — by then `data` holds
 //!   nothing: each chunk is dropped as soon as the next call starts. Here every chunk
-//!   goes through the response parser and straight to stdout as it arrives.
+//!   goes through the response parser and on to stdout as it arrives — written by the
+//!   output's helper thread, so a slow reader of our stdout never stalls the loop.
 //! - The seed's request says `Connection: close`, so the page ends when the server
 //!   closes; `plan.keepalive = false` sends the same header here. (`netloop fetch` keeps
 //!   connections open and reads Content-Length or chunked bodies instead.)
@@ -55,9 +56,11 @@ fn fetch_page(url: String) -> io::Result<bool> {
     let mut plan = Plan::with_defaults(vec![url])?;
     plan.keepalive = false;
     // seed: print(str(data, ...)): the whole response, headers included.
-    let output = Output::new(Destination::Stdout { include: true })?;
+    // The output is written by a helper thread, which wakes the loop after each write.
+    let waker = event_loop.waker()?;
+    let output = Output::new(Destination::Stdout { include: true }, waker.clone())?;
     let reporter = Reporter::new(ResultFormat::Silent, true, 1);
-    let fetcher = Fetcher::new(plan, output, reporter, event_loop.waker()?).keep_results();
+    let fetcher = Fetcher::new(plan, output, reporter, waker).keep_results();
     // seed: fetcher.get_url(); loop_forever() — but the loop ends when the page is done.
     let fetcher = run(fetcher, &mut event_loop)?;
     let Some(result) = fetcher.results.first() else {

@@ -6,6 +6,11 @@
 //! other URLs of the same run still complete. Bodies saved with `-o` are compared byte
 //! for byte. Every run is bounded by `TIMEOUT`; the slowest case (a server that never
 //! answers) costs the `--idle-timeout 1` of its run.
+//!
+//! Output is written off the loop: a stdout pipe nobody reads must neither stall the
+//! loop (its `--timeout` still fires, and nothing received is lost) nor make it hold the
+//! whole body (memory stays bounded while the test reads slowly), and a stdout that
+//! cannot be written is that URL's error.
 
 mod fetch_server;
 
@@ -17,7 +22,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use fetch_server::{page, pattern, TestServer, CHUNKED, CHUNKED_BODY};
+use fetch_server::{page, pattern, pattern_at, TestServer, CHUNKED, CHUNKED_BODY};
 use serde_json::Value;
 
 /// Bound for one run of the binary.
@@ -382,6 +387,211 @@ fn an_unwritable_stdout_is_an_error() {
             "{args:?}: {stderr}"
         );
     }
+}
+
+/// Resident set size of a running process in KiB; None once it has exited.
+fn rss_kb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Start `netloop fetch ARGS` with stdout and stderr piped (stdin closed).
+fn spawn_fetch(args: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_netloop"))
+        .arg("fetch")
+        .args(args)
+        .env("RUST_LOG", "netloop=warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn netloop fetch")
+}
+
+/// Wait for `child` (killed after `TIMEOUT`); its status and stderr.
+#[track_caller]
+fn finish_child(mut child: std::process::Child) -> (ExitStatus, String) {
+    let mut stderr = child.stderr.take().expect("stderr");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("netloop fetch did not finish within {TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    (status, reader.join().unwrap_or_default())
+}
+
+/// While stdout is a pipe nobody reads, the loop still runs: the transfer's `--timeout`
+/// fires and the fetcher hangs up on the server (a fetcher blocked in `write(1)` never
+/// would). Then the test reads stdout: every byte received arrives, in order, and the
+/// result reports the timeout. Nothing here depends on timing but the 1 s `--timeout`.
+#[test]
+fn a_stdout_nobody_reads_does_not_stall_the_loop() {
+    let server = TestServer::start();
+    // 16 MiB: more than the kernel's socket buffers and the fetcher's bound together,
+    // so the server's write blocks until the fetcher hangs up.
+    let url = server.url(&format!("/hold/{}", 16 << 20));
+    let mut child = spawn_fetch(&["--json", "--timeout", "1", &url]);
+    let stdout = child.stdout.take().expect("stdout");
+    let hung_up = wait_until(TIMEOUT, || server.holds_closed() == 1);
+    if !hung_up {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the fetcher did not hang up on the server while its stdout was not read");
+    }
+    // Now read it all: the body received before the timeout, intact.
+    let mut body = Vec::new();
+    let mut stdout = stdout;
+    stdout.read_to_end(&mut body).expect("read stdout");
+    let (status, stderr) = finish_child(child);
+    assert!(!status.success(), "{stderr}");
+    let result: Value = serde_json::from_str(stderr.lines().next().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("no JSON result on stderr ({e}): {stderr}"));
+    let error = result["error"].as_str().unwrap_or_default();
+    assert!(error.contains("timeout"), "{result}");
+    assert_eq!(
+        result["bytes"],
+        body.len() as u64,
+        "every byte received is written"
+    );
+    assert!(!body.is_empty(), "some body arrived before the timeout");
+    assert!(
+        body == pattern(body.len()),
+        "stdout is the body's beginning, in order"
+    );
+}
+
+/// A 96 MiB body to a stdout the test reads slowly: the fetcher's memory stays far
+/// below the body's size (it pauses the connection while its writer is behind), and
+/// every byte arrives in order.
+#[test]
+fn a_slow_stdout_keeps_memory_bounded() {
+    const SIZE: u64 = 96 << 20;
+    const BOUND_KB: u64 = 40 << 10;
+    let server = TestServer::start();
+    let mut child = spawn_fetch(&[&server.url(&format!("/stream/{SIZE}"))]);
+    let pid = child.id();
+    let mut stdout = child.stdout.take().expect("stdout");
+    let (mut offset, mut peak) = (0u64, 0u64);
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match stdout.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) => panic!("read stdout: {e}"),
+        };
+        for (i, &b) in buf[..n].iter().enumerate() {
+            let at = offset + i as u64;
+            assert!(b == pattern_at(at), "byte {at} of the body is wrong");
+        }
+        offset += n as u64;
+        peak = peak.max(rss_kb(pid).unwrap_or(0));
+    }
+    let (status, stderr) = finish_child(child);
+    assert!(status.success(), "{stderr}");
+    assert_eq!(offset, SIZE, "the whole body arrived: {stderr}");
+    assert!(
+        peak < BOUND_KB,
+        "fetcher RSS reached {peak} KiB for a {} MiB body",
+        SIZE >> 20
+    );
+}
+
+/// Stdout whose reader is gone: the write fails with EPIPE, and that is the URL's error.
+#[test]
+fn a_closed_stdout_pipe_is_that_urls_error() {
+    let server = TestServer::start();
+    let mut child = spawn_fetch(&[&server.url("/len/300000")]);
+    drop(child.stdout.take()); // nobody will ever read it
+    let (status, stderr) = finish_child(child);
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains("FAIL") && stderr.contains("writing to stdout: Broken pipe"),
+        "{stderr}"
+    );
+}
+
+/// A file that cannot be written whole (the process may not make files over 100,000
+/// bytes: `write` fails with EFBIG, as it would with ENOSPC on a full disk): that URL
+/// fails naming the file, its partial file is removed, and the other URL is saved.
+#[test]
+fn a_file_that_cannot_be_written_is_that_urls_error() {
+    use std::os::unix::process::CommandExt;
+    let server = TestServer::start();
+    let dir = temp_dir("fsize");
+    let out = dir.join("out");
+    let (big, small) = (server.url("/len/300000"), server.url("/len/1000"));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_netloop"));
+    cmd.args(["fetch", "--json", "-o", out.to_str().unwrap(), &big, &small])
+        .env("RUST_LOG", "netloop=warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: runs in the forked child before exec; signal and setrlimit are
+    // async-signal-safe and nothing here allocates.
+    unsafe {
+        cmd.pre_exec(|| {
+            // Ignored, SIGXFSZ no longer kills the process: the write returns EFBIG.
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let limit = libc::rlimit {
+                rlim_cur: 100_000,
+                rlim_max: 100_000,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("spawn netloop fetch");
+    let mut pipe = child.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        let _ = pipe.read_to_end(&mut text);
+        text
+    });
+    let (status, stderr) = finish_child(child);
+    let stdout = reader.join().unwrap_or_default();
+    let run = Run {
+        status,
+        stdout,
+        stderr,
+    };
+    assert!(!run.status.success(), "{}", run.stderr);
+    let results = run.results();
+    let path = out.join("300000");
+    assert_error(
+        &results,
+        &big,
+        &format!("output: writing {}", path.display()),
+    );
+    assert!(!path.exists(), "the partial file is removed");
+    assert_body(&results, &small, 200, &pattern(1000), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Wait (polling, bounded) until `check` holds; true if it did.
+fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    check()
 }
 
 /// A CA named `ca_name`, a certificate for `localhost` and 127.0.0.1 signed by it, and

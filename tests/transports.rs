@@ -299,6 +299,85 @@ fn client_streams_one_mib_through_echo() {
     assert!(out.stdout == input, "client output differs from its input");
 }
 
+/// 64 MiB through an echo server to a stdout the test reads in small pieces: the
+/// client's memory stays far below what flows through (it stops reading the server while
+/// its printer thread is behind, and stops reading stdin while the server is behind),
+/// nothing deadlocks, and every byte comes back in order.
+#[test]
+fn client_with_a_slow_stdout_keeps_memory_bounded() {
+    use std::process::{Command, Stdio};
+    const SIZE: usize = 64 << 20;
+    const BOUND_KB: u64 = 40 << 10;
+    let server = Server::start(&["echo", "--listen", "127.0.0.1:0"]);
+    let mut child = Command::new(common::netloop_bin())
+        .args(["client", &server.addr().to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let byte = |i: usize| (i % 251) as u8;
+    let mut stdin = child.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || {
+        let chunk: Vec<u8> = (0..251 * 256).map(byte).collect();
+        let mut left = SIZE;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            if stdin.write_all(&chunk[..n]).is_err() {
+                return; // the client is gone: the reader below reports it
+            }
+            left -= n;
+        }
+    });
+    let mut stderr = child.stderr.take().unwrap();
+    let errors = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let mut stdout = child.stdout.take().unwrap();
+    let (mut offset, mut peak) = (0usize, 0u64);
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = stdout.read(&mut buf).expect("read client stdout");
+        if n == 0 {
+            break;
+        }
+        for (i, &b) in buf[..n].iter().enumerate() {
+            assert!(b == byte(offset + i), "byte {} came back wrong", offset + i);
+        }
+        offset += n;
+        if let Some(kb) = rss_kb(pid) {
+            peak = peak.max(kb);
+        }
+    }
+    let _ = feeder.join();
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("client did not exit after its output ended");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    let stderr = errors.join().unwrap_or_default();
+    assert!(status.success(), "{status:?}: {stderr}");
+    assert_eq!(offset, SIZE, "every byte came back: {stderr}");
+    assert!(peak < BOUND_KB, "client RSS reached {peak} KiB for 64 MiB");
+}
+
+/// Resident set size of a running process in KiB; None once it has exited.
+fn rss_kb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 #[test]
 fn client_exits_when_server_closes_even_with_stdin_open() {
     use std::process::{Command, Stdio};

@@ -5,7 +5,10 @@
 //! could share its bugs): blocking `std::net`, one thread per connection, keep-alive,
 //! and a route per case the fetcher must handle — bodies framed every way, a response
 //! dribbled a byte at a time, redirects, oversized headers, garbage, short bodies,
-//! resets, silence. Every accepted connection is counted, so a test can prove reuse.
+//! resets, silence, a body larger than memory should hold, a body that never ends. Every
+//! accepted connection is counted, so a test can prove reuse, and so is every client
+//! that hung up on `/hold/N`, so a test can see the fetcher act while it is blocked on
+//! its output.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -26,6 +29,11 @@ pub fn pattern(n: usize) -> Vec<u8> {
     (0..n).map(|i| b'a' + (i % 26) as u8).collect()
 }
 
+/// The `pattern` byte at `offset` (for checking a streamed body piece by piece).
+pub fn pattern_at(offset: u64) -> u8 {
+    b'a' + (offset % 26) as u8
+}
+
 /// The body of `/page/I`: distinct for every I.
 pub fn page(i: usize) -> Vec<u8> {
     format!("<p>page {i}</p>\n").repeat(40 + i % 7).into_bytes()
@@ -44,6 +52,7 @@ pub struct TestServer {
     /// Where it listens.
     pub addr: SocketAddr,
     accepts: Arc<AtomicUsize>,
+    holds_closed: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
 }
 
@@ -58,8 +67,10 @@ impl TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind test server");
         let addr = listener.local_addr().expect("local addr");
         let accepts = Arc::new(AtomicUsize::new(0));
+        let holds_closed = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let (a, s) = (Arc::clone(&accepts), Arc::clone(&stop));
+        let h = Arc::clone(&holds_closed);
         thread::spawn(move || {
             for stream in listener.incoming() {
                 if s.load(Ordering::SeqCst) {
@@ -68,12 +79,14 @@ impl TestServer {
                 let Ok(stream) = stream else { continue };
                 a.fetch_add(1, Ordering::SeqCst);
                 let tls = tls.clone();
-                thread::spawn(move || connection(stream, addr, tls));
+                let h = Arc::clone(&h);
+                thread::spawn(move || connection(stream, addr, tls, &h));
             }
         });
         TestServer {
             addr,
             accepts,
+            holds_closed,
             stop,
         }
     }
@@ -87,6 +100,11 @@ impl TestServer {
     pub fn accepts(&self) -> usize {
         self.accepts.load(Ordering::SeqCst)
     }
+
+    /// `/hold/N` requests whose client hung up (closed or reset the connection).
+    pub fn holds_closed(&self) -> usize {
+        self.holds_closed.load(Ordering::SeqCst)
+    }
 }
 
 impl Drop for TestServer {
@@ -96,7 +114,12 @@ impl Drop for TestServer {
     }
 }
 
-fn connection(stream: TcpStream, addr: SocketAddr, tls: Option<Arc<rustls::ServerConfig>>) {
+fn connection(
+    stream: TcpStream,
+    addr: SocketAddr,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    holds_closed: &AtomicUsize,
+) {
     let _ = stream.set_nodelay(true);
     let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
     let raw = match stream.try_clone() {
@@ -104,12 +127,16 @@ fn connection(stream: TcpStream, addr: SocketAddr, tls: Option<Arc<rustls::Serve
         Err(_) => return,
     };
     let after = match tls {
-        None => serve(stream, addr),
+        None => serve(stream, addr, holds_closed),
         Some(config) => {
             let Ok(session) = rustls::ServerConnection::new(config) else {
                 return;
             };
-            serve(rustls::StreamOwned::new(session, stream), addr)
+            serve(
+                rustls::StreamOwned::new(session, stream),
+                addr,
+                holds_closed,
+            )
         }
     };
     if let After::Reset = after {
@@ -119,7 +146,7 @@ fn connection(stream: TcpStream, addr: SocketAddr, tls: Option<Arc<rustls::Serve
 }
 
 /// Answer requests on one connection until a route closes it or the client does.
-fn serve<S: Read + Write>(stream: S, addr: SocketAddr) -> After {
+fn serve<S: Read + Write>(stream: S, addr: SocketAddr, holds_closed: &AtomicUsize) -> After {
     let mut reader = BufReader::new(stream);
     loop {
         let mut request_line = String::new();
@@ -139,6 +166,10 @@ fn serve<S: Read + Write>(stream: S, addr: SocketAddr) -> After {
         let method = words.next().unwrap_or("").to_string();
         let path = words.next().unwrap_or("").to_string();
         let out = reader.get_mut();
+        if let Some(n) = path.strip_prefix("/hold/").and_then(|n| n.parse().ok()) {
+            hold(out, n, holds_closed);
+            return After::Close;
+        }
         match respond(out, &method, &path, addr) {
             Ok(After::KeepOpen) => {}
             Ok(other) => return other,
@@ -169,6 +200,61 @@ fn redirect(out: &mut impl Write, status: &str, location: &str) -> std::io::Resu
     Ok(After::KeepOpen)
 }
 
+/// `/stream/N`: N pattern bytes, written a piece at a time (never all in memory).
+fn stream_body(out: &mut impl Write, n: u64) -> std::io::Result<()> {
+    head(out, "200 OK", &format!("Content-Length: {n}\r\n"))?;
+    // 26 divides the piece size, so every piece is the same slice of the pattern.
+    let piece = pattern(26 * 2048);
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(piece.len() as u64) as usize;
+        out.write_all(&piece[..k])?;
+        left -= k as u64;
+    }
+    out.flush()
+}
+
+/// `/hold/N`: promise N + 1 bytes, send N, then wait for the client to hang up, and
+/// count it. The write blocks while the client does not read; a close or reset from
+/// the client ends it (an error), as does the client's EOF once all was sent.
+fn hold<S: Read + Write>(stream: &mut S, n: u64, holds_closed: &AtomicUsize) {
+    let sent = head(stream, "200 OK", &format!("Content-Length: {}\r\n", n + 1)).and_then(|()| {
+        let piece = pattern(26 * 2048);
+        let mut left = n;
+        while left > 0 {
+            let k = left.min(piece.len() as u64) as usize;
+            stream.write_all(&piece[..k])?;
+            left -= k as u64;
+        }
+        stream.flush()
+    });
+    if sent.is_ok() {
+        // Everything fitted in the kernel's buffers: wait for EOF or a reset. The read
+        // timeout (10 s) is not a hang-up: keep waiting, for a bounded while.
+        let mut buf = [0u8; 4096];
+        let mut timeouts = 0;
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => continue,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    timeouts += 1;
+                    if timeouts == 6 {
+                        return; // a minute without a hang-up: not counted
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+    }
+    holds_closed.fetch_add(1, Ordering::SeqCst);
+}
+
 /// One response; the route decides what happens to the connection afterwards.
 fn respond(
     out: &mut impl Write,
@@ -182,6 +268,8 @@ fn respond(
     };
     if let Some(n) = number("/len/") {
         with_length(out, "200 OK", &pattern(n))?;
+    } else if let Some(n) = number("/stream/") {
+        stream_body(out, n as u64)?;
     } else if let Some(i) = number("/page/") {
         with_length(out, "200 OK", &page(i))?;
     } else if let Some(k) = number("/split/") {

@@ -5,16 +5,18 @@
 //! connection is ready — in `on_open` for a new connection (the loop calls it when the
 //! connect's writable event arrives and `SO_ERROR` is clear), at once for a reused one —
 //! and every piece of the response goes through the transfer's parser as it arrives,
-//! body bytes straight to the transfer's output. When the response is complete the
-//! connection goes back to its host's pool (keep-alive) or is closed, and the transfer
-//! either follows its redirect or reports its result.
+//! body bytes straight on to the output's writer thread (`delivery.rs`). When the
+//! response is complete the connection goes back to its host's pool (keep-alive) or is
+//! closed, and the transfer either follows its redirect or ends.
 //!
 //! Readiness rules relied on: `ctx.send` writes through and queues what the kernel
 //! does not take (the writable edge flushes it), so sending never blocks; each read is
-//! handed over once and consumed in full, so nothing stays in the loop's read buffer; the
-//! idle-read deadline is re-armed on every read (one store, see `deadlines.rs`).
+//! handed over once and consumed in full, so nothing stays in the loop's read buffer.
+//! The connection's one deadline (`Ctx::set_deadline`) says what it is waiting for: the
+//! server's answer (idle timeout, pushed back after every read that leaves the response
+//! unfinished, unless the read paused it for output) or, back in the pool, its next
+//! request (`POOL_IDLE`, after which it is closed).
 
-use std::io::{self, Write};
 use std::time::Duration;
 
 use log::debug;
@@ -23,6 +25,7 @@ use mio::Token;
 use super::fetcher::{Fetcher, Link};
 use super::pool::HostKey;
 use super::transfer::{HeadAction, Phase};
+use super::writer::Sink;
 use crate::core::CloseReason;
 use crate::core::Ctx;
 use crate::proto::http_response::Step;
@@ -107,23 +110,21 @@ impl Fetcher {
             };
             at += n;
             match step {
-                Step::NeedMore => {
-                    ctx.set_deadline(token, self.plan.idle_timeout);
-                    return;
-                }
+                Step::NeedMore => return self.after_read(ctx, token, id),
                 Step::Head(head) => {
-                    if let Some(raw) = &head.raw {
-                        if let Err(e) = io::stdout().lock().write_all(raw) {
-                            let e = format!("output: writing to stdout: {e}");
-                            return self.finish(ctx, id, Some(e));
-                        }
+                    let action = t.on_head(&head, self.plan.max_redirects);
+                    if let Ok(HeadAction::Final) = action {
+                        t.sink = self.output.open(t.key(id), &t.first);
                     }
-                    match t.on_head(&head, self.plan.max_redirects) {
-                        Ok(HeadAction::Redirect(next)) => t.redirect_to = Some(next),
-                        Ok(HeadAction::Final) => match self.output.open(&t.first) {
-                            Ok(sink) => t.sink = sink,
-                            Err(e) => return self.finish(ctx, id, Some(e.to_string())),
-                        },
+                    if let Some(raw) = &head.raw {
+                        // `--include`: every head of the chain, in order with the body.
+                        self.deliver(id, Sink::Stdout, raw);
+                    }
+                    match action {
+                        Ok(HeadAction::Redirect(next)) => {
+                            self.transfers[id].redirect_to = Some(next)
+                        }
+                        Ok(HeadAction::Final) => {}
                         Err(e) => return self.finish(ctx, id, Some(e)),
                     }
                 }
@@ -131,9 +132,8 @@ impl Fetcher {
                     if t.redirect_to.is_none() {
                         t.bytes += bytes.len() as u64;
                         self.reporter.add_bytes(bytes.len() as u64);
-                        if let Err(e) = t.sink.write(bytes) {
-                            return self.finish(ctx, id, Some(e.to_string()));
-                        }
+                        let sink = t.sink;
+                        self.deliver(id, sink, bytes);
                     }
                 }
                 Step::Done => {
@@ -154,6 +154,7 @@ impl Fetcher {
         id: usize,
         clean: bool,
     ) {
+        self.unpause(ctx, id, token);
         let t = &mut self.transfers[id];
         t.conn = None;
         let host_id = t.host;
@@ -207,6 +208,7 @@ impl Fetcher {
             "{}: kept-alive connection closed before answering, retrying",
             self.transfers[id].url
         );
+        self.unpause(ctx, id, token);
         self.transfers[id].conn = None;
         self.transfers[id].restart();
         if let Some(link) = ctx.state_mut(token) {

@@ -1,11 +1,24 @@
 //! `Fetcher`: the handler that runs every transfer on the one loop.
 //!
 //! The loop owns the sockets, reads until `WouldBlock`, writes through or queues, and
-//! keeps the deadlines; the fetcher only routes. This file admits URLs into the
-//! `--concurrency` window (`on_turn`), finds each a connection (an idle keep-alive one,
-//! a new one within `--per-host`, or a place in its host's queue), answers the loop's
-//! callbacks, and reports each transfer's end. What happens on a connection once it is
-//! ready — the request, the response, reuse — is in `exchange.rs`.
+//! keeps the time; the fetcher only routes. This file admits URLs into the
+//! `--concurrency` window, finds each a connection (an idle keep-alive one, a new one
+//! within `--per-host`, or a place in its host's queue) and answers the loop's
+//! callbacks. What happens on a connection once it is ready — the request, the
+//! response, reuse — is in `exchange.rs`; where the bytes go, and how a transfer ends
+//! and is reported, is in `delivery.rs`.
+//!
+//! Time is the loop's; the fetcher keeps no schedule of its own:
+//! - per connection, one handler deadline (`Ctx::set_deadline`, then `on_deadline`):
+//!   the connect timeout while connecting, the idle timeout while a response is
+//!   awaited (pushed back on every read), the pool idle time while it sits unused;
+//! - per transfer, `--timeout` is a loop timer (`Ctx::timer_after` with key
+//!   `TIMEOUT_BASE + transfer id`, then `on_timer`), cancelled when the transfer ends,
+//!   so a reused slab key never meets its predecessor's timer;
+//! - admission is a zero-delay loop timer (key `ADMIT`). A transfer ends deep inside
+//!   other callbacks (a close, a parse error, a failed connect); starting the next URLs
+//!   right there would re-enter the code that is ending this one. The timer runs
+//!   admission once, later in this same turn, after the current callback has returned.
 //!
 //! Readiness rules relied on:
 //! - A non-blocking connect completes as a *writable* event; the loop then checks
@@ -13,14 +26,11 @@
 //!   `on_open` is therefore the seed's EVENT_WRITE callback: send the request there.
 //! - Bytes arrive in `on_data` in arbitrary pieces; everything is consumed (the parser
 //!   keeps its own small partial lines), so the loop keeps no read buffer for us.
-//! - Timeouts are the loop's per-connection deadlines (`set_deadline`: connect, then idle
-//!   read, re-armed on every read), plus `--timeout` per transfer, kept here and checked
-//!   after each turn, with `wake_after` so the loop wakes for it.
 //! - Closing is deferred to the end of a callback, and a closed connection's token may
 //!   be reused by the very next `connect`: a transfer forgets its token before anything
 //!   else happens to it.
 
-use std::collections::BTreeSet;
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,7 +41,7 @@ use mio::{Token, Waker};
 use slab::Slab;
 use url::Url;
 
-use crate::apps::fetch::output::Output;
+use crate::apps::fetch::output::{Output, LINES_BACKLOG};
 use crate::apps::fetch::pool::{Addrs, HostKey, Pool};
 use crate::apps::fetch::report::{close_text, io_text, secs, FetchResult, Reporter};
 use crate::apps::fetch::resolver::Resolver;
@@ -40,6 +50,11 @@ use crate::apps::fetch::transfer::{Phase, Transfer};
 use crate::apps::fetch::Plan;
 use crate::core::{CloseReason, Closed, Handler};
 use crate::core::{Ctx, Target};
+
+/// Loop timer key: admit URLs into the window (and stop once everything is done).
+pub(super) const ADMIT: u64 = 0;
+/// Loop timer key of transfer `id`'s `--timeout`: `TIMEOUT_BASE + id`.
+pub(super) const TIMEOUT_BASE: u64 = 1;
 
 /// Per-connection state in the loop's slab.
 #[derive(Default)]
@@ -62,7 +77,7 @@ pub struct Link {
 pub struct Fetcher {
     /// What to fetch and how (limits, timeouts, TLS settings).
     pub(super) plan: Plan,
-    /// Where bodies go, and the file names handed out so far.
+    /// Where bodies and result lines go: the writer thread, and what it has not written.
     pub(super) output: Output,
     /// Results as they come, and the progress bar.
     pub reporter: Reporter,
@@ -74,8 +89,13 @@ pub struct Fetcher {
     pub(super) transfers: Slab<Transfer>,
     /// The next URL of `plan.urls` to admit.
     pub(super) next_url: usize,
-    /// `--timeout` of each transfer that has one: (when, transfer).
-    pub(super) deadlines: BTreeSet<(Instant, usize)>,
+    /// An `ADMIT` timer is pending.
+    admit_armed: bool,
+    /// Finished transfers whose output the writer has not finished with: their results
+    /// (and start times), by serial, until `Written::Finished` completes them.
+    pub(super) finishing: HashMap<u64, (FetchResult, Instant)>,
+    /// How many transfers have their connection paused for output (`delivery.rs`).
+    pub(super) paused: usize,
     /// Every result, in completion order, when asked to keep them.
     pub results: Vec<FetchResult>,
     /// Whether to fill `results` (the command prints results and needs only totals).
@@ -87,7 +107,8 @@ pub struct Fetcher {
 }
 
 impl Fetcher {
-    /// A fetcher for `plan`; `waker` is the loop's, for the resolver threads.
+    /// A fetcher for `plan`; `waker` is the loop's, for the resolver threads. Run it
+    /// with `fetch::run`.
     pub fn new(plan: Plan, output: Output, reporter: Reporter, waker: Arc<Waker>) -> Fetcher {
         Fetcher {
             pool: Pool::new(plan.per_host),
@@ -97,7 +118,9 @@ impl Fetcher {
             resolver: Resolver::new(waker),
             transfers: Slab::new(),
             next_url: 0,
-            deadlines: BTreeSet::new(),
+            admit_armed: false,
+            finishing: HashMap::new(),
+            paused: 0,
             results: Vec::new(),
             keep_results: false,
             request: Vec::new(),
@@ -112,18 +135,42 @@ impl Fetcher {
         self
     }
 
-    /// Admit URLs while the concurrency window has room.
-    fn admit(&mut self, ctx: &mut Ctx<Link>) {
-        while self.transfers.len() < self.plan.concurrency.max(1)
-            && self.next_url < self.plan.urls.len()
-        {
-            let requested = self.plan.urls[self.next_url].clone();
-            self.next_url += 1;
-            self.start(ctx, requested);
+    /// Run `admit` later in this turn, from the loop's timers (see the module docs).
+    pub(super) fn schedule_admit(&mut self, ctx: &mut Ctx<Link>) {
+        if !self.admit_armed {
+            self.admit_armed = true;
+            ctx.timer_after(Duration::ZERO, ADMIT);
         }
     }
 
-    fn start(&mut self, ctx: &mut Ctx<Link>, requested: String) {
+    /// Admit URLs while the concurrency window has room, and while the result lines
+    /// not yet printed are few (a stdout nobody reads holds them up: admission resumes
+    /// when the writer's answer comes back, `delivery.rs`).
+    fn admit(&mut self, ctx: &mut Ctx<Link>) {
+        while self.transfers.len() < self.plan.concurrency.max(1)
+            && self.next_url < self.plan.urls.len()
+            && self.output.lines_backlog() <= LINES_BACKLOG
+        {
+            let serial = self.next_url as u64;
+            let requested = self.plan.urls[self.next_url].clone();
+            self.next_url += 1;
+            self.start(ctx, serial, requested);
+        }
+    }
+
+    /// Stop the loop once every URL was admitted, every transfer is over and every
+    /// result is written out.
+    pub(super) fn stop_if_done(&mut self, ctx: &mut Ctx<Link>) {
+        if self.next_url >= self.plan.urls.len()
+            && self.transfers.is_empty()
+            && self.finishing.is_empty()
+            && !self.output.busy()
+        {
+            ctx.stop();
+        }
+    }
+
+    fn start(&mut self, ctx: &mut Ctx<Link>, serial: u64, requested: String) {
         let url = match Url::parse(&requested) {
             Ok(url) if matches!(url.scheme(), "http" | "https") => url,
             Ok(url) => {
@@ -131,22 +178,23 @@ impl Fetcher {
                     "unsupported scheme {:?} (http and https only)",
                     url.scheme()
                 );
-                return self.report_unstarted(requested, e);
+                return self.report_unstarted(ctx, requested, e);
             }
-            Err(e) => return self.report_unstarted(requested, format!("invalid URL: {e}")),
+            Err(e) => return self.report_unstarted(ctx, requested, format!("invalid URL: {e}")),
         };
         let Some(key) = HostKey::of(&url) else {
-            return self.report_unstarted(requested, "invalid URL: no host".into());
+            return self.report_unstarted(ctx, requested, "invalid URL: no host".into());
         };
         let host = self.pool.id(key);
         let keep_heads = self.output.include_heads();
-        let mut t = Transfer::new(requested, url, host, self.plan.head_only, keep_heads);
-        t.deadline = self.plan.timeout.map(|d| t.started + d);
-        let deadline = t.deadline;
-        let id = self.transfers.insert(t);
-        if let Some(when) = deadline {
-            self.deadlines.insert((when, id));
+        let head_only = self.plan.head_only;
+        let mut t = Transfer::new(serial, requested, url, host, head_only, keep_heads);
+        let entry = self.transfers.vacant_entry();
+        let id = entry.key();
+        if let Some(limit) = self.plan.timeout {
+            t.timeout = Some(ctx.timer_after(limit, TIMEOUT_BASE + id as u64));
         }
+        entry.insert(t);
         self.dispatch(ctx, id);
     }
 
@@ -252,68 +300,6 @@ impl Fetcher {
             self.finish(ctx, id, Some(format!("connect to {addr}: {}", io_text(e))));
         }
     }
-
-    /// The transfer is over: report it, and drop its connection if it still has one
-    /// (mid-response, so it cannot be reused).
-    pub(super) fn finish(&mut self, ctx: &mut Ctx<Link>, id: usize, error: Option<String>) {
-        let Some(t) = self.transfers.try_remove(id) else {
-            return;
-        };
-        if let Some(when) = t.deadline {
-            self.deadlines.remove(&(when, id));
-        }
-        if let Some(token) = t.conn {
-            if let Some(link) = ctx.state_mut(token) {
-                link.transfer = None;
-            }
-            ctx.close(token, CloseReason::Done);
-        }
-        if matches!(t.phase, Phase::Resolving | Phase::Waiting) {
-            self.pool.host(t.host).waiting.retain(|&w| w != id);
-        }
-        let result = t.into_result(error);
-        self.record(result);
-    }
-
-    /// A URL that failed before it could start (not a URL, wrong scheme).
-    fn report_unstarted(&mut self, url: String, error: String) {
-        self.record(FetchResult {
-            url,
-            status: None,
-            bytes: 0,
-            elapsed: Duration::ZERO,
-            redirects: 0,
-            file: None,
-            error: Some(error),
-        });
-    }
-
-    fn record(&mut self, result: FetchResult) {
-        self.reporter.report(&result);
-        if self.keep_results {
-            self.results.push(result);
-        }
-    }
-
-    /// Fail transfers whose `--timeout` passed; ask the loop to wake for the next one.
-    fn expire(&mut self, ctx: &mut Ctx<Link>) {
-        let Some(limit) = self.plan.timeout else {
-            return;
-        };
-        let now = Instant::now();
-        while let Some(&(when, id)) = self.deadlines.first() {
-            if when > now {
-                ctx.timer_after(when - now, 0);
-                return;
-            }
-            self.deadlines.pop_first();
-            let e = format!(
-                "timeout: transfer not done after {} (--timeout)",
-                secs(limit)
-            );
-            self.finish(ctx, id, Some(e));
-        }
-    }
 }
 
 impl Handler for Fetcher {
@@ -365,6 +351,8 @@ impl Handler for Fetcher {
         ctx.close(token, CloseReason::PeerClosed);
     }
 
+    /// The connection's deadline: connect timeout, idle timeout, or pool idle time,
+    /// depending on what it is doing.
     fn on_deadline(&mut self, ctx: &mut Ctx<Link>, token: Token) {
         let Some(link) = ctx.state(token) else {
             return;
@@ -404,6 +392,7 @@ impl Handler for Fetcher {
         if let Some(id) = attached {
             // First of all: the token is free and may be reused by the next connect.
             self.transfers[id].conn = None;
+            self.unpause(ctx, id, token);
             let t = &self.transfers[id];
             match reason {
                 CloseReason::ConnectFailed(e) => {
@@ -426,6 +415,27 @@ impl Handler for Fetcher {
         self.pump(ctx, link.host);
     }
 
+    /// `ADMIT`, or a transfer's `--timeout`.
+    fn on_timer(&mut self, ctx: &mut Ctx<Link>, key: u64) {
+        if key == ADMIT {
+            self.admit_armed = false;
+            self.admit(ctx);
+            return self.stop_if_done(ctx);
+        }
+        // Cancelled when its transfer ends, so the transfer under this id is its own.
+        let id = (key - TIMEOUT_BASE) as usize;
+        if let Some(t) = self.transfers.get_mut(id) {
+            t.timeout = None;
+            let limit = self.plan.timeout.unwrap_or_default();
+            let e = format!(
+                "timeout: transfer not done after {} (--timeout)",
+                secs(limit)
+            );
+            self.finish(ctx, id, Some(e));
+        }
+    }
+
+    /// A resolver thread has addresses, or the output's writer thread has answers.
     fn on_wake(&mut self, ctx: &mut Ctx<Link>) {
         for answer in self.resolver.answers() {
             let host = self.pool.host(answer.key);
@@ -440,14 +450,13 @@ impl Handler for Fetcher {
                 }
             }
         }
+        self.output_answers(ctx);
     }
 
+    /// Output only, like Redis's `beforesleep`: hand the waiting result lines to the
+    /// writer in one job, and redraw the progress bar.
     fn on_turn(&mut self, ctx: &mut Ctx<Link>) {
-        self.expire(ctx);
-        self.admit(ctx);
-        self.reporter.tick();
-        if self.next_url >= self.plan.urls.len() && self.transfers.is_empty() {
-            ctx.stop();
-        }
+        self.output.flush_lines();
+        self.reporter.tick(ctx.instant());
     }
 }

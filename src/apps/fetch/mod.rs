@@ -6,22 +6,32 @@
 //! `Transfer` (a state machine), all of them driven by one `Fetcher` handler on
 //! netloop's single-threaded loop, with keep-alive reuse per host, chunked bodies,
 //! redirects, timeouts, TLS, and a result for every URL. No thread per request: the only
-//! helper threads are the DNS resolvers (`resolver.rs`), because `getaddrinfo` blocks.
+//! helper threads are the DNS resolvers (`resolver.rs`), because `getaddrinfo` blocks,
+//! and one output writer (`writer.rs`), because a pipe or a disk can block too.
 //!
-//! - `fetcher.rs`: the handler: admission, connections, timeouts, the loop's callbacks.
+//! - `fetcher.rs`: the handler: admission, connections, timers, the loop's callbacks.
 //! - `exchange.rs`: one request/response on a connection: send, receive, reuse or close.
+//! - `delivery.rs`: body bytes to the writer, pausing for it, reporting a transfer's end.
 //! - `transfer.rs`: one URL's state: its request, redirects, result.
-//! - `response.rs`: the incremental response parser (httparse for the head).
 //! - `pool.rs`: per host:port: addresses, idle keep-alive connections, waiting transfers.
 //! - `resolver.rs`: DNS on helper threads, answered through a channel and the loop's waker.
 //! - `tls.rs`: rustls on the loop's non-blocking sockets.
-//! - `output.rs`: bodies to stdout, to files in a directory, or nowhere.
+//! - `output.rs`: where bodies go (stdout, files in a directory, nowhere), and the bound
+//!   on what waits for the writer; `writer.rs`: the writer thread's side.
 //! - `report.rs`: one result per URL (text or JSON lines), the progress bar.
 //!
+//! The command line (`src/cli/fetch.rs`, in the binary) turns its arguments into a
+//! `FetchOptions` and calls `fetch`; a library caller can do the same, or put together
+//! a `Plan`, an `Output` and a `Reporter` itself and call `run` (see
+//! `examples/fetch_page.rs`).
+//!
 //! Readiness rule this module relies on: the loop reports a completed connect as
-//! writable (then `on_open`), delivers every byte read in `on_data`, and calls
-//! `on_deadline` when a connection's deadline passes; the fetcher never touches a socket.
+//! writable (then `on_open`), delivers every byte read in `on_data`, calls
+//! `on_deadline` when a connection's deadline passes and `on_timer` for a loop timer,
+//! and calls `on_wake` when a helper thread has answers; the fetcher never touches a
+//! socket, and the loop thread never writes a file or stdout.
 
+pub mod delivery;
 pub mod exchange;
 pub mod fetcher;
 pub mod output;
@@ -30,8 +40,9 @@ pub mod report;
 pub mod resolver;
 pub mod tls;
 pub mod transfer;
+pub mod writer;
 
-use std::io::{self, BufRead};
+use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,70 +52,72 @@ pub use fetcher::{Fetcher, Link};
 pub use output::{Destination, Output};
 pub use report::{FetchResult, Reporter, ResultFormat};
 
-/// Options of `netloop fetch`.
-#[derive(Clone, Debug, clap::Args)]
-pub struct FetchArgs {
-    /// URLs to fetch (http:// or https://); at least one is required unless -i gives them.
-    #[arg(value_name = "URL", required_unless_present = "input")]
+/// Everything `netloop fetch` is told, as plain values (the command line's `Args`
+/// becomes one of these).
+#[derive(Clone, Debug)]
+pub struct FetchOptions {
+    /// URLs to fetch (http:// or https://), in order.
     pub urls: Vec<String>,
-    /// Also read URLs from FILE, one per line (`-`: standard input; blank lines and
-    /// lines starting with # are skipped).
-    #[arg(short = 'i', long = "input", value_name = "FILE")]
-    pub input: Option<PathBuf>,
-    /// Save each body to its own file in DIR, named from the URL path (without -o, one
-    /// URL's body goes to stdout; with several URLs bodies are read and dropped).
-    #[arg(short = 'o', long = "output-dir", value_name = "DIR")]
+    /// Save each body to its own file in this directory (without it, one URL's body
+    /// goes to stdout; with several URLs, bodies are read and dropped).
     pub output_dir: Option<PathBuf>,
     /// Transfers in flight at most.
-    #[arg(long, default_value_t = 50, value_name = "N")]
     pub concurrency: usize,
-    /// Connections per host:port at most (reused with HTTP/1.1 keep-alive).
-    #[arg(long, default_value_t = 6, value_name = "N")]
+    /// Connections per host:port at most.
     pub per_host: usize,
-    /// Send `Connection: close` and use one connection per request (like the seed).
-    #[arg(long)]
-    pub no_keepalive: bool,
-    /// Redirects (301, 302, 303, 307, 308) followed per URL at most.
-    #[arg(long, default_value_t = 5, value_name = "N")]
+    /// Reuse connections (false: `Connection: close`, one connection per request).
+    pub keepalive: bool,
+    /// Redirects followed per URL at most.
     pub max_redirects: u32,
-    /// Seconds a connect may take, per address tried (a host with several addresses may
-    /// take this long for each before the next is tried).
-    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
-    pub connect_timeout: f64,
-    /// Seconds a whole transfer may take, redirects included (default: no limit).
-    #[arg(long, value_name = "SECS")]
-    pub timeout: Option<f64>,
-    /// Seconds the server may stay silent while a response is awaited.
-    #[arg(long, default_value_t = 30.0, value_name = "SECS")]
-    pub idle_timeout: f64,
-    /// Also trust the CA certificate(s) in this PEM file for https.
-    #[arg(long, value_name = "FILE")]
+    /// How long a connect may take, per address tried.
+    pub connect_timeout: Duration,
+    /// How long a whole transfer may take, redirects included.
+    pub timeout: Option<Duration>,
+    /// How long the server may stay silent while a response is awaited.
+    pub idle_timeout: Duration,
+    /// Also trust the CA certificate(s) in this PEM file.
     pub cacert: Option<PathBuf>,
-    /// Do not verify TLS certificates (prints a warning: anyone can impersonate the server).
-    #[arg(short = 'k', long)]
+    /// Do not verify TLS certificates.
     pub insecure: bool,
     /// With one URL printed to stdout: print the status line and headers too.
-    #[arg(long)]
     pub include: bool,
-    /// Send HEAD requests instead of GET (no bodies).
-    #[arg(short = 'I', long)]
+    /// Send HEAD requests instead of GET.
     pub head: bool,
-    /// Print one JSON object per URL (JSON lines) instead of text: on stdout, or on
-    /// stderr when stdout carries the body (one URL, no -o).
-    #[arg(long)]
+    /// Results as JSON lines instead of text.
     pub json: bool,
+}
+
+impl FetchOptions {
+    /// Options for `urls` with the command's defaults.
+    pub fn new(urls: Vec<String>) -> FetchOptions {
+        FetchOptions {
+            urls,
+            output_dir: None,
+            concurrency: 50,
+            per_host: 6,
+            keepalive: true,
+            max_redirects: 5,
+            connect_timeout: Duration::from_secs(10),
+            timeout: None,
+            idle_timeout: Duration::from_secs(30),
+            cacert: None,
+            insecure: false,
+            include: false,
+            head: false,
+            json: false,
+        }
+    }
 }
 
 fn invalid(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, msg)
 }
 
-fn seconds(name: &str, secs: f64) -> io::Result<Duration> {
-    match Duration::try_from_secs_f64(secs) {
-        Ok(d) if !d.is_zero() => Ok(d),
-        _ => Err(invalid(format!(
-            "{name} must be a positive number of seconds"
-        ))),
+/// A zero timeout would fail every transfer at once: refuse it, naming the option.
+fn positive(name: &str, d: Duration) -> io::Result<Duration> {
+    match d.is_zero() {
+        true => Err(invalid(format!("{name} must be more than 0 seconds"))),
+        false => Ok(d),
     }
 }
 
@@ -133,28 +146,6 @@ pub struct Plan {
     pub head_only: bool,
 }
 
-/// The URLs on the command line, then those in `-i FILE`.
-pub fn collect_urls(args: &FetchArgs) -> io::Result<Vec<String>> {
-    let mut urls = args.urls.clone();
-    if let Some(path) = &args.input {
-        let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
-            Box::new(io::stdin().lock())
-        } else {
-            let file = std::fs::File::open(path)
-                .map_err(|e| io::Error::new(e.kind(), format!("-i {}: {e}", path.display())))?;
-            Box::new(io::BufReader::new(file))
-        };
-        for line in reader.lines() {
-            let line = line.map_err(|e| io::Error::new(e.kind(), format!("-i: {e}")))?;
-            let line = line.trim();
-            if !line.is_empty() && !line.starts_with('#') {
-                urls.push(line.to_string());
-            }
-        }
-    }
-    Ok(urls)
-}
-
 impl Plan {
     /// A plan for `urls` with the command's defaults (system trust roots only).
     pub fn with_defaults(urls: Vec<String>) -> io::Result<Plan> {
@@ -173,62 +164,63 @@ impl Plan {
     }
 }
 
-/// Run every transfer of `plan` on a new loop; returns the fetcher (its reporter has the
-/// totals, and `results` the results if it was asked to keep them).
+/// Run every transfer of `fetcher`'s plan on `event_loop`, until each has a result and
+/// every result is written out; returns the fetcher (its reporter has the totals, and
+/// `results` the results if it was asked to keep them).
 pub fn run(fetcher: Fetcher, event_loop: &mut EventLoop<Link>) -> io::Result<Fetcher> {
     let mut fetcher = fetcher;
-    // The first turn admits the first URLs; after that, events drive everything.
-    event_loop.ctx().timer_after(Duration::ZERO, 0);
+    // The first turn admits the first URLs (the `ADMIT` timer); events drive the rest.
+    fetcher.schedule_admit(event_loop.ctx());
     event_loop.run(&mut fetcher)?;
     fetcher.reporter.finish();
     Ok(fetcher)
 }
 
-/// `netloop fetch`: Ok only if every URL got a complete 2xx response.
-pub fn fetch(args: &FetchArgs) -> io::Result<()> {
-    let urls = collect_urls(args)?;
+/// `netloop fetch`: Ok only if every URL got a complete 2xx response, written out.
+pub fn fetch(opts: &FetchOptions) -> io::Result<()> {
+    let urls = opts.urls.clone();
     if urls.is_empty() {
         return Err(invalid(
             "no URL given (as arguments or with -i FILE)".into(),
         ));
     }
-    if args.concurrency == 0 || args.per_host == 0 {
+    if opts.concurrency == 0 || opts.per_host == 0 {
         return Err(invalid(
             "--concurrency and --per-host must be at least 1".into(),
         ));
     }
-    let destination = match (&args.output_dir, urls.len()) {
+    let destination = match (&opts.output_dir, urls.len()) {
         (Some(dir), _) => Destination::Dir(dir.clone()),
         (None, 1) => Destination::Stdout {
-            include: args.include,
+            include: opts.include,
         },
         (None, _) => Destination::Discard,
     };
-    if args.include && !matches!(destination, Destination::Stdout { .. }) {
+    if opts.include && !matches!(destination, Destination::Stdout { .. }) {
         return Err(invalid(
             "--include prints one response to stdout: give one URL and no -o".into(),
         ));
     }
-    if args.insecure {
+    if opts.insecure {
         eprintln!(
             "WARNING: --insecure: TLS certificates are NOT verified. Anyone between you and \
              the server can read and change these transfers."
         );
     }
     let plan = Plan {
-        concurrency: args.concurrency,
-        per_host: args.per_host,
-        keepalive: !args.no_keepalive,
-        max_redirects: args.max_redirects,
-        connect_timeout: seconds("--connect-timeout", args.connect_timeout)?,
-        timeout: args.timeout.map(|s| seconds("--timeout", s)).transpose()?,
-        idle_timeout: seconds("--idle-timeout", args.idle_timeout)?,
-        tls: tls::client_config(args.cacert.as_deref(), args.insecure)?,
-        head_only: args.head,
+        concurrency: opts.concurrency,
+        per_host: opts.per_host,
+        keepalive: opts.keepalive,
+        max_redirects: opts.max_redirects,
+        connect_timeout: positive("--connect-timeout", opts.connect_timeout)?,
+        timeout: opts.timeout.map(|d| positive("--timeout", d)).transpose()?,
+        idle_timeout: positive("--idle-timeout", opts.idle_timeout)?,
+        tls: tls::client_config(opts.cacert.as_deref(), opts.insecure)?,
+        head_only: opts.head,
         urls,
     };
     let total = plan.urls.len();
-    let format = if args.json {
+    let format = if opts.json {
         ResultFormat::Json
     } else {
         ResultFormat::Human
@@ -238,13 +230,9 @@ pub fn fetch(args: &FetchArgs) -> io::Result<()> {
     let reporter = Reporter::new(format, to_stderr, total);
     let started = Instant::now();
     let mut event_loop = EventLoop::new(LoopConfig::default())?;
-    let fetcher = Fetcher::new(
-        plan,
-        Output::new(destination)?,
-        reporter,
-        event_loop.waker()?,
-    );
-    let fetcher = run(fetcher, &mut event_loop)?;
+    let waker = event_loop.waker()?;
+    let output = Output::new(destination, Arc::clone(&waker))?;
+    let fetcher = run(Fetcher::new(plan, output, reporter, waker), &mut event_loop)?;
     let r = &fetcher.reporter;
     if total > 1 {
         eprintln!(
@@ -258,7 +246,8 @@ pub fn fetch(args: &FetchArgs) -> io::Result<()> {
     match r.failed {
         0 => Ok(()),
         n => Err(io::Error::other(format!(
-            "{n} of {total} URLs failed (an error, or a status other than 2xx)"
+            "{n} of {total} URLs failed (an error, a status other than 2xx, or output \
+             that could not be written)"
         ))),
     }
 }

@@ -1,27 +1,44 @@
-//! Where response bodies go: standard output, one file per URL, or nowhere.
+//! Where response bodies and result lines go, as the loop sees it: standard output, one
+//! file per URL, or nowhere — all written by the writer thread (`writer.rs`).
 //!
-//! Bodies are written **as they arrive**, one chunk per read, and never collected: the
-//! loop's backpressure is about outbound bytes (it stops reading a peer whose replies
-//! pile up), and a fetcher's inbound bytes need no queue if each chunk goes straight
-//! from the loop's read buffer to its file. Memory stays flat whatever the body size.
+//! Bodies are handed over **as they arrive**, one piece per read, and never collected
+//! into whole bodies. What the loop thread does with a piece is cheap and never blocks:
+//! copy it into a job for the writer thread and count it as *unwritten* until the
+//! thread's answer comes back through the waker. The count is what bounds memory when
+//! the writer falls behind (a pipe nobody reads, a slow disk): `delivery.rs` pauses the
+//! connections feeding the writer while a transfer has more than `PER_TRANSFER` bytes
+//! unwritten, or all of them together more than `TOTAL`, and resumes them once the
+//! writer has caught up to half of that. TCP flow control then slows the servers down:
+//! a fetch whose stdout is not read holds about a megabyte, not the whole body.
 //!
 //! With `-o DIR`, each body gets its own file named from the last segment of the URL
-//! path as requested (`/a/b/page.html` → `page.html`, `/` → `index.html`), reduced to
-//! safe characters so no name can reach outside DIR (no `/`, no `..`), and made unique:
-//! `page.html`, `page-1.html`, ... A file is created with `create_new`, so nothing already
-//! in DIR is overwritten. A transfer that fails after its file was created has the
-//! partial file removed: a file in DIR is always a complete body.
+//! path as requested (`/a/b/page.html` → `page.html`), made unique (`page-1.html`, ...)
+//! and created with `create_new`, so nothing already in DIR is overwritten; a transfer
+//! that fails has its partial file removed, so a file in DIR is always a complete body.
+//! Naming, creating, writing and removing all happen on the writer thread.
 //!
-//! Writes to a file or to stdout are ordinary blocking writes on the loop thread: disk
-//! writes go to the page cache and return at once. A reader of our stdout that stops
-//! reading would stall the loop, as it stalls curl.
+//! Result lines go through the writer too (they are output like any other), in
+//! batches, one batch in flight at a time; past `LINES_BACKLOG` bytes of lines not yet
+//! printed, no new URL is admitted, so a stdout nobody reads bounds them as well.
 
-use std::collections::HashSet;
-use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
 
+use indicatif::ProgressBar;
+use mio::Waker;
 use url::Url;
+
+use super::writer::{Desk, Job, Key, Sink, Written};
+use crate::core::Pool;
+
+/// Unwritten bytes one transfer may have before its connection stops being read.
+pub const PER_TRANSFER: usize = 1024 * 1024;
+/// Unwritten bytes all transfers together may have before their connections stop
+/// being read.
+pub const TOTAL: usize = 8 * 1024 * 1024;
+/// Result-line bytes not yet printed past which no new URL is admitted.
+pub const LINES_BACKLOG: usize = 1024 * 1024;
 
 /// Where bodies go for the whole run.
 #[derive(Clone, Debug)]
@@ -37,37 +54,50 @@ pub enum Destination {
     Discard,
 }
 
-/// Hands out a sink per transfer, and unique names in the output directory.
-#[derive(Debug)]
+/// The run's output: hands sinks out to transfers, and jobs to the writer thread.
 pub struct Output {
     /// Where bodies go.
     pub destination: Destination,
-    /// Names handed out in this run (a name is taken even before its file is written).
-    taken: HashSet<String>,
+    /// The writer thread: one, so that jobs run in the order given.
+    writer: Pool<Written>,
+    /// The writer thread's state, travelling with each job (see `writer.rs`).
+    desk: Arc<Mutex<Desk>>,
+    /// Bytes handed to the writer and not written yet, all transfers together.
+    unwritten: usize,
+    /// Result lines not yet handed to the writer.
+    lines: Option<Lines>,
+    /// Bytes of result lines handed to the writer and not yet answered (one batch at
+    /// most).
+    lines_in_flight: usize,
 }
 
-/// One transfer's body destination.
-#[derive(Debug, Default)]
-pub enum Sink {
-    /// Not opened yet (before the final response's head), or bodies are discarded.
-    #[default]
-    None,
-    /// Standard output.
-    Stdout,
-    /// A file in the output directory.
-    File(File, PathBuf),
+/// A batch of result lines (they all go to the same stream in a run).
+struct Lines {
+    text: String,
+    to_stderr: bool,
+    bar: Option<ProgressBar>,
+    succeeded: usize,
 }
 
 impl Output {
-    /// Output to `destination`; makes the directory if needed.
-    pub fn new(destination: Destination) -> io::Result<Output> {
-        if let Destination::Dir(dir) = &destination {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| io::Error::new(e.kind(), format!("-o {}: {e}", dir.display())))?;
-        }
+    /// Output to `destination` (the directory is made if needed); the writer thread
+    /// wakes the loop through `waker` after each job.
+    pub fn new(destination: Destination, waker: Arc<Waker>) -> io::Result<Output> {
+        let dir = match &destination {
+            Destination::Dir(dir) => {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| io::Error::new(e.kind(), format!("-o {}: {e}", dir.display())))?;
+                Some(dir.clone())
+            }
+            _ => None,
+        };
         Ok(Output {
             destination,
-            taken: HashSet::new(),
+            writer: Pool::new("fetch-output", 1, waker)?,
+            desk: Arc::new(Mutex::new(Desk::new(dir))),
+            unwritten: 0,
+            lines: None,
+            lines_in_flight: 0,
         })
     }
 
@@ -76,162 +106,116 @@ impl Output {
         matches!(self.destination, Destination::Stdout { include: true })
     }
 
-    /// The sink for a transfer's final response, named after the URL as requested.
-    pub fn open(&mut self, requested: &Url) -> io::Result<Sink> {
-        let dir = match &self.destination {
-            Destination::Stdout { .. } => return Ok(Sink::Stdout),
-            Destination::Discard => return Ok(Sink::None),
-            Destination::Dir(dir) => dir.clone(),
-        };
-        let (stem, ext) = split_name(&file_name(requested));
-        for n in 0u32.. {
-            let name = match n {
-                0 => format!("{stem}{ext}"),
-                n => format!("{stem}-{n}{ext}"),
-            };
-            if self.taken.contains(&name) {
-                continue;
-            }
-            let path = dir.join(&name);
-            match OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(file) => {
-                    self.taken.insert(name);
-                    return Ok(Sink::File(file, path));
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    self.taken.insert(name);
-                }
-                Err(e) => {
-                    return Err(io::Error::new(
-                        e.kind(),
-                        format!("output: cannot create {}: {e}", path.display()),
-                    ))
-                }
-            }
-        }
-        Err(io::Error::other("output: no free file name"))
-    }
-}
-
-impl Sink {
-    /// Write body bytes as they arrive.
-    pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
-        match self {
-            Sink::None => Ok(()),
-            Sink::Stdout => io::stdout()
-                .lock()
-                .write_all(bytes)
-                .map_err(|e| io::Error::new(e.kind(), format!("output: writing to stdout: {e}"))),
-            Sink::File(file, path) => file.write_all(bytes).map_err(|e| {
-                io::Error::new(e.kind(), format!("output: writing {}: {e}", path.display()))
-            }),
-        }
-    }
-
-    /// The transfer is over: on success, the file's path (if any); on failure, remove
-    /// the partial file. A failed final flush (stdout) or write-out (file) is an error:
-    /// the body did not all arrive where it was meant to go.
-    pub fn finish(self, ok: bool) -> Result<Option<PathBuf>, String> {
-        match self {
-            Sink::None => Ok(None),
-            Sink::Stdout => io::stdout()
-                .lock()
-                .flush()
-                .map(|()| None)
-                .map_err(|e| format!("output: writing to stdout: {e}")),
-            Sink::File(mut file, path) => {
-                // `File` has no user-space buffer; `flush` is a no-op kept for symmetry.
-                let flushed = file.flush();
-                drop(file);
-                match flushed {
-                    Ok(()) if ok => Ok(Some(path)),
-                    Ok(()) => {
-                        let _ = std::fs::remove_file(&path);
-                        Ok(None)
-                    }
-                    Err(e) => {
-                        let _ = std::fs::remove_file(&path);
-                        Err(format!("output: writing {}: {e}", path.display()))
-                    }
-                }
+    /// The sink for a transfer's final response; with `-o DIR`, the writer thread is
+    /// asked to create its file, named after the URL as requested.
+    pub fn open(&mut self, key: Key, requested: &Url) -> Sink {
+        match &self.destination {
+            Destination::Stdout { .. } => Sink::Stdout,
+            Destination::Discard => Sink::None,
+            Destination::Dir(_) => {
+                let url = requested.clone();
+                self.submit(Job::Open { key, url });
+                Sink::File
             }
         }
     }
-}
 
-/// Longest name made from a URL (file systems allow 255 bytes; leave room for `-N`).
-const MAX_NAME: usize = 120;
-
-/// A safe file name from the last segment of the URL's path.
-pub fn file_name(url: &Url) -> String {
-    let last = url
-        .path_segments()
-        .and_then(|mut s| s.next_back())
-        .unwrap_or("");
-    let mut name: String = last
-        .chars()
-        .map(|c| match c {
-            'a'..='z' | 'A'..='Z' | '0'..='9' | '.' | '_' | '-' => c,
-            _ => '_',
-        })
-        .take(MAX_NAME)
-        .collect();
-    // No hidden files, and never "." or "..": a leading dot becomes '_'.
-    if name.starts_with('.') {
-        name.replace_range(..1, "_");
-    }
-    if name.is_empty() {
-        name = "index.html".into();
-    }
-    name
-}
-
-/// `page.html` → (`page`, `.html`); `README` → (`README`, ``).
-fn split_name(name: &str) -> (String, String) {
-    match name.rfind('.') {
-        Some(i) if i > 0 => (name[..i].to_string(), name[i..].to_string()),
-        _ => (name.to_string(), String::new()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::path::Path;
-
-    /// True if `path` is directly inside `dir` (what every name made here satisfies).
-    fn is_inside(dir: &Path, path: &Path) -> bool {
-        path.parent() == Some(dir)
-    }
-
-    #[test]
-    fn names_are_safe_and_unique() {
-        let name = |u: &str| file_name(&Url::parse(u).unwrap());
-        assert_eq!(name("http://h/a/b/page.html?x=1"), "page.html");
-        assert_eq!(name("http://h/"), "index.html");
-        assert_eq!(name("http://h/a/"), "index.html");
-        // The URL parser already drops dot segments, encoded or not.
-        assert_eq!(name("http://h/%2e%2e"), "index.html");
-        assert_eq!(
-            name("http://h/..%2f..%2fetc%2fpasswd"),
-            "_._2f.._2fetc_2fpasswd"
-        );
-        assert_eq!(name("http://h/.hidden"), "_hidden");
-
-        let dir = std::env::temp_dir().join(format!("netloop-output-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let mut out = Output::new(Destination::Dir(dir.clone())).unwrap();
-        let url = Url::parse("http://h/x/page.html").unwrap();
-        let mut paths = Vec::new();
-        for _ in 0..3 {
-            match out.open(&url).unwrap() {
-                Sink::File(_, path) => paths.push(path),
-                other => panic!("{other:?}"),
-            }
+    /// Hand `bytes` for `sink` to the writer; returns how many were handed over (0 if
+    /// the sink drops them), for the transfer's own unwritten count.
+    pub fn write(&mut self, key: Key, sink: Sink, bytes: &[u8]) -> usize {
+        if sink == Sink::None || bytes.is_empty() {
+            return 0;
         }
-        let names: Vec<_> = paths.iter().map(|p| p.file_name().unwrap()).collect();
-        assert_eq!(names, ["page.html", "page-1.html", "page-2.html"]);
-        assert!(paths.iter().all(|p| is_inside(&dir, p)));
-        let _ = std::fs::remove_dir_all(&dir);
+        self.unwritten += bytes.len();
+        let bytes = bytes.to_vec();
+        let n = bytes.len();
+        self.submit(Job::Write { key, sink, bytes });
+        n
+    }
+
+    /// The transfer is over: after its last bytes, the writer closes its file (or
+    /// removes it, if `ok` is false) and answers `Written::Finished`.
+    pub fn finish(&mut self, key: Key, sink: Sink, ok: bool) {
+        self.submit(Job::Finish { key, sink, ok });
+    }
+
+    /// Add a result line (a newline is added) to the batch; `flush_lines` hands the
+    /// batch to the writer, after everything handed over before it.
+    pub fn print(&mut self, line: &str, to_stderr: bool, bar: Option<ProgressBar>, ok: bool) {
+        let batch = self.lines.get_or_insert_with(|| Lines {
+            text: String::new(),
+            to_stderr,
+            bar,
+            succeeded: 0,
+        });
+        batch.text.push_str(line);
+        batch.text.push('\n');
+        batch.succeeded += usize::from(ok);
+    }
+
+    /// Hand the waiting result lines to the writer as one job, unless it still has the
+    /// previous batch (called at the end of every turn). One batch in flight at a time
+    /// batches by itself: lines gather while the writer prints, so a run of small pages
+    /// pays one thread hand-off per batch, not per line, without any timer.
+    pub fn flush_lines(&mut self) {
+        if self.lines_in_flight > 0 {
+            return;
+        }
+        if let Some(Lines {
+            text,
+            to_stderr,
+            bar,
+            succeeded,
+        }) = self.lines.take()
+        {
+            self.lines_in_flight = text.len().max(1);
+            self.submit(Job::Lines {
+                text,
+                to_stderr,
+                bar,
+                succeeded,
+            });
+        }
+    }
+
+    /// The writer's answers so far (call from `on_wake`); the unwritten count drops by
+    /// what they report.
+    pub fn answers(&mut self) -> Vec<Written> {
+        let mut answers = Vec::new();
+        while let Some(answer) = self.writer.try_recv() {
+            match &answer {
+                Written::Body { bytes, .. } => self.unwritten -= bytes,
+                Written::Lines { .. } => self.lines_in_flight = 0,
+                Written::Finished { .. } => {}
+            }
+            answers.push(answer);
+        }
+        answers
+    }
+
+    /// Bytes handed to the writer and not written yet, all transfers together.
+    pub fn unwritten(&self) -> usize {
+        self.unwritten
+    }
+
+    /// Bytes of result lines not printed yet: when a stdout nobody reads holds them up,
+    /// the fetcher stops admitting new URLs (whose results would pile up behind them).
+    pub fn lines_backlog(&self) -> usize {
+        self.lines.as_ref().map_or(0, |l| l.text.len()) + self.lines_in_flight
+    }
+
+    /// True while result lines wait for `flush_lines`, or the writer has jobs whose
+    /// answers have not been collected.
+    pub fn busy(&self) -> bool {
+        self.lines.is_some() || self.writer.in_flight() > 0
+    }
+
+    fn submit(&mut self, job: Job) {
+        let desk = Arc::clone(&self.desk);
+        self.writer.submit(move || {
+            // Only this thread locks it; a panic in an earlier job leaves it usable.
+            let mut desk = desk.lock().unwrap_or_else(PoisonError::into_inner);
+            desk.run(job)
+        });
     }
 }

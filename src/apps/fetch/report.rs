@@ -1,12 +1,17 @@
 //! Results: one per URL, as a line for people or a JSON object, and a progress bar.
 //!
-//! Every URL given gets exactly one `FetchResult`, printed the moment its transfer ends
-//! (so a long run shows results as it goes): a status, the body bytes, the elapsed time
-//! and the redirects followed, or a one-line error saying what went wrong (refused, DNS,
-//! timeout, TLS, malformed response, short body, reset). A non-2xx status is a result,
-//! not an error, but it does not count as a success for the exit status.
+//! Every URL given gets exactly one `FetchResult`, printed the moment its transfer is
+//! over — its body written out, not only received (so a long run shows results as it
+//! goes): a status, the body bytes, the elapsed time and the redirects followed, or a
+//! one-line error saying what went wrong (refused, DNS, timeout, TLS, malformed
+//! response, short body, reset, output). A non-2xx status is a result, not an error, but
+//! it does not count as a success for the exit status.
+//!
+//! The `Reporter` counts and formats; the lines themselves are printed by the output's
+//! writer thread (`writer.rs`), like bodies, so a slow reader of our stdout or stderr
+//! never stalls the loop. The progress bar is drawn from the loop (`tick`, in `on_turn`).
 
-use std::io::{self, IsTerminal, Write};
+use std::io::{self, IsTerminal};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -142,8 +147,13 @@ impl Reporter {
         self.bytes += n;
     }
 
-    /// Print one finished URL's result.
-    pub fn report(&mut self, result: &FetchResult) {
+    /// Count one finished URL's result; returns its line (without newline) when
+    /// results are printed. The fetcher has the writer thread print it, after the
+    /// output handed over before it (`Output::print`): a result line is output like a
+    /// body, and a stdout nobody reads must not stall the loop for it either.
+    /// (Lines are handed over in batches: one thread hand-off per line would cost more
+    /// than the printing on a busy run of small pages.)
+    pub fn record(&mut self, result: &FetchResult) -> Option<String> {
         self.done += 1;
         if !result.succeeded() {
             self.failed += 1;
@@ -152,42 +162,40 @@ impl Reporter {
             // The count moves with every result; `tick` only throttles the message.
             bar.set_position(self.done);
         }
-        let line = match self.format {
-            ResultFormat::Human => result.human(),
-            ResultFormat::Json => result.to_json(),
-            ResultFormat::Silent => return,
-        };
-        let to_stderr = self.to_stderr;
-        let print = || {
-            let written = if to_stderr {
-                writeln!(io::stderr().lock(), "{line}")
-            } else {
-                writeln!(io::stdout().lock(), "{line}")
-            };
-            written
-        };
-        let written = match &self.bar {
-            Some(bar) if self.share_terminal => bar.suspend(print),
-            _ => print(),
-        };
-        if let Err(e) = written {
-            // A result nobody can read is not a success: make the exit status say so.
-            log::warn!("printing the result of {}: {e}", result.url);
-            if result.succeeded() {
-                self.failed += 1;
-            }
+        match self.format {
+            ResultFormat::Human => Some(result.human()),
+            ResultFormat::Json => Some(result.to_json()),
+            ResultFormat::Silent => None,
         }
     }
 
-    /// Redraw the bar, at most ten times a second.
-    pub fn tick(&mut self) {
+    /// Result lines go to stderr (stdout carries the body).
+    pub fn to_stderr(&self) -> bool {
+        self.to_stderr
+    }
+
+    /// The progress bar, when result lines go to the terminal it is drawn on: the
+    /// writer clears it around each line (`ProgressBar::suspend`).
+    pub fn bar_to_clear(&self) -> Option<ProgressBar> {
+        self.bar.clone().filter(|_| self.share_terminal)
+    }
+
+    /// Result lines could not be printed (`error`), `succeeded` of them successes. A
+    /// result nobody can read is not a success: the exit status must say so.
+    pub fn print_failed(&mut self, succeeded: usize, error: &str) {
+        log::warn!("{error}");
+        self.failed += succeeded as u64;
+    }
+
+    /// Redraw the bar, at most ten times a second; `now` is the loop's time.
+    pub fn tick(&mut self, now: Instant) {
         let Some(bar) = &self.bar else {
             return;
         };
-        if self.last_draw.elapsed() < Duration::from_millis(100) {
+        if now.saturating_duration_since(self.last_draw) < Duration::from_millis(100) {
             return;
         }
-        self.last_draw = Instant::now();
+        self.last_draw = now;
         bar.set_position(self.done);
         bar.set_message(format!(
             "{:.1} MB  {} failed",

@@ -16,7 +16,8 @@
 //! window admits it. Steps not needed are skipped: known addresses skip Resolving, a free
 //! connection slot skips Waiting, and a reused keep-alive connection skips Connecting
 //! (the request is written at once). Head and body are both read in Requesting; there is
-//! no final phase: the finished transfer is removed and its result reported. This
+//! no final phase: the finished transfer is removed, and its result is reported once the
+//! output's writer thread has written its body out (`delivery.rs`). This
 //! file holds what belongs to the transfer itself — the request it sends, what a response
 //! head means for it (a redirect to follow, a loop, a final response to save) — so the
 //! fetcher only routes bytes and connections.
@@ -26,8 +27,9 @@ use std::time::Instant;
 use mio::Token;
 use url::Url;
 
-use crate::apps::fetch::output::Sink;
 use crate::apps::fetch::report::FetchResult;
+use crate::apps::fetch::writer::{Key, Sink};
+use crate::core::TimerId;
 use crate::proto::http_response::{Head, ResponseParser};
 
 /// Where a transfer is.
@@ -69,10 +71,12 @@ pub struct Transfer {
     pub visited: Vec<Url>,
     /// Redirects followed.
     pub redirects: u32,
+    /// Its number in the run (the URL's position): never reused, unlike its slab key.
+    pub serial: u64,
     /// When the transfer started (admitted into the `--concurrency` window).
     pub started: Instant,
-    /// `--timeout`: when the whole transfer must be over.
-    pub deadline: Option<Instant>,
+    /// `--timeout`: the loop timer that fails the transfer, cancelled when it ends.
+    pub timeout: Option<TimerId>,
     /// The connection carrying it, while it has one.
     pub conn: Option<Token>,
     /// Which of the host's addresses to try next for a new connection.
@@ -93,6 +97,10 @@ pub struct Transfer {
     pub bytes: u64,
     /// Where the final response's body goes.
     pub sink: Sink,
+    /// Bytes handed to the output's writer thread and not yet written.
+    pub unwritten: usize,
+    /// Its connection is not being read because too much of its output is unwritten.
+    pub paused: bool,
     /// Send HEAD instead of GET.
     pub head_only: bool,
     /// Keep raw heads (for `--include`).
@@ -100,8 +108,15 @@ pub struct Transfer {
 }
 
 impl Transfer {
-    /// A transfer of `url` (already parsed), as given in `requested`.
-    pub fn new(requested: String, mut url: Url, host: usize, head_only: bool, keep: bool) -> Self {
+    /// Transfer number `serial` of `url` (already parsed), as given in `requested`.
+    pub fn new(
+        serial: u64,
+        requested: String,
+        mut url: Url,
+        host: usize,
+        head_only: bool,
+        keep: bool,
+    ) -> Self {
         // A fragment is never sent, and must not make `/a#x` and `/a` two URLs.
         url.set_fragment(None);
         Transfer {
@@ -112,8 +127,9 @@ impl Transfer {
             host,
             phase: Phase::Waiting,
             redirects: 0,
+            serial,
             started: Instant::now(),
-            deadline: None,
+            timeout: None,
             conn: None,
             next_addr: 0,
             fresh_conn: false,
@@ -124,6 +140,8 @@ impl Transfer {
             status: None,
             bytes: 0,
             sink: Sink::None,
+            unwritten: 0,
+            paused: false,
             head_only,
             keep_heads: keep,
         }
@@ -202,20 +220,24 @@ impl Transfer {
         self.redirect_to = None;
     }
 
-    /// The result, once the transfer is over.
+    /// Who the transfer is, for the output's writer thread.
+    pub fn key(&self, id: usize) -> Key {
+        Key {
+            id,
+            serial: self.serial,
+        }
+    }
+
+    /// The result as far as the network goes, once the transfer is over. The file (and
+    /// an output error) are filled in once the writer has finished with its body.
     pub fn into_result(self, error: Option<String>) -> FetchResult {
-        let ok = error.is_none();
-        let (file, error) = match self.sink.finish(ok) {
-            Ok(file) => (file, error),
-            Err(e) => (None, error.or(Some(e))),
-        };
         FetchResult {
             url: self.requested,
             status: self.status,
             bytes: self.bytes,
             elapsed: self.started.elapsed(),
             redirects: self.redirects,
-            file,
+            file: None,
             error,
         }
     }
@@ -239,7 +261,7 @@ mod tests {
     #[test]
     fn requests_and_redirects() {
         let url = Url::parse("http://[::1]:8080/a/b?q=1#frag").unwrap();
-        let mut t = Transfer::new(url.to_string(), url, 0, false, false);
+        let mut t = Transfer::new(0, url.to_string(), url, 0, false, false);
         let mut buf = Vec::new();
         t.write_request(&mut buf, false);
         let text = String::from_utf8(buf).unwrap();
