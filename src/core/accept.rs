@@ -15,6 +15,7 @@ use super::event_loop::EventLoop;
 use super::handler::Handler;
 use super::io_util::{interrupted, out_of_descriptors, would_block};
 use super::record::record;
+use super::slot::NO_LISTENER;
 
 /// Accept errors in a row (other than `WouldBlock`) before backing off.
 const MAX_ACCEPT_FAILURES: usize = 64;
@@ -84,6 +85,9 @@ impl<S: Default> EventLoop<S> {
             }
             match self.ctx.insert(stream, peer, S::default(), false) {
                 Ok(token) => {
+                    if let Some(conn) = self.ctx.slab.get_mut(token.0) {
+                        conn.listener = u8::try_from(index).unwrap_or(NO_LISTENER);
+                    }
                     debug!("token {}: accepted {peer}", token.0);
                     record!(self.ctx, "accept", conn = token.0, peer = peer.to_string());
                     handler.on_open(&mut self.ctx, token);

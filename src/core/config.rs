@@ -52,6 +52,9 @@ pub struct LoopConfig {
     /// Log one INFO line of aggregated counts this often (when anything changed);
     /// per-connection events are DEBUG.
     pub report_every: Option<Duration>,
+    /// Keep histograms of events per turn and time asleep per turn (`Stats`), for
+    /// metrics: two clock reads per turn.
+    pub measure_turns: bool,
 }
 
 impl Default for LoopConfig {
@@ -67,6 +70,7 @@ impl Default for LoopConfig {
             shutdown_grace: Duration::from_secs(5),
             flush_timeout: Duration::from_secs(30),
             report_every: None,
+            measure_turns: false,
         }
     }
 }

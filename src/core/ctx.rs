@@ -26,7 +26,7 @@ use super::connect::{connect_tcp, Target};
 use super::io_util::{interrupted, would_block};
 use super::log_limit::RateLimit;
 use super::record::Recorder;
-use super::slot::{flags, Peer, Slot, Stream};
+use super::slot::{flags, Peer, Slot, Stream, NO_LISTENER};
 use super::stats::Stats;
 use super::timers::{Clock, Millis, TimerId, Timers};
 
@@ -85,6 +85,11 @@ pub struct Ctx<S> {
 impl<S> Ctx<S> {
     pub(crate) fn new(registry: Registry, config: LoopConfig) -> Ctx<S> {
         let clock = Clock::new();
+        let mut stats = Stats::default();
+        if config.measure_turns {
+            stats.turn_events = super::stats::Histogram::new(super::stats::EVENTS_BOUNDS);
+            stats.turn_asleep_us = super::stats::Histogram::new(super::stats::ASLEEP_US_BOUNDS);
+        }
         Ctx {
             registry,
             slab: Slab::new(),
@@ -95,7 +100,7 @@ impl<S> Ctx<S> {
             timers: Timers::default(),
             clock,
             config,
-            stats: Stats::default(),
+            stats,
             datagram: Vec::new(),
             stopped: false,
             shutting_down: false,
@@ -183,6 +188,16 @@ impl<S> Ctx<S> {
         conn.release_empty_buffers();
         self.input_held -= taken.capacity();
         taken
+    }
+
+    /// Which listener (by the order they were added, from 0) accepted the connection;
+    /// `None` for outbound connections and pipes.
+    pub fn listener_of(&self, token: Token) -> Option<usize> {
+        self.slab
+            .get(token.0)
+            .map(|c| c.listener)
+            .filter(|&l| l != NO_LISTENER)
+            .map(usize::from)
     }
 
     /// The connection's peer, for messages.

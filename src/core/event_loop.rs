@@ -116,6 +116,9 @@ impl<S: Default> EventLoop<S> {
 
     /// Serve connections from this listener.
     pub fn add_listener(&mut self, mut listener: Listener) -> io::Result<()> {
+        if self.listeners.len() >= usize::from(super::slot::NO_LISTENER) {
+            return Err(io::Error::other("at most 254 listeners per loop"));
+        }
         let token = Token(LISTENER_BASE - self.listeners.len());
         let registry = self.poll.registry();
         match &mut listener {
@@ -206,6 +209,8 @@ impl<S: Default> EventLoop<S> {
         self.ctx.clock.new_turn();
         let timeout = self.poll_timeout();
         trace!("polling, timeout {timeout:?}");
+        let measure = self.ctx.config.measure_turns;
+        let sleep_started = measure.then(std::time::Instant::now);
         let asleep = self.ctx.recorder.is_some().then(|| {
             let why = self.sleep_reason(timeout);
             let timeout_us = timeout.map(|t| t.as_micros() as u64);
@@ -219,6 +224,14 @@ impl<S: Default> EventLoop<S> {
         let polled = self.poll.poll(&mut events, timeout);
         // The sleep moved time on: whoever asks next in this turn reads the clock anew.
         self.ctx.clock.new_turn();
+        self.ctx.stats.turns += 1;
+        if let Some(started) = sleep_started {
+            let stats = &mut self.ctx.stats;
+            stats
+                .turn_asleep_us
+                .observe(started.elapsed().as_micros() as u64);
+            stats.turn_events.observe(events.iter().count() as u64);
+        }
         if let Some(asleep) = asleep {
             let slept = asleep.elapsed().as_micros() as u64;
             record!(
@@ -432,6 +445,14 @@ impl<S: Default> EventLoop<S> {
             let notify = !conn.has(flags::DETACHED);
             if linger && (!notify || conn.has(flags::CLOSING)) {
                 continue; // already told, or closed outright since
+            }
+            if conn.has(flags::READ_PAUSED) {
+                conn.flags &= !flags::READ_PAUSED;
+                self.ctx.stats.paused_now = self.ctx.stats.paused_now.saturating_sub(1);
+            }
+            let unsent = conn.queued() as u64;
+            if !linger {
+                self.ctx.stats.queued_bytes = self.ctx.stats.queued_bytes.saturating_sub(unsent);
             }
             let unconsumed = conn
                 .pending

@@ -256,9 +256,16 @@ pub struct Slot<S> {
     pub idle_filed: Millis,
     /// `flags::*` bits.
     pub flags: u16,
+    /// The listener that accepted it (`NO_LISTENER` for outbound connections and pipes):
+    /// how one loop tells a metrics client from a service client. It fits in the slot's
+    /// padding, so it costs no memory.
+    pub listener: u8,
     /// The handler's per-connection state.
     pub state: S,
 }
+
+/// `Slot::listener` of a connection no listener accepted.
+pub const NO_LISTENER: u8 = u8::MAX;
 
 impl<S> Slot<S> {
     /// A new slot around a socket.
@@ -270,6 +277,7 @@ impl<S> Slot<S> {
             idle_at: 0,
             idle_filed: 0,
             flags: 0,
+            listener: NO_LISTENER,
             state,
         }
     }

@@ -5,6 +5,51 @@
 
 use std::fmt;
 
+/// Counts of observations by upper bound, for a Prometheus histogram: `counts[i]` is
+/// how many were `<= bounds[i]` and above the previous bound; the last counts the rest.
+#[derive(Clone, Debug, Default)]
+pub struct Histogram {
+    /// Upper bounds of the buckets, ascending.
+    pub bounds: &'static [u64],
+    /// One count per bound, plus one for everything above the last.
+    pub counts: Vec<u64>,
+    /// Sum of all observations.
+    pub sum: u64,
+}
+
+impl Histogram {
+    /// An empty histogram over these bounds.
+    pub fn new(bounds: &'static [u64]) -> Histogram {
+        Histogram {
+            bounds,
+            counts: vec![0; bounds.len() + 1],
+            sum: 0,
+        }
+    }
+
+    /// Count one observation.
+    pub fn observe(&mut self, value: u64) {
+        if self.counts.is_empty() {
+            return;
+        }
+        let i = self.bounds.partition_point(|&b| b < value);
+        self.counts[i] += 1;
+        self.sum += value;
+    }
+
+    /// Number of observations.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+}
+
+/// Bucket bounds for events per turn.
+pub const EVENTS_BOUNDS: &[u64] = &[0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024];
+/// Bucket bounds for time asleep per turn, in microseconds.
+pub const ASLEEP_US_BOUNDS: &[u64] = &[
+    10, 50, 100, 500, 1_000, 5_000, 10_000, 50_000, 100_000, 500_000, 1_000_000, 10_000_000,
+];
+
 /// Totals since the loop started.
 #[derive(Clone, Debug, Default)]
 pub struct Stats {
@@ -43,6 +88,16 @@ pub struct Stats {
     pub datagrams_out: u64,
     /// Replies dropped because the UDP socket's send buffer was full.
     pub datagrams_dropped: u64,
+    /// Turns of the loop.
+    pub turns: u64,
+    /// Connections whose reading is paused by backpressure now (a gauge).
+    pub paused_now: u64,
+    /// Bytes in all outbound queues now (a gauge).
+    pub queued_bytes: u64,
+    /// Events returned per wake-up (with `LoopConfig::measure_turns`).
+    pub turn_events: Histogram,
+    /// Microseconds asleep in `poll` per turn (with `LoopConfig::measure_turns`).
+    pub turn_asleep_us: Histogram,
 }
 
 impl Stats {

@@ -88,6 +88,7 @@ impl<S> Ctx<S> {
         // next writable edge.
         let mut skip = written;
         if skip < total {
+            self.stats.queued_bytes += (total - skip) as u64;
             let queue = &mut conn.pending_mut().outbound;
             for part in parts {
                 if skip >= part.len() {
@@ -124,6 +125,7 @@ impl<S> Ctx<S> {
         if queued > self.config.max_queue {
             status = SendStatus::OverWatermark;
             if !conn.has(flags::READ_PAUSED) {
+                self.stats.paused_now += 1;
                 // Backpressure: this peer is not reading what we send it; stop reading
                 // what it sends us, so that an echo's queue (and our memory) stop growing.
                 conn.flags |= flags::READ_PAUSED;
@@ -197,6 +199,9 @@ impl<S> Ctx<S> {
             return;
         }
         conn.flags |= flags::LINGERING;
+        if conn.has(flags::READ_PAUSED) {
+            self.stats.paused_now = self.stats.paused_now.saturating_sub(1);
+        }
         conn.flags &= !(flags::READ_DONE | flags::READ_PAUSED | flags::HELD);
         trace!("token {}: lingering close", token.0);
         self.shutdown_write_now(token);
@@ -280,6 +285,7 @@ pub(crate) fn flush<S, H: Handler<State = S>>(ctx: &mut Ctx<S>, handler: &mut H,
         match conn.stream.write(queue.as_slice()) {
             Ok(n) => {
                 wrote += n;
+                ctx.stats.queued_bytes = ctx.stats.queued_bytes.saturating_sub(n as u64);
                 queue.consume(n);
                 if !queue.is_empty() {
                     break; // short write: the kernel buffer is full
@@ -300,6 +306,7 @@ pub(crate) fn flush<S, H: Handler<State = S>>(ctx: &mut Ctx<S>, handler: &mut H,
     let resume = conn.has(flags::READ_PAUSED) && queued <= ctx.config.max_queue / 4;
     if resume {
         conn.flags &= !flags::READ_PAUSED;
+        ctx.stats.paused_now = ctx.stats.paused_now.saturating_sub(1);
         debug!(
             "{}: queue drained to {queued} bytes, reading resumed",
             conn.peer
