@@ -66,6 +66,11 @@ impl Clock {
         (instant, millis)
     }
 
+    /// The time of the current turn if something already read it (no clock read).
+    pub fn now_if_read(&self) -> Option<Millis> {
+        self.turn.get().map(|(_, millis)| millis)
+    }
+
     /// The time of the current turn, in milliseconds since the loop started.
     pub fn now(&self) -> Millis {
         self.read().1
