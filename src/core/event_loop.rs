@@ -295,7 +295,7 @@ impl<S: Default> EventLoop<S> {
         }
         if let Some(every) = self.ctx.config.report_every {
             // Cheap test first: see `report` for why this is not a timer.
-            if self.ctx.stats.turns % 256 == 0 || self.ctx.clock.now_if_read().is_some() {
+            if self.ctx.stats.turns.is_multiple_of(256) || self.ctx.clock.now_if_read().is_some() {
                 self.report(every);
             }
         }
