@@ -199,3 +199,30 @@ fn unconsumed_input_of_all_connections_has_a_budget() {
         .expect("summary line with closed_input_budget=");
     assert!(counted as usize >= expect_closed, "{stderr}");
 }
+
+#[test]
+fn pipelined_hello_lines_are_all_answered_in_order() {
+    // 20,000 lines in one write: answered 1,024 per pass, others served in between.
+    const LINES: usize = 20_000;
+    let server = Server::start(&["hello", "--listen", "127.0.0.1:0"]);
+    let mut conn = common::connect(server.addr());
+    assert_eq!(common::read_n(&mut conn, 9), b"Welcome!\n");
+    let mut request = Vec::new();
+    let mut expected = Vec::new();
+    for i in 0..LINES {
+        request.extend_from_slice(format!("n{i}\n").as_bytes());
+        expected.extend_from_slice(format!("Hello, n{i}!\n").as_bytes());
+    }
+    let writer = {
+        let mut conn = conn.try_clone().expect("clone");
+        std::thread::spawn(move || conn.write_all(&request))
+    };
+    // Another client is served while the first one's lines are worked through.
+    let mut other = common::connect(server.addr());
+    assert_eq!(common::read_n(&mut other, 9), b"Welcome!\n");
+    other.write_all(b"Tracy\n").expect("send");
+    assert_eq!(common::read_n(&mut other, 14), b"Hello, Tracy!\n");
+    let replies = common::read_n(&mut conn, expected.len());
+    assert!(replies == expected, "replies out of order or missing");
+    writer.join().expect("writer").expect("write");
+}

@@ -24,6 +24,11 @@ use mio::Token;
 use crate::core::Ctx;
 use crate::core::Handler;
 
+/// Lines answered per connection per pass of the loop: a client that pipelines 100,000
+/// lines in one write gets them answered in slices, with everyone else served between
+/// (fairness counts work, not bytes; see `Ctx::defer`).
+pub const LINES_PER_TURN: usize = 1024;
+
 /// How long bytes without a newline wait for more before they count as a message.
 pub const BARE_GRACE: Duration = Duration::from_millis(50);
 
@@ -39,6 +44,8 @@ pub struct Hello {
 enum After {
     KeepOpen,
     Close,
+    /// `LINES_PER_TURN` answered: the rest waits for the next pass (fairness).
+    Later,
 }
 
 impl Hello {
@@ -48,7 +55,12 @@ impl Hello {
     fn answer(&mut self, data: &[u8], final_message: bool) -> (After, usize) {
         self.reply.clear();
         let mut used = 0;
+        let mut answered = 0;
         while used < data.len() {
+            if answered == LINES_PER_TURN {
+                return (After::Later, used);
+            }
+            answered += 1;
             let rest = &data[used..];
             let (message, newline, len) = match rest.iter().position(|&b| b == b'\n') {
                 Some(i) => (&rest[..i], true, i + 1),
@@ -73,15 +85,17 @@ impl Hello {
     /// Answer kept input as one bare message (the peer stopped sending for now).
     fn answer_unfinished(&mut self, ctx: &mut Ctx<()>, token: Token) -> After {
         let rest = ctx.take_unconsumed(token);
-        if rest.is_empty() {
-            return After::KeepOpen;
+        let mut at = 0;
+        while at < rest.len() {
+            let (after, used) = self.answer(&rest[at..], true);
+            ctx.send(token, &self.reply);
+            at += used;
+            if after == After::Close {
+                ctx.close_when_flushed(token);
+                return after;
+            }
         }
-        let (after, _) = self.answer(&rest, true);
-        ctx.send(token, &self.reply);
-        if after == After::Close {
-            ctx.close_when_flushed(token);
-        }
-        after
+        After::KeepOpen
     }
 }
 
@@ -95,14 +109,18 @@ impl Handler for Hello {
     fn on_data(&mut self, ctx: &mut Ctx<()>, token: Token, data: &mut [u8]) -> usize {
         let (after, used) = self.answer(data, false);
         ctx.send(token, &self.reply);
-        if after == After::Close {
-            ctx.close_when_flushed(token);
+        match after {
+            After::Close => ctx.close_when_flushed(token),
+            After::Later => ctx.defer(token),
+            After::KeepOpen => {}
         }
         used
     }
 
     fn on_burst_end(&mut self, ctx: &mut Ctx<()>, token: Token) {
-        if ctx.unconsumed(token).is_empty() {
+        let kept = ctx.unconsumed(token);
+        // Whole lines left over were deferred (fairness), not unfinished: no grace.
+        if kept.is_empty() || kept.contains(&b'\n') {
             ctx.clear_deadline(token);
         } else {
             // Part of a line, and the socket is dry: a message if nothing follows soon.
@@ -120,8 +138,9 @@ impl Handler for Hello {
     }
 
     fn on_datagram(&mut self, ctx: &mut Ctx<()>, port: usize, from: SocketAddr, data: &mut [u8]) {
-        // Over UDP there is no connection to close, so `exit` gets no reply.
-        if self.answer(data, true).0 == After::KeepOpen {
+        // Over UDP there is no connection to close, so `exit` gets no reply; a datagram
+        // gets at most `LINES_PER_TURN` lines answered.
+        if self.answer(data, true).0 != After::Close {
             ctx.send_datagram(port, from, &[&self.reply]);
         }
     }
@@ -158,6 +177,14 @@ mod tests {
             reply(b"a\r\nb\nc"),
             (b"Hello, a!\nHello, b!\nHello, c!".to_vec(), After::KeepOpen)
         );
+    }
+
+    #[test]
+    fn a_pass_answers_at_most_lines_per_turn() {
+        let mut h = Hello::default();
+        let many = b"x\n".repeat(LINES_PER_TURN + 5);
+        let (after, used) = h.answer(&many, false);
+        assert_eq!((after, used), (After::Later, 2 * LINES_PER_TURN));
     }
 
     #[test]
