@@ -11,19 +11,15 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::{debug, trace};
-use mio::net::{UdpSocket, UnixStream};
+use mio::net::UdpSocket;
 use mio::{Interest, Registry, Token, Waker};
 use slab::Slab;
 
 use super::close::CloseReason;
 use super::config::{IdleCounts, LoopConfig};
-use super::connect::{connect_tcp, Target};
-use super::io_util::{interrupted, would_block};
 use super::log_limit::RateLimit;
 use super::record::Recorder;
 use super::slot::{flags, Peer, Slot, Stream, NO_LISTENER};
@@ -332,76 +328,6 @@ impl<S> Ctx<S> {
         let waker = Arc::new(Waker::new(&self.registry, WAKER_TOKEN)?);
         self.waker = Some(Arc::clone(&waker));
         Ok(waker)
-    }
-
-    // ----- new connections and datagrams -----------------------------------------------
-
-    /// Start a non-blocking connect; `on_open` follows when it completes, or `on_close`
-    /// with `ConnectFailed`.
-    pub fn connect(&mut self, target: &Target, state: S) -> io::Result<Token> {
-        self.connect_from(target, None, state)
-    }
-
-    /// Like `connect`, from a chosen local address (TCP only). The port is still picked
-    /// by the kernel, at connect time (`IP_BIND_ADDRESS_NO_PORT`), so each source address
-    /// offers its own range of ephemeral ports per destination.
-    pub fn connect_from(
-        &mut self,
-        target: &Target,
-        source: Option<IpAddr>,
-        state: S,
-    ) -> io::Result<Token> {
-        let (stream, peer) = match target {
-            Target::Tcp(addr) => {
-                let s = connect_tcp(*addr, source)
-                    .map_err(|e| io::Error::new(e.kind(), format!("connect {addr}: {e}")))?;
-                (Stream::Tcp(s), Peer::inet(*addr))
-            }
-            Target::Unix(path) => {
-                let s = UnixStream::connect(path).map_err(|e| {
-                    io::Error::new(e.kind(), format!("connect {}: {e}", path.display()))
-                })?;
-                (Stream::Unix(s), Peer::Unix)
-            }
-        };
-        self.insert(stream, peer, state, true)
-    }
-
-    /// Put an already connected stream on the loop (for example one end of a pipe).
-    pub fn add_stream(&mut self, stream: Stream, peer: Peer, state: S) -> io::Result<Token> {
-        self.insert(stream, peer, state, false)
-    }
-
-    /// Send one datagram from UDP port number `port` (dropped if the socket is full:
-    /// UDP promises no delivery, and queueing would let a flood grow our memory).
-    pub fn send_datagram(&mut self, port: usize, to: SocketAddr, parts: &[&[u8]]) {
-        let Some(socket) = self.udp.get(port) else {
-            return;
-        };
-        self.datagram.clear();
-        for part in parts {
-            self.datagram.extend_from_slice(part);
-        }
-        loop {
-            match socket.send_to(&self.datagram, to) {
-                Ok(_) => {
-                    self.stats.datagrams_out += 1;
-                    trace!(
-                        "udp port {port}: sent {} bytes to {to}",
-                        self.datagram.len()
-                    );
-                }
-                Err(e) if interrupted(&e) => continue,
-                Err(e) if would_block(&e) => self.stats.datagrams_dropped += 1,
-                Err(e) => debug!("udp send to {to}: {e}"),
-            }
-            return;
-        }
-    }
-
-    /// The local address of UDP port number `port`.
-    pub fn udp_local_addr(&self, port: usize) -> Option<SocketAddr> {
-        self.udp.get(port).and_then(|s| s.local_addr().ok())
     }
 
     // ----- the loop's own bookkeeping ----------------------------------------------------

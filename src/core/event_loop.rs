@@ -26,23 +26,22 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use log::{debug, info, trace, warn};
+use log::{debug, trace};
 use mio::event::Event;
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 use signal_hook_mio::v1_0::Signals;
 
-use super::close::{CloseReason, Closed};
+use super::close::CloseReason;
 use super::config::LoopConfig;
-use super::ctx::{Closing, Ctx, WAKER_TOKEN};
-use super::handler::{Handler, SignalAction};
-use super::io_util::peer_gone;
+use super::ctx::{Ctx, WAKER_TOKEN};
+use super::handler::Handler;
 use super::listen::Listener;
 use super::read::SCRATCH_SIZE;
 use super::record::{record, Recorder};
-use super::slot::{flags, Slot};
+use super::slot::flags;
 use super::stats::Stats;
-use super::timers::{Due, Millis};
+use super::timers::Millis;
 use super::write::flush;
 
 /// Tokens at the top of the range belong to sources other than connections, whose
@@ -79,17 +78,17 @@ pub struct EventLoop<S> {
     /// The one read buffer every connection reads into.
     pub(super) scratch: Vec<u8>,
     pub(super) listeners: Vec<Listener>,
-    signals: Option<Signals>,
+    pub(super) signals: Option<Signals>,
     /// While descriptors are exhausted: when to try `accept` again.
     pub(super) accept_paused_until: Option<Millis>,
     /// The pause was logged; log again only after accepting fully resumed.
     pub(super) accept_pause_logged: bool,
     /// During graceful shutdown: when to give up flushing.
-    shutdown_deadline: Option<Millis>,
+    pub(super) shutdown_deadline: Option<Millis>,
     /// When to log the next line of aggregated counts (`LoopConfig::report_every`).
-    report_at: Option<Millis>,
+    pub(super) report_at: Option<Millis>,
     /// The counts as of the last such line.
-    reported: Stats,
+    pub(super) reported: Stats,
     pub(super) ctx: Ctx<S>,
 }
 
@@ -424,262 +423,5 @@ impl<S: Default> EventLoop<S> {
         handler.on_open(&mut self.ctx, token);
         flush(&mut self.ctx, handler, token);
         true
-    }
-
-    /// Finish the connections closed during the last callback (if any).
-    #[inline(always)]
-    pub(super) fn reap<H: Handler<State = S>>(&mut self, handler: &mut H) {
-        if !self.ctx.closing.is_empty() {
-            self.reap_closing(handler);
-        }
-    }
-
-    /// Tell the handler (once) about each closed connection, then free the slot, or
-    /// leave it to a lingering close the loop completes alone.
-    fn reap_closing<H: Handler<State = S>>(&mut self, handler: &mut H) {
-        let mut freed = false;
-        while let Some(Closing {
-            token,
-            reason,
-            linger,
-        }) = self.ctx.closing.pop()
-        {
-            let key = token.0;
-            let Some(conn) = self.ctx.slab.get_mut(key) else {
-                continue;
-            };
-            let notify = !conn.has(flags::DETACHED);
-            if linger && (!notify || conn.has(flags::CLOSING)) {
-                continue; // already told, or closed outright since
-            }
-            if conn.has(flags::READ_PAUSED) {
-                conn.flags &= !flags::READ_PAUSED;
-                self.ctx.stats.paused_now = self.ctx.stats.paused_now.saturating_sub(1);
-            }
-            let unsent = conn.queued() as u64;
-            if !linger {
-                self.ctx.stats.queued_bytes = self.ctx.stats.queued_bytes.saturating_sub(unsent);
-            }
-            let unconsumed = conn
-                .pending
-                .as_mut()
-                .map(|p| std::mem::take(&mut p.read_buf))
-                .unwrap_or_default();
-            self.ctx.input_held -= unconsumed.capacity();
-            let closed = notify.then(|| Closed {
-                peer: conn.peer,
-                state: std::mem::take(&mut conn.state),
-                unconsumed,
-                unsent: conn.queued(),
-                reason,
-            });
-            if let Some(closed) = &closed {
-                let kind = if linger { "closing" } else { "closed" };
-                let reason = closed.reason.to_string();
-                record!(self.ctx, kind, conn = key, reason = reason);
-            } else {
-                record!(
-                    self.ctx,
-                    "closed",
-                    conn = key,
-                    reason = "lingering close done"
-                );
-            }
-            let Some(conn) = self.ctx.slab.get_mut(key) else {
-                continue;
-            };
-            if linger {
-                conn.flags |= flags::DETACHED;
-                self.ctx.detached += 1;
-            } else {
-                let conn = self.ctx.slab.remove(key);
-                if conn.has(flags::DETACHED) {
-                    self.ctx.detached -= 1;
-                }
-                if conn.idle_filed != 0 {
-                    self.ctx.timers.unfile_idle(key, conn.idle_filed);
-                }
-                // Dropping the stream closes the descriptor, which also removes it from
-                // the epoll set (the kernel drops an epoll entry when the last descriptor
-                // of the socket closes, and the loop never duplicates a connection's
-                // descriptor), so no deregister call is needed.
-                drop::<Slot<S>>(conn);
-                freed = true;
-            }
-            self.ctx.timers.clear_deadline(key);
-            self.ctx.flush_reasons.remove(&key);
-            if let Some(closed) = closed {
-                self.count_close(token, &closed);
-                handler.on_close(&mut self.ctx, token, closed);
-            }
-        }
-        if freed && self.accept_paused_until.is_some() && !self.ctx.shutting_down {
-            // A descriptor came back: try the waiting backlog now.
-            self.accept_all(handler);
-        }
-    }
-
-    /// One INFO line of what changed since the last one, every `every` (none if nothing
-    /// happened): the aggregate that replaces a log line per connection.
-    ///
-    /// Not a timer, on purpose: any pending timer makes every `epoll_wait` arm a kernel
-    /// timer and every turn read the clock, which costs a busy server about 7 % per
-    /// round trip (`bench/timers.sh`). A loop with nothing happening has nothing to
-    /// report; a busy one checks when the clock was read anyway, or every 256 turns.
-    fn report(&mut self, every: Duration) {
-        let now = self.ctx.clock.now();
-        match self.report_at {
-            None => self.report_at = Some(self.ctx.clock.after(every)),
-            Some(t) if now >= t => {
-                if let Some(line) = self.ctx.stats.since(&self.reported) {
-                    info!("last {} s: {line}", every.as_secs());
-                }
-                self.reported = self.ctx.stats.clone();
-                self.report_at = Some(self.ctx.clock.after(every));
-            }
-            Some(_) => {}
-        }
-    }
-
-    fn count_close(&mut self, token: Token, closed: &Closed<S>) {
-        let stats = &mut self.ctx.stats;
-        let reason = &closed.reason;
-        match reason {
-            CloseReason::PeerClosed | CloseReason::Done => stats.closed_by_peer += 1,
-            CloseReason::IdleTimeout | CloseReason::Timeout => stats.closed_by_timeout += 1,
-            CloseReason::Shutdown => stats.closed_by_shutdown += 1,
-            CloseReason::InputTooLarge | CloseReason::QueueOverflow => stats.closed_by_limit += 1,
-            CloseReason::Error(e) if peer_gone(e) => {
-                stats.closed_by_error += 1;
-                stats.resets += 1;
-            }
-            CloseReason::Error(_) | CloseReason::ConnectFailed(_) => stats.closed_by_error += 1,
-        }
-        // Per-connection events are DEBUG: a peer that resets a thousand connections a
-        // second must not write a thousand log lines a second (see `log_limit.rs`).
-        match reason {
-            CloseReason::Error(e) if !peer_gone(e) => {
-                let now = self.ctx.clock.now();
-                let message = format_args!("{}: {reason}", closed.peer);
-                self.ctx.warnings.conn_error.warn(now, message);
-            }
-            _ => debug!("token {}: {} {reason}", token.0, closed.peer),
-        }
-    }
-
-    /// Fire everything due by `now`: loop timers, handler deadlines, idle timeouts.
-    fn fire_due<H: Handler<State = S>>(&mut self, handler: &mut H, now: Millis) {
-        while let Some((when, due)) = self.ctx.timers.pop_due(now) {
-            match due {
-                Due::Timer(id) => {
-                    if let Some(key) = self.ctx.timers.fire_timer(id, now) {
-                        record!(self.ctx, "timer", key = key);
-                        handler.on_timer(&mut self.ctx, key);
-                    }
-                }
-                Due::Deadline(key) => {
-                    if self.ctx.timers.take_deadline(key, when) && self.ctx.is_open(Token(key)) {
-                        trace!("token {key}: deadline passed");
-                        record!(self.ctx, "deadline", conn = key);
-                        handler.on_deadline(&mut self.ctx, Token(key));
-                    }
-                }
-                Due::Idle(key) => self.idle_due(handler, key, when, now),
-            }
-            self.reap(handler);
-        }
-    }
-
-    fn idle_due<H: Handler<State = S>>(
-        &mut self,
-        handler: &mut H,
-        key: usize,
-        when: Millis,
-        now: Millis,
-    ) {
-        let Some(conn) = self.ctx.slab.get_mut(key) else {
-            return;
-        };
-        if conn.idle_filed != when {
-            return; // a stale entry: the connection filed an earlier one since
-        }
-        conn.idle_filed = 0;
-        match conn.idle_at {
-            0 => {}
-            later if later > now => {
-                // Active since this entry was filed: file it again at the true time.
-                self.ctx.timers.file_idle(key, later);
-                conn.idle_filed = later;
-            }
-            _ if conn.has(flags::LINGERING) => {
-                conn.idle_at = 0;
-                self.ctx.close(Token(key), CloseReason::PeerClosed);
-            }
-            _ if conn.has(flags::CLOSE_WHEN_FLUSHED) => {
-                // The peer did not read what it was owed within `flush_timeout`.
-                conn.idle_at = 0;
-                let reason = self.ctx.flushed_close_reason(Token(key));
-                self.ctx.close(Token(key), reason);
-            }
-            _ if conn.has(flags::CLOSING | flags::DETACHED) => {}
-            _ => {
-                conn.idle_at = 0;
-                trace!("token {key}: idle timeout");
-                record!(self.ctx, "idle", conn = key);
-                handler.on_idle(&mut self.ctx, Token(key));
-            }
-        }
-    }
-
-    fn on_signal<H: Handler<State = S>>(&mut self, handler: &mut H) {
-        let Some(signals) = self.signals.as_mut() else {
-            return;
-        };
-        let received: Vec<i32> = signals.pending().collect();
-        for signal in received {
-            record!(self.ctx, "signal", signal = signal as u64);
-            if handler.on_signal(&mut self.ctx, signal) != SignalAction::Shutdown {
-                continue;
-            }
-            if self.ctx.shutting_down {
-                info!(
-                    "signal {signal} again: closing {} connections now",
-                    self.ctx.len()
-                );
-                self.abandon_unflushed();
-            } else {
-                info!(
-                    "signal {signal}: shutting down ({} connections open)",
-                    self.ctx.len()
-                );
-                self.begin_shutdown(handler);
-            }
-        }
-    }
-
-    /// Stop accepting, stop reading, close every connection once its queue is flushed.
-    pub fn begin_shutdown<H: Handler<State = S>>(&mut self, handler: &mut H) {
-        self.ctx.shutting_down = true;
-        self.listeners.clear(); // closes them (and removes Unix socket files)
-        self.ctx.udp.clear();
-        self.accept_paused_until = None;
-        self.shutdown_deadline = Some(self.ctx.clock.after(self.ctx.config.shutdown_grace));
-        let keys: Vec<usize> = self.ctx.slab.iter().map(|(k, _)| k).collect();
-        for key in keys {
-            self.ctx.close_when_flushed(Token(key));
-        }
-        self.reap(handler);
-    }
-
-    /// Grace period over (or a second signal): close whatever is left.
-    fn abandon_unflushed(&mut self) {
-        self.shutdown_deadline = None;
-        let keys: Vec<usize> = self.ctx.slab.iter().map(|(k, _)| k).collect();
-        if !keys.is_empty() {
-            warn!("closing {} connections with unsent data", keys.len());
-        }
-        for key in keys {
-            self.ctx.close(Token(key), CloseReason::Shutdown);
-        }
     }
 }

@@ -17,7 +17,9 @@
 //! The core imports nothing else of the crate: services, clients and tools are
 //! `Handler`s plugged into it, and nobody writes a second loop or timer beside it.
 //!
-//! - [`event_loop`]: `EventLoop`: `turn`, `run`, dispatching, closing, shutdown.
+//! - [`event_loop`]: `EventLoop`: `turn`, `run`, dispatching events.
+//! - [`closing`]: finishing closed connections (`on_close`, once), shutdown.
+//! - [`due`]: firing what is due: timers, deadlines, idle timeouts, the periodic report.
 //! - [`accept`], [`read`], [`write`]: the three readiness paths.
 //! - [`handler`]: the `Handler` trait; [`close`]: `CloseReason` and `Closed`.
 //! - [`ctx`]: `Ctx`, what a handler may do from a callback.
@@ -35,9 +37,11 @@
 
 pub mod accept;
 pub mod close;
+pub mod closing;
 pub mod config;
 pub mod connect;
 pub mod ctx;
+pub mod due;
 pub mod event_loop;
 pub mod handler;
 pub mod io_util;
