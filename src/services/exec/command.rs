@@ -122,7 +122,7 @@ fn describe(c: char, word_start: bool) -> String {
         '~' if word_start => "a home-directory expansion",
         _ => "shell syntax",
     };
-    format!("`{c}` is shell syntax ({what})")
+    format!("'{c}' is shell syntax ({what})")
 }
 
 #[cfg(test)]
