@@ -765,3 +765,49 @@ fn many_commands_leave_no_zombie() {
     assert_eq!(zombie_children(server.pid()), Vec::<u32>::new());
     assert_no_children_left(&server);
 }
+
+// ----- the examples -------------------------------------------------------------------
+
+#[test]
+fn the_command_examples_run_commands_and_refuse_others() {
+    use std::io::{BufRead, BufReader};
+    let mut server = Command::new(common::example_bin("command_server"))
+        .arg("0")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn command_server");
+    let stdout = server.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let port = loop {
+        let line = rx.recv_timeout(TIMEOUT);
+        let Ok(line) = line else {
+            let _ = server.kill();
+            panic!("command_server did not start");
+        };
+        if let Some(addr) = line.strip_prefix("command_server listening on ") {
+            break addr.rsplit(':').next().expect("port").to_string();
+        }
+    };
+    let out = common::run_bounded(
+        &common::example_bin("command_client"),
+        &[&port, "echo hi there", "rm -rf /", "echo a; id"],
+        b"",
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", out.stderr);
+    assert!(text.contains("\nhi there\n(exit status 0)"), "{text}");
+    assert!(text.contains("`rm` is not an allowed program"), "{text}");
+    assert!(text.contains("';' is shell syntax"), "{text}");
+    assert_eq!(text.matches("(exit status 126)").count(), 2, "{text}");
+}
