@@ -80,9 +80,14 @@ pub fn spawn(spec: &Spec<'_>) -> io::Result<Started> {
         });
     }
     let mut child = cmd.spawn().map_err(|e| {
+        // The error may be the program's or the directory's (chdir fails the same way).
         io::Error::new(
             e.kind(),
-            format!("cannot run {}: {e}", spec.program.display()),
+            format!(
+                "cannot run {} in {}: {e}",
+                spec.program.display(),
+                spec.dir.display()
+            ),
         )
     })?;
     let mut process = ChildProcess {

@@ -159,6 +159,8 @@ pub struct Exec {
     reported: Counts,
     report_timer: Option<TimerId>,
     auth_warnings: RateLimit,
+    /// Failures to start a child (a program or `--dir` gone since start-up).
+    spawn_warnings: RateLimit,
 }
 
 impl Exec {
@@ -203,6 +205,7 @@ impl Exec {
             reported: Counts::default(),
             report_timer: None,
             auth_warnings: RateLimit::default(),
+            spawn_warnings: RateLimit::default(),
         })
     }
 

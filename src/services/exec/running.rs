@@ -65,7 +65,9 @@ impl Exec {
             let started = match child::spawn(&spec) {
                 Ok(started) => started,
                 Err(e) => {
-                    warn!("exec: {}: {e}", job.peer);
+                    let now = ctx.now();
+                    let message = format_args!("exec: {}: {e}", job.peer);
+                    self.spawn_warnings.warn(now, message);
                     self.counts.refused += 1;
                     let why = e.to_string();
                     let (client, peer, line) = (job.client, job.peer, job.line.clone());
