@@ -106,7 +106,7 @@ pub fn serve(args: &ServeArgs) -> io::Result<()> {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "--dir, --max-file-size, --max-header, --secret-file and --auth-timeout only \
-             apply to the upload service",
+             apply to the upload service (--dir, --secret-file, --auth-timeout also to exec)",
         ));
     }
     if args.service == ServiceKind::Upload && !args.udp.is_empty() {
