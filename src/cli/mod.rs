@@ -7,7 +7,8 @@
 //!
 //! - [`serve`]: `netloop serve` (one loop, every transport asked for);
 //!   [`serve_workers`]: its `--workers N` form.
-//! - [`client`], [`upload`], [`fetch`], [`stress`], [`resolve`]: the other commands.
+//! - [`client`], [`upload`], [`fetch`], [`stress`], [`resolve`]: the other commands;
+//!   [`exec`]: `netloop exec` ([`serve_exec`]: the options of `serve exec`).
 //! - [`args`]: value parsers every command shares (seconds, ...).
 
 use std::process::ExitCode;
@@ -16,9 +17,11 @@ use clap::{Parser, Subcommand};
 
 pub mod args;
 pub mod client;
+pub mod exec;
 pub mod fetch;
 pub mod resolve;
 pub mod serve;
+pub mod serve_exec;
 pub mod serve_workers;
 pub mod stress;
 pub mod upload;
@@ -33,7 +36,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run a service (echo, upper, hello over TCP, UDP and Unix; upload over TCP and Unix).
+    /// Run a service (echo, upper, hello over TCP, UDP and Unix; upload, exec over TCP and
+    /// Unix).
     Serve(serve::ServeArgs),
     /// Send standard input to a server and print its replies (the seeds' client).
     Client(client::Args),
@@ -63,6 +67,15 @@ enum Command {
                       failure or --timeout without progress (the message says which)."
     )]
     Upload(upload::Args),
+    /// Run a command on `netloop serve exec` (seed 004's command client): its output, its
+    /// exit status.
+    #[command(
+        after_help = "Exit status: the command's own; 124 if it ran past the server's \
+                      --timeout, 126 if the server refused it (not allowed, shell syntax), \
+                      128+N if signal N killed it; 255 if netloop exec itself failed (no \
+                      connection, authentication, a bad reply, no reply within --timeout)."
+    )]
+    Exec(exec::Args),
 }
 
 /// Parse the command line and run the command; the process's exit status.
@@ -78,6 +91,8 @@ pub fn main() -> ExitCode {
         Command::Fetch(args) => ("fetch", fetch::run(args)),
         Command::Upload(args) => ("upload", upload::run(args)),
         Command::Resolve(args) => ("resolve", resolve::run(args)),
+        // The command's exit status is passed on, so this one reports its own errors.
+        Command::Exec(args) => return exec::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -29,6 +29,8 @@ pub enum ServiceKind {
     Hello,
     /// Framed file upload into `--dir` (seeds 000 and 004; TCP and Unix only).
     Upload,
+    /// Run allowed programs, reply with their output (seed 004; TCP and Unix only).
+    Exec,
 }
 
 /// Options of `netloop serve`.
@@ -73,9 +75,12 @@ pub struct ServeArgs {
     /// echo: text appended after every chunk (seed 001 uses " 我收到了").
     #[arg(long, value_name = "TEXT")]
     pub suffix: Option<String>,
-    /// Options of the upload service.
+    /// Options of the upload service (exec uses --dir, --secret-file, --auth-timeout).
     #[command(flatten)]
     pub upload: UploadOptions,
+    /// Options of the exec service.
+    #[command(flatten)]
+    pub exec: super::serve_exec::ExecArgs,
     /// Run N worker processes, each its own loop, sharing the TCP port(s) with
     /// SO_REUSEPORT (the nginx model: more cores, and more than one process's open files).
     /// 1 (the default) serves in this process. TCP only: --udp and --unix are refused.
@@ -103,11 +108,12 @@ pub fn serve(args: &ServeArgs) -> io::Result<()> {
             "--suffix only applies to the echo service",
         ));
     }
-    if args.upload.any_given() && args.service != ServiceKind::Upload {
+    super::serve_exec::check(args)?;
+    if args.upload.any_given() && !matches!(args.service, ServiceKind::Upload | ServiceKind::Exec) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "--dir, --max-file-size, --max-header, --secret-file and --auth-timeout only \
-             apply to the upload service",
+             apply to the upload service (--dir, --secret-file, --auth-timeout also to exec)",
         ));
     }
     if args.service == ServiceKind::Upload && !args.udp.is_empty() {
@@ -133,6 +139,7 @@ pub fn serve(args: &ServeArgs) -> io::Result<()> {
         ServiceKind::Upper => run(args, Upper),
         ServiceKind::Hello => run(args, Hello::default()),
         ServiceKind::Upload => run(args, Upload::new(&args.upload)?),
+        ServiceKind::Exec => run(args, super::serve_exec::handler(args)?),
     }
 }
 
@@ -165,7 +172,12 @@ fn run<H: Handler>(args: &ServeArgs, mut handler: H) -> io::Result<()> {
     let mut event_loop: EventLoop<H::State> = EventLoop::new(config)?;
 
     // Before announcing readiness, so a SIGTERM right after it is already graceful.
-    event_loop.handle_signals()?;
+    if args.service == ServiceKind::Exec {
+        // A child's exit is an event too: SIGCHLD through the same signal pipe.
+        event_loop.handle_signals_from(&[libc::SIGINT, libc::SIGTERM, libc::SIGCHLD])?;
+    } else {
+        event_loop.handle_signals()?;
+    }
     let mut listen = args.listen.clone();
     if listen.is_empty() && args.udp.is_empty() && args.unix.is_empty() {
         listen.push(SocketAddr::from(([127, 0, 0, 1], 8888)));

@@ -80,6 +80,7 @@ fn worker_args(args: &ServeArgs, addrs: &[SocketAddr]) -> io::Result<Vec<String>
         grace,
         suffix,
         upload,
+        exec: _, // refused with --workers (serve_exec::check)
         workers: _,
         reuse_port: _,
         // Refused with --workers (see `serve`): one recording is one loop.

@@ -1,5 +1,5 @@
-//! The services of `netloop serve`: the line services echo, upper and hello, and the
-//! framed file upload.
+//! The services of `netloop serve`: the line services echo, upper and hello, the
+//! framed file upload, and exec (allowed commands, run as children on the loop).
 //!
 //! Each service is one small `Handler` in its own file, answering both stream
 //! connections (TCP, Unix) and UDP datagrams with the same transform, the way the seeds
@@ -8,11 +8,13 @@
 //! `src/cli/serve.rs` (`ServiceKind`, and its arm in `start`).
 
 pub mod echo;
+pub mod exec;
 pub mod hello;
 pub mod upload;
 pub mod upper;
 
 pub use echo::Echo;
+pub use exec::{Exec, ExecOptions};
 pub use hello::Hello;
 pub use upload::{Upload, UploadOptions};
 pub use upper::Upper;
