@@ -14,8 +14,10 @@
 //!   pool, listeners); imports nothing else of the crate.
 //! - [`proto`]: pure codecs that know no sockets: length-prefixed JSON frames, the HMAC
 //!   challenge, HTTP response parsing.
-//! - [`services`]: what `netloop serve` runs: echo, upper, hello, upload; one handler each.
-//! - [`apps`]: clients and tools on the loop: `client`, `upload`, `fetch`, `stress`, `resolve`.
+//! - [`services`]: what `netloop serve` runs: echo, upper, hello, upload, exec; one
+//!   handler each.
+//! - [`apps`]: clients and tools on the loop: `client`, `upload`, `exec`, `fetch`, `stress`,
+//!   `resolve`.
 //! - [`workers`]: worker processes (spawning, shared by `serve` and `stress`; the supervisor).
 //!
 //! The command line (`src/cli/`, every `clap` struct and the wiring) belongs to the
