@@ -1,6 +1,6 @@
 //! `netloop client` as a user of nc meets it (issue 10): a server that never answers the
 //! connect, a server that never replies, address errors, `-v`, half-close control
-//! (`-N`, `--no-shutdown`), `-q`, `-w`; and `--record` on `client` (issue 14).
+//! (`-N`, `--no-shutdown`), `-q`, `-w`; and `--record` on `client` and `fetch` (issue 14).
 //!
 //! Each test runs the real binary and checks its exit status and its message. The
 //! servers that misbehave are made here, deterministically: a listener with backlog 0
@@ -412,4 +412,54 @@ fn client_records_its_loop_as_json_lines() {
                 .is_some_and(|r| r.contains("connect failed"))),
         "{events:#?}"
     );
+}
+
+/// A one-connection HTTP server: reads a request head, answers `hello` and closes.
+fn http_once() -> (SocketAddr, std::thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let thread = std::thread::spawn(move || {
+        let Ok((mut conn, _)) = listener.accept() else {
+            return;
+        };
+        let _ = conn.set_read_timeout(Some(TIMEOUT));
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match conn.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+        let _ = conn
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello");
+    });
+    (addr, thread)
+}
+
+#[test]
+fn fetch_records_its_loop_as_json_lines() {
+    let (addr, server) = http_once();
+    let record = TempPath::new("fetch-record.jsonl");
+    let url = format!("http://{addr}/");
+    let out = common::run_netloop(&["fetch", "--record", record.as_str(), &url], b"");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(out.stdout, b"hello");
+    server.join().expect("server thread");
+    let kinds = kinds_for(&recorded(&record.0), &addr.to_string());
+    for kind in ["connected", "write", "read", "closed"] {
+        assert!(kinds.iter().any(|k| k == kind), "no {kind}: {kinds:?}");
+    }
+
+    // A failed fetch (nothing listens) still finishes its record.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let record = TempPath::new("fetch-refused.jsonl");
+    let url = format!("http://127.0.0.1:{port}/");
+    let out = common::run_netloop(&["fetch", "--record", record.as_str(), &url], b"");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let events = recorded(&record.0);
+    assert!(events.iter().any(|e| e["kind"] == "closed"), "{events:#?}");
 }
