@@ -4,8 +4,8 @@
 //! loop: standard input (copied by a helper thread into one end of a Unix socket pair,
 //! because a terminal or a file cannot always be registered with epoll) and the server
 //! connection. Lines typed go to the server as they come; replies are printed as they
-//! come, by a helper thread (`session.rs` has the handler and says how its memory stays
-//! bounded).
+//! come, by a helper thread (`printer.rs`). `session.rs` has the handler, and says how
+//! its memory stays bounded.
 //!
 //! What the client promises, like `nc`, and how it says it did not happen:
 //!
@@ -27,7 +27,9 @@
 //! reply datagram is printed on its own line, like seed 000's UDP client; with nothing
 //! to connect, only the rules after input ends apply (a reply must come).
 
+mod printer;
 mod session;
+mod tally;
 
 use std::io::{self, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -35,8 +37,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::core::listen::bind_udp;
-use crate::core::{EventLoop, LoopConfig, Peer, Pool, Stream, Target};
+use crate::core::{EventLoop, LoopConfig, Peer, Stream, Target};
 
+use printer::Printer;
 use session::Session;
 
 /// Where the client connects.
@@ -172,7 +175,7 @@ fn run(event_loop: &mut EventLoop<()>, opts: &ClientOptions) -> io::Result<()> {
         Peer::Local,
         (),
     )?;
-    let printer = Pool::new("client-stdout", 1, event_loop.waker()?)?;
+    let printer = Printer::new(event_loop.waker()?)?;
     let mut session = Session::new(opts, opts.display_name(), stdin, printer);
     let ctx = event_loop.ctx();
     match &opts.target {

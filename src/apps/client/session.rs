@@ -1,20 +1,17 @@
 //! `Session`: the client's handler — standard input on one token, the server on another
 //! (or a UDP port) — and the rules that end a session, with the message that says how.
 //!
-//! Replies are printed by a helper thread (an `offload::Pool` with one thread, so they
-//! stay in order), never on the loop thread: a reader of our stdout that stops reading
-//! (`netloop client ADDR | (sleep 5; cat)`) must not stall the loop. What waits for that
-//! thread is bounded: past `MAX_UNPRINTED` bytes the client stops reading the server
-//! (and standard input), and resumes once the printer is down to half of it. Flow
-//! control does the rest: the server's replies wait in the kernel, the server stops
-//! reading us, and our queue to it grows — so standard input is paused too while more
-//! than `MAX_INPUT_QUEUED` bytes wait for the server (until `on_drained`). That limit is
-//! kept under the loop's watermark (`LoopConfig::max_queue`) on purpose: past the
-//! watermark the loop stops reading the *server* — right for an echo service, whose
-//! reading is what makes its output, but a hazard for a client, whose reading of the
-//! replies is what lets the server send them and so go on reading our input. Memory
-//! stays flat however much flows through, and nothing is lost: the client stops only
-//! once every reply it received is written. (`-v` lines go through the same thread.)
+//! Replies are printed off the loop (`printer.rs`). When the printer is behind, the
+//! session stops reading the server (and standard input); flow control does the rest:
+//! the server's replies wait in the kernel, the server stops reading us, and our queue
+//! to it grows — so standard input is paused too while more than `MAX_INPUT_QUEUED`
+//! bytes wait for the server (until `on_drained`). That limit is kept under the loop's
+//! watermark (`LoopConfig::max_queue`) on purpose: past the watermark the loop stops
+//! reading the *server* — right for an echo service, whose reading is what makes its
+//! output, but a hazard for a client, whose reading of the replies is what lets the
+//! server send them and so go on reading our input. Memory stays flat however much
+//! flows through, and nothing is lost: the client stops only once every reply it
+//! received is written.
 //!
 //! Every deadline is a loop timer, keyed: `CONNECT` (the connect must complete), `IDLE`
 //! (checks the time of the last activity, so traffic costs no timer operations), and one
@@ -23,14 +20,15 @@
 //! or `QUIT` (nc's `-q`, armed once). While the printer is behind we do not read, so the
 //! server's silence says nothing: no `QUIET` or `STALLED` timer then.
 
-use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use mio::Token;
 
-use super::{AfterInput, ClientOptions, MAX_INPUT_QUEUED, MAX_UNPRINTED};
-use crate::core::{CloseReason, Closed, Ctx, Handler, Millis, Pool, TimerId};
+use super::printer::Printer;
+use super::tally::{secs, Tally};
+use super::{AfterInput, ClientOptions, MAX_INPUT_QUEUED};
+use crate::core::{CloseReason, Closed, Ctx, Handler, Millis, TimerId};
 
 /// Loop timer keys.
 const CONNECT: u64 = 1;
@@ -38,19 +36,6 @@ const IDLE: u64 = 2;
 const QUIET: u64 = 3;
 const QUIT: u64 = 4;
 const STALLED: u64 = 5;
-
-/// Seconds for messages: `2 s`, `0.5 s`.
-fn secs(d: Duration) -> String {
-    format!("{} s", d.as_secs_f64())
-}
-
-/// A count for messages: `1 byte`, `3 bytes`.
-fn count(n: u64, unit: &str) -> String {
-    match n {
-        1 => format!("1 {unit}"),
-        n => format!("{n} {unit}s"),
-    }
-}
 
 /// The client's handler.
 pub(super) struct Session {
@@ -60,22 +45,15 @@ pub(super) struct Session {
     pub server: Option<Token>,
     /// With UDP: our port number and the server's address.
     pub udp: Option<(usize, SocketAddr)>,
-    /// What messages call the server.
-    name: String,
-    connect_timeout: Duration,
-    idle_timeout: Option<Duration>,
-    after_input: AfterInput,
-    stall_timeout: Duration,
-    shutdown: bool,
-    verbose: bool,
+    /// What messages call the server, and the counts of what went each way.
+    tally: Tally,
+    /// The timeouts and switches the client was given.
+    opts: ClientOptions,
     /// The connect completed (always true for UDP, which has none).
     connected: bool,
     /// An incomplete input line (UDP sends whole lines only).
     partial: Vec<u8>,
     input_done: bool,
-    /// Input sent (bytes; datagrams with UDP) and replies received (likewise).
-    sent: u64,
-    received: u64,
     /// The one timer after input ended, and its key.
     after: Option<(TimerId, u64)>,
     /// The `QUIT` timer was armed (it is never re-armed).
@@ -88,12 +66,8 @@ pub(super) struct Session {
     last_activity: Millis,
     /// Why the run failed, once it has.
     pub failed: Option<String>,
-    /// The printer: one thread, so replies are written in order; answers bytes written.
-    printer: Pool<Result<usize, String>>,
-    /// Bytes handed to the printer and not written yet.
-    unprinted: usize,
-    /// Reading paused because `unprinted` passed `MAX_UNPRINTED`.
-    printer_behind: bool,
+    /// Replies and `-v` lines, written off the loop.
+    printer: Printer,
     /// Standard input paused because the server's queue is over `MAX_INPUT_QUEUED`.
     server_behind: bool,
     /// The session is over: stop as soon as everything received is printed.
@@ -101,28 +75,19 @@ pub(super) struct Session {
 }
 
 impl Session {
-    pub fn new(
-        opts: &ClientOptions,
-        name: String,
-        stdin: Token,
-        printer: Pool<Result<usize, String>>,
-    ) -> Session {
+    pub fn new(opts: &ClientOptions, name: String, stdin: Token, printer: Printer) -> Session {
         Session {
             stdin,
             server: None,
             udp: None,
-            name,
-            connect_timeout: opts.connect_timeout,
-            idle_timeout: opts.idle_timeout,
-            after_input: opts.after_input,
-            stall_timeout: opts.stall_timeout,
-            shutdown: opts.shutdown,
-            verbose: opts.verbose,
+            tally: Tally {
+                name,
+                ..Tally::default()
+            },
+            opts: opts.clone(),
             connected: false,
             partial: Vec::new(),
             input_done: false,
-            sent: 0,
-            received: 0,
             after: None,
             quit_armed: false,
             stall_queued: 0,
@@ -131,8 +96,6 @@ impl Session {
             last_activity: 0,
             failed: None,
             printer,
-            unprinted: 0,
-            printer_behind: false,
             server_behind: false,
             ending: false,
         }
@@ -141,46 +104,27 @@ impl Session {
     /// Arm the connect and idle timers (the server or UDP port is set up by now).
     pub fn start(&mut self, ctx: &mut Ctx<()>) {
         match self.server {
-            Some(_) => self.connect_timer = Some(ctx.timer_after(self.connect_timeout, CONNECT)),
+            Some(_) => {
+                self.connect_timer = Some(ctx.timer_after(self.opts.connect_timeout, CONNECT))
+            }
             None => {
                 self.connected = true;
-                if self.verbose {
-                    self.say(format!("sending datagrams to {}", self.name));
+                self.tally.datagrams = true;
+                if self.opts.verbose {
+                    self.printer
+                        .say(format!("sending datagrams to {}", self.tally.name));
                 }
             }
         }
         self.last_activity = ctx.now();
-        if let Some(idle) = self.idle_timeout {
+        if let Some(idle) = self.opts.idle_timeout {
             self.idle_timer = Some(ctx.timer_after(idle, IDLE));
         }
     }
 
-    /// A `-v` line on standard error, written by the printer thread (in order with the
-    /// replies, and never blocking the loop).
-    fn say(&mut self, line: String) {
-        self.printer.submit(move || {
-            let _ = writeln!(io::stderr().lock(), "{line}");
-            Ok(0)
-        });
-    }
-
     /// Hand reply bytes to the printer; pause reading if it is too far behind.
     fn print(&mut self, ctx: &mut Ctx<()>, bytes: &[u8], newline: bool) {
-        let mut text = Vec::with_capacity(bytes.len() + 1);
-        text.extend_from_slice(bytes);
-        if newline {
-            text.push(b'\n');
-        }
-        self.unprinted += text.len();
-        self.printer.submit(move || {
-            let mut out = io::stdout().lock();
-            out.write_all(&text)
-                .and_then(|()| out.flush())
-                .map(|()| text.len())
-                .map_err(|e| format!("writing to standard output: {e}"))
-        });
-        if self.unprinted > MAX_UNPRINTED && !self.printer_behind {
-            self.printer_behind = true;
+        if self.printer.reply(bytes, newline) {
             self.update_reading(ctx);
         }
         self.schedule_end(ctx);
@@ -190,18 +134,18 @@ impl Session {
     fn update_reading(&mut self, ctx: &mut Ctx<()>) {
         log::debug!(
             "printer behind: {} ({} bytes unprinted), server behind: {} ({} bytes queued)",
-            self.printer_behind,
-            self.unprinted,
+            self.printer.behind(),
+            self.printer.unprinted(),
             self.server_behind,
             self.server.map_or(0, |s| ctx.queued(s))
         );
         if let Some(server) = self.server {
-            match self.printer_behind {
+            match self.printer.behind() {
                 true => ctx.pause_reading(server),
                 false => ctx.resume_reading(server),
             }
         }
-        match self.printer_behind || self.server_behind {
+        match self.printer.behind() || self.server_behind {
             true => ctx.pause_reading(self.stdin),
             false => ctx.resume_reading(self.stdin),
         }
@@ -221,19 +165,19 @@ impl Session {
             return; // before the connect completes, the `CONNECT` timer rules
         }
         let queued = self.server.map_or(0, |s| ctx.queued(s));
-        if self.printer_behind {
+        if self.printer.behind() {
             return self.cancel_after(ctx);
         }
         if queued > 0 {
             if !matches!(self.after, Some((_, STALLED))) {
                 self.cancel_after(ctx);
                 self.stall_queued = queued;
-                self.after = Some((ctx.timer_after(self.stall_timeout, STALLED), STALLED));
+                self.after = Some((ctx.timer_after(self.opts.stall_timeout, STALLED), STALLED));
             }
             return;
         }
         self.cancel_after(ctx);
-        self.after = Some(match self.after_input {
+        self.after = Some(match self.opts.after_input {
             AfterInput::Quiet(d) => (ctx.timer_after(d, QUIET), QUIET),
             AfterInput::Quit(d) => {
                 self.quit_armed = true;
@@ -257,40 +201,14 @@ impl Session {
         {
             ctx.cancel_timer(id);
         }
-        let unit = match self.udp {
-            Some(_) => "datagram",
-            None => "byte",
-        };
-        // Bytes still queued never left: they were not sent.
-        let sent = self.sent.saturating_sub(unsent as u64);
-        if self.verbose {
-            self.say(format!(
-                "{}: {how}; sent {}, received {}",
-                self.name,
-                count(sent, unit),
-                count(self.received, unit)
-            ));
+        if self.opts.verbose {
+            let line = self.tally.summary(how, unsent);
+            self.printer.say(line);
         }
         if self.failed.is_none() {
-            if unsent > 0 {
-                self.failed = Some(format!(
-                    "{}: {} of input never sent: {how}",
-                    self.name,
-                    count(unsent as u64, "byte")
-                ));
-            } else if sent > 0 && self.received == 0 {
-                let hint = match self.udp {
-                    Some(_) => " (UDP says nothing when no server listens there)",
-                    None => "",
-                };
-                self.failed = Some(format!(
-                    "sent {} to {} but no reply came: {how}{hint}",
-                    count(sent, unit),
-                    self.name
-                ));
-            }
+            self.failed = self.tally.failure(how, unsent);
         }
-        if self.printer.in_flight() == 0 {
+        if self.printer.done() {
             ctx.stop();
         }
     }
@@ -299,7 +217,7 @@ impl Session {
         if let Some((port, to)) = self.udp {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             ctx.send_datagram(port, to, &[line]);
-            self.sent += 1;
+            self.tally.sent += 1;
         }
     }
 
@@ -307,16 +225,20 @@ impl Session {
     /// look again when it would have passed.
     fn check_idle(&mut self, ctx: &mut Ctx<()>) {
         self.idle_timer = None;
-        let Some(idle) = self.idle_timeout else {
+        let Some(idle) = self.opts.idle_timeout else {
             return;
         };
         let quiet_for = Duration::from_millis(ctx.now().saturating_sub(self.last_activity));
-        if quiet_for >= idle && !self.printer_behind {
+        // While the printer is behind, we are the slow side: that is not idleness.
+        let left = match self.printer.behind() {
+            true => idle,
+            false => idle.saturating_sub(quiet_for),
+        };
+        if left.is_zero() {
             let unsent = self.server.map_or(0, |s| ctx.queued(s));
             let how = format!("nothing sent or received for {} (idle timeout)", secs(idle));
             return self.end(ctx, &how, unsent);
         }
-        let left = idle.saturating_sub(quiet_for).max(Duration::from_millis(1));
         self.idle_timer = Some(ctx.timer_after(left, IDLE));
     }
 }
@@ -332,8 +254,9 @@ impl Handler for Session {
         if let Some(id) = self.connect_timer.take() {
             ctx.cancel_timer(id);
         }
-        if self.verbose {
-            self.say(format!("connected to {}", self.name));
+        if self.opts.verbose {
+            self.printer
+                .say(format!("connected to {}", self.tally.name));
         }
         self.schedule_end(ctx);
     }
@@ -341,13 +264,13 @@ impl Handler for Session {
     fn on_data(&mut self, ctx: &mut Ctx<()>, token: Token, data: &mut [u8]) -> usize {
         self.last_activity = ctx.now();
         if token != self.stdin {
-            self.received += data.len() as u64;
+            self.tally.received += data.len() as u64;
             self.print(ctx, data, false);
             return data.len();
         }
         if let Some(server) = self.server {
             ctx.send(server, data);
-            self.sent += data.len() as u64;
+            self.tally.sent += data.len() as u64;
             if ctx.queued(server) > MAX_INPUT_QUEUED && !self.server_behind {
                 // The server does not keep up: stop reading more input for it.
                 self.server_behind = true;
@@ -392,7 +315,7 @@ impl Handler for Session {
             let line = std::mem::take(&mut self.partial);
             self.send_line(ctx, &line);
         }
-        if let (Some(server), true) = (self.server, self.shutdown) {
+        if let (Some(server), true) = (self.server, self.opts.shutdown) {
             // Tell the server we are done (it reads EOF), but keep reading its replies.
             ctx.shutdown_write_when_flushed(server);
         }
@@ -410,16 +333,16 @@ impl Handler for Session {
                     "no connection to {} within {} (the server does not answer: it may be \
                      down, too busy to accept — its backlog full — or filtered; -w SECS \
                      waits longer)",
-                    self.name,
-                    secs(self.connect_timeout)
+                    self.tally.name,
+                    secs(self.opts.connect_timeout)
                 ));
                 ctx.close(server, CloseReason::Timeout);
             }
             IDLE => self.check_idle(ctx),
             QUIET | QUIT => {
                 self.after = None;
-                let how = match self.after_input {
-                    AfterInput::Quiet(d) if self.received == 0 => {
+                let how = match self.opts.after_input {
+                    AfterInput::Quiet(d) if self.tally.received == 0 => {
                         format!("none for {} after input ended (--wait)", secs(d))
                     }
                     AfterInput::Quiet(d) => format!("no more replies for {} (--wait)", secs(d)),
@@ -433,7 +356,7 @@ impl Handler for Session {
                 if queued > 0 && queued < self.stall_queued {
                     // It is reading, slowly: keep waiting.
                     self.stall_queued = queued;
-                    let id = ctx.timer_after(self.stall_timeout, STALLED);
+                    let id = ctx.timer_after(self.opts.stall_timeout, STALLED);
                     self.after = Some((id, STALLED));
                     return;
                 }
@@ -442,7 +365,7 @@ impl Handler for Session {
                 }
                 let how = format!(
                     "the server read none of it for {}",
-                    secs(self.stall_timeout)
+                    secs(self.opts.stall_timeout)
                 );
                 self.end(ctx, &how, queued);
             }
@@ -457,12 +380,13 @@ impl Handler for Session {
         let how = match &closed.reason {
             CloseReason::ConnectFailed(e) => {
                 self.failed
-                    .get_or_insert_with(|| format!("cannot connect to {}: {e}", self.name));
+                    .get_or_insert_with(|| format!("cannot connect to {}: {e}", self.tally.name));
                 "connect failed".to_string()
             }
             CloseReason::Error(e) => {
-                self.failed
-                    .get_or_insert_with(|| format!("connection to {} failed: {e}", self.name));
+                self.failed.get_or_insert_with(|| {
+                    format!("connection to {} failed: {e}", self.tally.name)
+                });
                 format!("connection failed: {e}")
             }
             CloseReason::Timeout if !self.connected => "connect timed out".to_string(),
@@ -474,32 +398,27 @@ impl Handler for Session {
 
     fn on_datagram(&mut self, ctx: &mut Ctx<()>, _port: usize, _from: SocketAddr, data: &mut [u8]) {
         self.last_activity = ctx.now();
-        self.received += 1;
+        self.tally.received += 1;
         self.print(ctx, data, true);
     }
 
     /// The printer wrote something (or could not).
     fn on_wake(&mut self, ctx: &mut Ctx<()>) {
-        while let Some(answer) = self.printer.try_recv() {
-            match answer {
-                Ok(n) => {
-                    self.unprinted -= n;
-                    if n > 0 {
-                        self.last_activity = ctx.now();
-                    }
-                }
-                Err(e) => {
-                    // stdout closed (e.g. piped into `head`): nothing left to do.
-                    self.failed.get_or_insert(e);
-                    return ctx.stop();
-                }
+        let progress = match self.printer.collect() {
+            Ok(progress) => progress,
+            Err(e) => {
+                // stdout closed (e.g. piped into `head`): nothing left to do.
+                self.failed.get_or_insert(e);
+                return ctx.stop();
             }
+        };
+        if progress.wrote {
+            self.last_activity = ctx.now();
         }
-        if self.printer_behind && self.unprinted <= MAX_UNPRINTED / 2 {
-            self.printer_behind = false;
+        if progress.caught_up {
             self.update_reading(ctx);
         }
-        if self.ending && self.printer.in_flight() == 0 {
+        if self.ending && self.printer.done() {
             ctx.stop();
         }
     }
