@@ -134,8 +134,9 @@ fn input_the_server_never_reads_is_reported_unsent() {
     let path = TempPath::new("never-reads.sock");
     let _listener = std::os::unix::net::UnixListener::bind(&path.0).expect("bind unix");
     let absorbed = unix_absorbs(&path.0);
-    // 128 KiB more than the kernel takes: all input is read (the client pauses standard
-    // input only past 256 KiB queued), input ends, and what is queued never leaves.
+    // 128 KiB more than the kernel takes: what is queued never leaves. (Whether input
+    // ends first, or standard input is paused first because the connect completed after
+    // all of it was queued, the server must read some of it every --wait.)
     let input = vec![b'x'; absorbed + 128 * 1024];
     let out = common::run_netloop(
         &["client", "--unix", path.as_str(), "--wait", "0.5"],
@@ -150,13 +151,34 @@ fn input_the_server_never_reads_is_reported_unsent() {
         ],
     );
 
-    // Input that does not even fit the client's queue: standard input stays paused,
-    // input never ends, and -w (the idle timeout) is what ends the session.
+    // Input that does not even fit the client's queue: standard input stays paused and
+    // input never ends; -w (the idle timeout) ends the session before --wait would.
     let input = vec![b'x'; absorbed + (4 << 20)];
-    let out = common::run_netloop(&["client", "--unix", path.as_str(), "-w", "0.5"], &input);
+    let args = [
+        "client",
+        "--unix",
+        path.as_str(),
+        "-w",
+        "0.5",
+        "--wait",
+        "10",
+    ];
+    let out = common::run_netloop(&args, &input);
     assert_fails_saying(
         &out,
         &[path.as_str(), "of input never sent", "(idle timeout)"],
+    );
+
+    // Without -w, the stalled input is what ends it: the client never waits for ever.
+    let args = ["client", "--unix", path.as_str(), "--wait", "0.5"];
+    let out = common::run_netloop(&args, &input);
+    assert_fails_saying(
+        &out,
+        &[
+            path.as_str(),
+            "of input never sent",
+            "the server read none of it for 0.5 s",
+        ],
     );
 }
 

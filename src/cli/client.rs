@@ -53,8 +53,8 @@ pub struct Args {
     /// [default: never].
     #[arg(long, value_name = "SECS", value_parser = secs)]
     pub idle_timeout: Option<Duration>,
-    /// After input ends, exit when no reply came for this many seconds (and give up
-    /// input the server has not read any of for this long).
+    /// After input ends, exit when no reply came for this many seconds; and give up
+    /// when input waits for a server that has read none of it for this long.
     #[arg(long, default_value = "2", value_name = "SECS", value_parser = positive_secs)]
     pub wait: Duration,
     /// Like nc -q: after input ends (and is sent), quit after SECS, replies or not

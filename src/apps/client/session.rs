@@ -15,10 +15,12 @@
 //!
 //! Every deadline is a loop timer, keyed: `CONNECT` (the connect must complete), `IDLE`
 //! (checks the time of the last activity, so traffic costs no timer operations), and one
-//! timer at a time after input ended — `STALLED` while input is still queued (the server
-//! must read some of it every `stall_timeout`), then `QUIET` (re-armed by every reply)
-//! or `QUIT` (nc's `-q`, armed once). While the printer is behind we do not read, so the
-//! server's silence says nothing: no `QUIET` or `STALLED` timer then.
+//! more at a time: `STALLED` while input waits in our queue and no more is coming for
+//! now (input ended, or standard input is paused for the server) — the server must read
+//! some of it every `stall_timeout`, or the client would wait for ever — and, once all
+//! input is sent after it ended, `QUIET` (re-armed by every reply) or `QUIT` (nc's `-q`,
+//! armed once). While the printer is behind we do not read, so the server's silence
+//! says nothing: no `QUIET` or `STALLED` timer then.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -158,17 +160,18 @@ impl Session {
         }
     }
 
-    /// After input ended: arm the timer that ends the session for the phase it is in
-    /// (see the module docs). Called whenever that phase may have changed.
+    /// Arm the timer that ends the session for the phase it is in (see the module
+    /// docs). Called whenever that phase may have changed.
     fn schedule_end(&mut self, ctx: &mut Ctx<()>) {
-        if !self.input_done || self.ending || self.quit_armed || !self.connected {
+        if self.ending || self.quit_armed || !self.connected {
             return; // before the connect completes, the `CONNECT` timer rules
         }
-        let queued = self.server.map_or(0, |s| ctx.queued(s));
         if self.printer.behind() {
             return self.cancel_after(ctx);
         }
-        if queued > 0 {
+        let queued = self.server.map_or(0, |s| ctx.queued(s));
+        // Input waits for the server and no more is coming for now: it must be read.
+        if queued > 0 && (self.input_done || self.server_behind) {
             if !matches!(self.after, Some((_, STALLED))) {
                 self.cancel_after(ctx);
                 self.stall_queued = queued;
@@ -177,6 +180,9 @@ impl Session {
             return;
         }
         self.cancel_after(ctx);
+        if !self.input_done {
+            return;
+        }
         self.after = Some(match self.opts.after_input {
             AfterInput::Quiet(d) => (ctx.timer_after(d, QUIET), QUIET),
             AfterInput::Quit(d) => {
@@ -300,7 +306,7 @@ impl Handler for Session {
             self.server_behind = false;
             self.update_reading(ctx);
         }
-        // All input is out: from STALLED to the wait for replies.
+        // All input is out: no more STALLED; after input ended, wait for replies.
         self.schedule_end(ctx);
     }
 
