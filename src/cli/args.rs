@@ -107,3 +107,51 @@ mod address_tests {
         assert!(at_least_one("0").is_err());
     }
 }
+
+/// A server to connect to, as written and as resolved (see `host_port`): the text is
+/// kept for messages, `localhost:8888 (127.0.0.1:8888)`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NamedAddr {
+    /// What the user wrote.
+    pub text: String,
+    /// Its first address.
+    pub addr: SocketAddr,
+}
+
+/// `host_port`, keeping the text (`#[arg(value_parser = args::named_host_port)]`).
+pub fn named_host_port(text: &str) -> Result<NamedAddr, String> {
+    Ok(NamedAddr {
+        text: text.trim().to_string(),
+        addr: host_port(text.trim())?,
+    })
+}
+
+/// A positive number of seconds: `secs`, with 0 refused (a timeout of 0 would give up
+/// before anything could happen).
+pub fn positive_secs(text: &str) -> Result<Duration, String> {
+    match secs(text)? {
+        d if d.is_zero() => Err("must be more than 0 seconds".to_string()),
+        d => Ok(d),
+    }
+}
+
+#[cfg(test)]
+mod named_tests {
+    use super::*;
+
+    #[test]
+    fn names_are_kept_and_ports_required() {
+        let named = named_host_port("localhost:8888").expect("localhost resolves");
+        assert_eq!(named.text, "localhost:8888");
+        assert!(named.addr.ip().is_loopback());
+        assert_eq!(named.addr.port(), 8888);
+        assert!(named_host_port("127.0.0.1")
+            .unwrap_err()
+            .contains("has no port"));
+        assert!(named_host_port("[::1]")
+            .unwrap_err()
+            .contains("has no port"));
+        assert!(positive_secs("0").is_err());
+        assert_eq!(positive_secs("0.5"), Ok(Duration::from_millis(500)));
+    }
+}

@@ -4,6 +4,7 @@
 //! `-` is standard input), turns the rest into the library's plain
 //! `netloop::apps::fetch::FetchOptions` and calls `fetch`. Every SECS option goes
 //! through the shared `args::secs` parser; the library refuses zero timeouts itself.
+//! `--record FILE` records the loop's events as JSON lines, as `serve --record` does.
 
 use std::io::{self, BufRead};
 use std::path::PathBuf;
@@ -11,7 +12,7 @@ use std::time::Duration;
 
 use netloop::apps::fetch::{fetch, FetchOptions};
 
-use super::args::secs;
+use super::args::{at_least_one, secs};
 
 /// Options of `netloop fetch`.
 #[derive(Clone, Debug, clap::Args)]
@@ -65,6 +66,13 @@ pub struct Args {
     /// stderr when stdout carries the body (one URL, no -o).
     #[arg(long)]
     pub json: bool,
+    /// Record the loop's events (each turn, connect, read, write, close...) as JSON
+    /// lines into this new file, for `netloop timeline` (see NOTES.md).
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<PathBuf>,
+    /// Most events --record writes.
+    #[arg(long, default_value_t = 1_000_000, value_name = "N", value_parser = at_least_one)]
+    pub record_limit: usize,
 }
 
 /// Run `netloop fetch`.
@@ -84,6 +92,8 @@ pub fn run(args: &Args) -> io::Result<()> {
         include: args.include,
         head: args.head,
         json: args.json,
+        record: args.record.clone(),
+        record_limit: args.record_limit as u64,
     };
     fetch(&opts)
 }

@@ -85,6 +85,10 @@ pub struct FetchOptions {
     pub head: bool,
     /// Results as JSON lines instead of text.
     pub json: bool,
+    /// Record the loop's events as JSON lines into this new file (`EventLoop::record_to`).
+    pub record: Option<PathBuf>,
+    /// Most events recorded.
+    pub record_limit: u64,
 }
 
 impl FetchOptions {
@@ -105,6 +109,8 @@ impl FetchOptions {
             include: false,
             head: false,
             json: false,
+            record: None,
+            record_limit: 1_000_000,
         }
     }
 }
@@ -230,9 +236,16 @@ pub fn fetch(opts: &FetchOptions) -> io::Result<()> {
     let reporter = Reporter::new(format, to_stderr, total);
     let started = Instant::now();
     let mut event_loop = EventLoop::new(LoopConfig::default())?;
+    if let Some(path) = &opts.record {
+        event_loop.record_to(path, opts.record_limit)?;
+    }
     let waker = event_loop.waker()?;
-    let output = Output::new(destination, Arc::clone(&waker))?;
-    let fetcher = run(Fetcher::new(plan, output, reporter, waker), &mut event_loop)?;
+    let fetched = Output::new(destination, Arc::clone(&waker))
+        .and_then(|output| run(Fetcher::new(plan, output, reporter, waker), &mut event_loop));
+    // The record is finished however the run went (a failed run is worth a look).
+    let recorded = event_loop.finish_recording();
+    let fetcher = fetched?;
+    recorded?;
     let r = &fetcher.reporter;
     if total > 1 {
         eprintln!(
