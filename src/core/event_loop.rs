@@ -164,6 +164,11 @@ impl<S: Default> EventLoop<S> {
 
     /// Stop recording: write what is buffered and close the file.
     pub fn finish_recording(&mut self) -> io::Result<()> {
+        // Connections still open (a fetcher's idle keep-alive ones) close with the loop.
+        let open: Vec<usize> = self.ctx.slab.iter().map(|(key, _)| key).collect();
+        for key in open {
+            record!(self.ctx, "closed", conn = key, reason = "the loop ended");
+        }
         match self.ctx.recorder.take() {
             Some(mut recorder) => recorder.finish(),
             None => Ok(()),
