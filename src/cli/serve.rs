@@ -16,7 +16,7 @@ use super::args::secs;
 
 use netloop::core::listen::{bind_tcp, bind_udp, bind_unix, Listener, TcpOptions};
 use netloop::core::{EventLoop, Handler, LoopConfig};
-use netloop::services::{Echo, Hello, ServiceKind, Upload, UploadOptions, Upper};
+use netloop::services::{Echo, Hello, ServiceKind, Upload, Upper};
 
 /// Options of `netloop serve`.
 #[derive(Clone, Debug, clap::Args)]
@@ -57,7 +57,7 @@ pub struct ServeArgs {
     pub suffix: Option<String>,
     /// Options of the upload service.
     #[command(flatten)]
-    pub upload: UploadOptions,
+    pub upload: super::serve_upload::Args,
     /// Run N worker processes, each its own loop, sharing the TCP port(s) with
     /// SO_REUSEPORT (the nginx model: more cores, and more than one process's open files).
     /// 1 (the default) serves in this process. TCP only: --udp and --unix are refused.
@@ -101,7 +101,7 @@ pub fn serve(args: &ServeArgs) -> io::Result<()> {
         }
         ServiceKind::Upper => run(args, Upper),
         ServiceKind::Hello => run(args, Hello::default()),
-        ServiceKind::Upload => run(args, Upload::new(&args.upload)?),
+        ServiceKind::Upload => run(args, Upload::new(&args.upload.options()?)?),
     }
 }
 
