@@ -2,97 +2,106 @@
 //!
 //! Seed 004's clients open the file and `send` it in 1 KiB pieces in a blocking loop,
 //! then (sometimes) `recv` a reply. Here one connection on the loop does the same with
-//! bounded memory: a chunk is read from disk and sent only while the connection's
-//! outbound queue is empty, so at most one chunk is ever waiting in user space. When the
-//! kernel's send buffer fills, the rest of a chunk is queued and the loop's writable edge
-//! flushes it; the queue draining calls `on_drained`, which reads the next chunk. Files
-//! are sent back to back without waiting for replies (as the seeds do); replies are read
-//! as they come and each is checked against what was sent: the byte count and the
-//! SHA-256 computed while reading the file.
+//! bounded memory, and without ever blocking the loop thread on the disk:
 //!
-//! Readiness rules relied on: `on_drained` fires only after a queued write completes, so
-//! whenever the pump stops with an empty queue (its per-call budget, which keeps replies
-//! and the progress bar moving) it asks for another turn with `wake_after` and resumes
-//! in `on_turn`. Reply frames may arrive in any split; unconsumed bytes come back.
+//! **Where the loop thread stops and the pool starts.** Opening a file, reading it and
+//! hashing it (SHA-256, to check the server's reply) are jobs on a one-thread offload
+//! pool; the loop thread only sends what comes back. Reading a file blocks whenever the
+//! page cache misses, and hashing is the most CPU an upload costs, so both leave the loop
+//! free to keep the socket full while the next chunk is read: the two run side by side.
+//! A job carries the file being read (and its running hash) and returns it with the
+//! chunk, so there is one read in flight and chunks come back in order. At most
+//! `READ_AHEAD` chunks wait to be sent, and a chunk is sent only while the connection's
+//! outbound queue is empty: when the kernel's send buffer fills, the rest of a chunk is
+//! queued, the loop's writable edge flushes it, and `on_drained` sends the next.
+//!
+//! Files are sent back to back without waiting for replies (as the seeds do); replies
+//! are read as they come and each is checked against what was sent: the byte count and
+//! the SHA-256 computed while reading the file.
+//!
+//! `--timeout` is the loop's idle timeout with `IdleCounts::Both`: an upload mostly
+//! *sends*, and the reply only comes after the last byte, so counting input alone would
+//! give up on every upload that takes longer than the timeout. Progress either way
+//! (the server taking bytes, or replying) keeps the connection alive. One stretch stays
+//! invisible: after the last write, the kernel's send buffer (up to 4 MiB with Linux's
+//! defaults) drains with no event the loop can see, so over a link slower than about
+//! that size per `--timeout` the client gives up while its last bytes are still on their
+//! way. The loop offers no view of a socket's unsent bytes (`SIOCOUTQ`) to do better.
+//!
+//! Readiness rules relied on: `on_drained` fires only after a queued write completes; a
+//! `send` that wrote everything at once gets no `on_drained`, so the sending loop goes
+//! on by itself while the queue stays empty. Reply frames may arrive in any split;
+//! unconsumed bytes come back.
 
 use std::collections::VecDeque;
-use std::fs::File;
-use std::io::{self, IsTerminal, Read};
-use std::path::{Path, PathBuf};
+use std::io::{self, IsTerminal};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use mio::Token;
-use sha2::{Digest, Sha256};
 
-use crate::apps::client::resolve_addr;
-use crate::core::{CloseReason, Closed, Handler};
+mod read;
+
+use crate::core::{CloseReason, Closed, Handler, IdleCounts, Pool};
 use crate::core::{Ctx, EventLoop, LoopConfig, Target};
-use crate::proto::frames::{self, FrameError, Reply, UploadHeader};
+use crate::proto::frames::{self, FrameError, Reply};
 use crate::proto::hmac_auth::{Secret, CHALLENGE_LEN};
-use crate::services::upload::store::hex;
+use read::{open, read_chunk, Piece, Sent, Source};
 
-/// Options of `netloop upload`.
-#[derive(Clone, Debug, clap::Args)]
-pub struct UploadArgs {
+/// Options of the upload client (the command line's are in the binary's `cli`).
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
     /// Files to send, in order, on one connection.
-    #[arg(value_name = "FILE", required = true)]
     pub files: Vec<PathBuf>,
-    /// Server address, HOST:PORT (required unless --unix is given).
-    #[arg(long, value_name = "ADDR", required_unless_present = "unix")]
-    pub to: Option<String>,
-    /// Connect to a Unix stream socket instead.
-    #[arg(long, value_name = "PATH", conflicts_with = "to")]
-    pub unix: Option<PathBuf>,
-    /// Answer the server's HMAC challenge with the secret in this file (its bytes, one
-    /// trailing newline removed, as the server reads it).
-    #[arg(long, value_name = "PATH")]
+    /// The server.
+    pub target: Target,
+    /// The server as the user named it, for messages.
+    pub target_name: String,
+    /// Answer the server's HMAC challenge with the secret in this file.
     pub secret_file: Option<PathBuf>,
-    /// Give up when nothing was sent or received for this many seconds.
-    #[arg(long, default_value_t = 30.0, value_name = "SECS")]
-    pub timeout: f64,
+    /// Give up when nothing was sent or received for this long.
+    pub timeout: Duration,
     /// Bytes read from disk and sent at a time.
-    #[arg(long, default_value_t = 256 * 1024, value_name = "BYTES")]
     pub chunk: usize,
 }
 
-/// Bytes sent per callback before giving other work (replies, progress) a turn.
-const BUDGET: usize = 8 * 1024 * 1024;
-
-/// The file being sent.
-struct Outgoing {
-    path: PathBuf,
-    file: File,
-    size: u64,
-    left: u64,
-    hasher: Sha256,
-}
-
-/// A file fully sent, waiting for its reply.
-struct Sent {
-    path: PathBuf,
-    size: u64,
-    sha256: String,
-}
+/// Chunks read ahead of the socket (besides the one being read).
+const READ_AHEAD: usize = 2;
+/// The progress bar's redraw period while nothing moves (its speed and ETA decay).
+const TICK: Duration = Duration::from_millis(500);
+/// `on_timer` key of the progress bar's tick.
+const TICK_KEY: u64 = 1;
 
 /// The client's handler: one connection, so its state lives here.
 struct Sender {
     target: String,
+    token: Option<Token>,
+    /// Files not opened yet.
     files: VecDeque<PathBuf>,
-    current: Option<Outgoing>,
+    /// The file being read, while it is here (between jobs).
+    source: Option<Box<Source>>,
+    /// The reading thread, and whether a job is in flight there.
+    reader: Pool<Piece>,
+    reading: bool,
+    /// Every file has been read to its end.
+    all_read: bool,
+    /// Header frames and chunks read, in order, waiting for the socket.
+    ready: VecDeque<Vec<u8>>,
+    /// Buffers sent, to read the next chunks into.
+    spare: Vec<Vec<u8>>,
+    chunk: usize,
+    /// Files whose bytes are all read, waiting for their replies, in order.
     awaiting: VecDeque<Sent>,
     secret: Option<Secret>,
     /// The server's challenge is still to come.
     challenge_pending: bool,
     /// The connection was established (`on_open`).
     connected: bool,
+    /// Our half of the connection is shut (every byte sent).
+    all_sent: bool,
     /// Replies received so far (to hint at a missing `--secret-file` on the first one).
     replies: usize,
-    token: Option<Token>,
-    chunk: Vec<u8>,
-    /// The pump stopped on its budget with nothing queued: resume in `on_turn`.
-    resume: bool,
-    all_sent: bool,
     bar: ProgressBar,
     failure: Option<String>,
     stored: Vec<String>,
@@ -108,74 +117,75 @@ impl Sender {
         ctx.stop();
     }
 
-    /// Send file bytes while the outbound queue is empty, up to the budget.
-    fn pump(&mut self, ctx: &mut Ctx<()>) {
-        self.resume = false;
-        let Some(token) = self.token else { return };
-        if self.challenge_pending || self.failure.is_some() {
+    /// Start the next reading job, if there is room and something to read.
+    fn read_more(&mut self) {
+        if self.reading || self.all_read || self.ready.len() >= READ_AHEAD {
             return;
         }
-        let mut budget = BUDGET;
-        while ctx.queued(token) == 0 {
-            if budget == 0 {
-                self.resume = true;
-                ctx.timer_after(Duration::ZERO, 0);
-                return;
-            }
-            let Some(out) = self.current.as_mut() else {
-                let Some(path) = self.files.pop_front() else {
-                    if !self.all_sent {
-                        self.all_sent = true;
-                        // Like seed 000's client closing after its last byte, but only
-                        // our half: the replies still come back.
-                        ctx.shutdown_write_when_flushed(token);
-                    }
-                    return;
-                };
-                match start_file(&path) {
-                    Ok((out, header)) => {
-                        ctx.send(token, &header);
-                        self.current = Some(out);
-                    }
-                    Err(e) => return self.fail(ctx, e.to_string()),
-                }
-                continue;
-            };
-            let want = usize::try_from(out.left)
-                .unwrap_or(usize::MAX)
-                .min(self.chunk.len());
-            let n = match out.file.read(&mut self.chunk[..want]) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    let msg = format!("reading {}: {e}", out.path.display());
-                    return self.fail(ctx, msg);
-                }
-            };
-            if n == 0 && want > 0 {
-                let msg = format!(
-                    "{} shrank while being sent: {} of {} bytes were there",
-                    out.path.display(),
-                    out.size - out.left,
-                    out.size
-                );
-                return self.fail(ctx, msg);
-            }
-            out.hasher.update(&self.chunk[..n]);
-            out.left -= n as u64;
-            ctx.send(token, &self.chunk[..n]);
-            self.bar.inc(n as u64);
-            budget = budget.saturating_sub(n.max(1));
-            if out.left == 0 {
-                if let Some(done) = self.current.take() {
-                    self.awaiting.push_back(Sent {
-                        path: done.path,
-                        size: done.size,
-                        sha256: hex(&done.hasher.finalize()),
-                    });
-                }
-            }
+        if let Some(source) = self.source.take() {
+            let buf = self.spare.pop().unwrap_or_default();
+            let chunk = self.chunk;
+            self.reader.submit(move || read_chunk(source, buf, chunk));
+        } else if let Some(path) = self.files.pop_front() {
+            self.reader
+                .submit(move || open(path).unwrap_or_else(|e| Piece::Failed(e.to_string())));
+        } else {
+            self.all_read = true;
+            return;
         }
+        self.reading = true;
+    }
+
+    /// Send what is ready while the outbound queue is empty; read more behind it.
+    fn pump(&mut self, ctx: &mut Ctx<()>) {
+        let Some(token) = self.token else { return };
+        if !self.connected || self.challenge_pending || self.failure.is_some() {
+            return;
+        }
+        if !ctx.is_open(token) {
+            return;
+        }
+        while ctx.queued(token) == 0 {
+            let Some(mut bytes) = self.ready.pop_front() else {
+                break;
+            };
+            ctx.send(token, &bytes);
+            self.bar.inc(bytes.len() as u64);
+            // `send` wrote or copied the bytes: the buffer can take the next chunk.
+            bytes.clear();
+            if bytes.capacity() > 0 && self.spare.len() <= READ_AHEAD {
+                self.spare.push(bytes);
+            }
+            self.read_more();
+        }
+        self.read_more();
+        if self.all_read && !self.reading && self.ready.is_empty() && !self.all_sent {
+            self.all_sent = true;
+            // Like seed 000's client closing after its last byte, but only our half:
+            // the replies still come back.
+            ctx.shutdown_write_when_flushed(token);
+        }
+    }
+
+    /// A reading job's result.
+    fn on_piece(&mut self, ctx: &mut Ctx<()>, piece: Piece) {
+        self.reading = false;
+        match piece {
+            Piece::Opened(source, header) => {
+                self.source = Some(source);
+                self.ready.push_back(header);
+            }
+            Piece::Chunk(source, bytes) => {
+                self.source = Some(source);
+                self.ready.push_back(bytes);
+            }
+            Piece::Last(sent, bytes) => {
+                self.awaiting.push_back(sent);
+                self.ready.push_back(bytes);
+            }
+            Piece::Failed(msg) => return self.fail(ctx, msg),
+        }
+        self.read_more();
     }
 
     /// Check one reply against the oldest file awaiting one.
@@ -188,71 +198,47 @@ impl Sender {
             };
             return self.fail(ctx, msg);
         };
-        match reply {
+        let (file_name, bytes, sha256) = match reply {
             Reply::Refused { error } => {
                 let msg = format!("server refused {}: {error}", sent.path.display());
-                self.fail(ctx, msg);
+                return self.fail(ctx, msg);
             }
             Reply::Stored {
                 file_name,
                 bytes,
                 sha256,
-            } => {
-                if bytes != sent.size || sha256 != sent.sha256 {
-                    let msg = format!(
-                        "{}: server stored {bytes} bytes with sha256 {sha256}, \
-                         but {} bytes with sha256 {} were sent",
-                        sent.path.display(),
-                        sent.size,
-                        sent.sha256
-                    );
-                    return self.fail(ctx, msg);
-                }
-                let line = format!(
-                    "{} -> {file_name}: {bytes} bytes, sha256 {sha256}",
-                    sent.path.display()
-                );
-                // On stdout (scripts read it), without tearing the bar on stderr.
-                self.bar.suspend(|| println!("{line}"));
-                self.stored.push(line);
-                if self.all_sent && self.awaiting.is_empty() && self.current.is_none() {
-                    if let Some(token) = self.token {
-                        ctx.close(token, CloseReason::Done);
-                    }
-                    ctx.stop();
-                }
+            } => (file_name, bytes, sha256),
+        };
+        if bytes != sent.size || sha256 != sent.sha256 {
+            let msg = format!(
+                "{}: server stored {bytes} bytes with sha256 {sha256}, \
+                 but {} bytes with sha256 {} were sent",
+                sent.path.display(),
+                sent.size,
+                sent.sha256
+            );
+            return self.fail(ctx, msg);
+        }
+        let line = format!(
+            "{} -> {file_name}: {bytes} bytes, sha256 {sha256}",
+            sent.path.display()
+        );
+        // On stdout (scripts read it), without tearing the bar on stderr.
+        self.bar.suspend(|| println!("{line}"));
+        self.stored.push(line);
+        if self.all_sent && self.awaiting.is_empty() {
+            if let Some(token) = self.token {
+                ctx.close(token, CloseReason::Done);
             }
+            ctx.stop();
         }
     }
-}
 
-/// Open a file, and make its header frame (the name is the path's last component).
-fn start_file(path: &Path) -> io::Result<(Outgoing, Vec<u8>)> {
-    let context = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
-    let file = File::open(path).map_err(context)?;
-    let size = file.metadata().map_err(context)?.len();
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("{}: the file name is not UTF-8", path.display()),
-            )
-        })?
-        .to_string();
-    let header = UploadHeader {
-        file_name: name,
-        file_size: size,
-    };
-    let out = Outgoing {
-        path: path.to_path_buf(),
-        file,
-        size,
-        left: size,
-        hasher: Sha256::new(),
-    };
-    Ok((out, header.encode()))
+    /// Files not yet confirmed by a reply.
+    fn outstanding(&self) -> usize {
+        let reading = usize::from(self.source.is_some() || self.reading);
+        self.awaiting.len() + self.files.len() + reading
+    }
 }
 
 impl Handler for Sender {
@@ -306,8 +292,7 @@ impl Handler for Sender {
     }
 
     fn on_eof(&mut self, ctx: &mut Ctx<()>, token: Token) {
-        let outstanding =
-            self.awaiting.len() + self.files.len() + usize::from(self.current.is_some());
+        let outstanding = self.outstanding();
         if outstanding > 0 {
             let msg = format!(
                 "{} closed the connection with {outstanding} file(s) unconfirmed",
@@ -321,6 +306,19 @@ impl Handler for Sender {
 
     fn on_drained(&mut self, ctx: &mut Ctx<()>, _token: Token) {
         self.pump(ctx);
+    }
+
+    fn on_wake(&mut self, ctx: &mut Ctx<()>) {
+        while let Some(piece) = self.reader.try_recv() {
+            self.on_piece(ctx, piece);
+        }
+        self.pump(ctx);
+    }
+
+    fn on_timer(&mut self, _ctx: &mut Ctx<()>, key: u64) {
+        if key == TICK_KEY {
+            self.bar.tick();
+        }
     }
 
     fn on_close(&mut self, ctx: &mut Ctx<()>, _token: Token, closed: Closed<()>) {
@@ -347,26 +345,18 @@ impl Handler for Sender {
         }
         ctx.stop();
     }
-
-    fn on_turn(&mut self, ctx: &mut Ctx<()>) {
-        if self.resume {
-            self.pump(ctx);
-        }
-    }
 }
 
 /// Send the files, check every reply; `Err` on any failure, refusal or mismatch.
-pub fn upload(args: &UploadArgs) -> io::Result<()> {
-    let timeout = Duration::try_from_secs_f64(args.timeout)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "--timeout must be >= 0"))?;
-    let secret = args
+pub fn upload(opts: &ClientOptions) -> io::Result<()> {
+    let secret = opts
         .secret_file
         .as_deref()
         .map(Secret::from_file)
         .transpose()?;
     // Check every file before connecting, and learn the total for the progress bar.
     let mut total = 0u64;
-    for path in &args.files {
+    for path in &opts.files {
         let meta = std::fs::metadata(path)
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
         if !meta.is_file() {
@@ -377,16 +367,6 @@ pub fn upload(args: &UploadArgs) -> io::Result<()> {
         }
         total += meta.len();
     }
-    let (target, name) = match (&args.unix, &args.to) {
-        (Some(path), _) => (Target::Unix(path.clone()), path.display().to_string()),
-        (None, Some(text)) => (Target::Tcp(resolve_addr(text)?), text.clone()),
-        (None, None) => {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "--to ADDR or --unix PATH",
-            ))
-        }
-    };
     let bar = if io::stderr().is_terminal() {
         let bar = ProgressBar::new(total);
         let style = ProgressStyle::with_template(
@@ -399,29 +379,41 @@ pub fn upload(args: &UploadArgs) -> io::Result<()> {
         ProgressBar::hidden()
     };
     let config = LoopConfig {
-        idle_timeout: Some(timeout),
+        idle_timeout: Some(opts.timeout),
+        // Sending is progress too: see the module docs.
+        idle_counts: IdleCounts::Both,
         ..LoopConfig::default()
     };
     let mut event_loop: EventLoop<()> = EventLoop::new(config)?;
+    let reader = Pool::new("upload-read", 1, event_loop.waker()?)?;
+    if !bar.is_hidden() {
+        event_loop.ctx().timer_every(TICK, TICK_KEY);
+    }
     let mut sender = Sender {
-        target: name,
-        files: args.files.iter().cloned().collect(),
-        current: None,
+        target: opts.target_name.clone(),
+        token: None,
+        files: opts.files.iter().cloned().collect(),
+        source: None,
+        reader,
+        reading: false,
+        all_read: false,
+        ready: VecDeque::new(),
+        spare: Vec::new(),
+        chunk: opts.chunk.max(1),
         awaiting: VecDeque::new(),
         challenge_pending: secret.is_some(),
         connected: false,
         secret,
-        replies: 0,
-        token: None,
-        chunk: vec![0; args.chunk.max(1)],
-        resume: false,
         all_sent: false,
+        replies: 0,
         bar,
         failure: None,
         stored: Vec::new(),
     };
     let started = Instant::now();
-    sender.token = Some(event_loop.ctx().connect(&target, ())?);
+    // Open and read the first file while connecting.
+    sender.read_more();
+    sender.token = Some(event_loop.ctx().connect(&opts.target, ())?);
     event_loop.run(&mut sender)?;
     sender.bar.finish_and_clear();
     if let Some(msg) = sender.failure {
