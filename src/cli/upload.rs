@@ -29,8 +29,8 @@ pub struct Args {
     /// Give up when nothing was sent or received for this many seconds.
     #[arg(long, default_value = "30", value_name = "SECS", value_parser = secs)]
     pub timeout: Duration,
-    /// Bytes read from disk and sent at a time.
-    #[arg(long, default_value_t = 256 * 1024, value_name = "BYTES")]
+    /// Bytes read from disk and sent at a time (about four of these are in memory).
+    #[arg(long, default_value_t = 1024 * 1024, value_name = "BYTES")]
     pub chunk: usize,
 }
 

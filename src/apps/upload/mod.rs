@@ -146,13 +146,13 @@ impl Sender {
             return;
         }
         while ctx.queued(token) == 0 {
-            let Some(mut bytes) = self.ready.pop_front() else {
+            let Some(bytes) = self.ready.pop_front() else {
                 break;
             };
             ctx.send(token, &bytes);
             self.bar.inc(bytes.len() as u64);
-            // `send` wrote or copied the bytes: the buffer can take the next chunk.
-            bytes.clear();
+            // `send` wrote or copied the bytes: the buffer can take the next chunk (its
+            // length is kept, so it is not zeroed again before the read).
             if bytes.capacity() > 0 && self.spare.len() <= READ_AHEAD {
                 self.spare.push(bytes);
             }

@@ -78,6 +78,7 @@ pub(super) fn read_chunk(mut source: Box<Source>, mut buf: Vec<u8>, chunk: usize
     let want = usize::try_from(source.left)
         .unwrap_or(usize::MAX)
         .min(chunk);
+    // A recycled buffer keeps its length: only a longer one is zeroed (once).
     buf.resize(want, 0);
     let mut got = 0;
     while got < want {

@@ -74,7 +74,7 @@ const POOL_THREADS: usize = 4;
 const BATCH: usize = 256 * 1024;
 /// Reading of a connection pauses while its pending batch is this large (a job is
 /// writing the previous one): per connection at most about two of these are held.
-const CONN_PENDING_MAX: usize = 4 * 1024 * 1024;
+const CONN_PENDING_MAX: usize = 1024 * 1024;
 /// Body bytes held in memory by all uploads together (pending or in jobs) before
 /// connections that add more are paused.
 const TOTAL_MAX: usize = 64 * 1024 * 1024;
