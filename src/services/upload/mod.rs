@@ -76,8 +76,9 @@ const BATCH: usize = 256 * 1024;
 /// writing the previous one): per connection at most about two of these are held.
 const CONN_PENDING_MAX: usize = 1024 * 1024;
 /// Body bytes held in memory by all uploads together (pending or in jobs) before
-/// connections that add more are paused.
-const TOTAL_MAX: usize = 64 * 1024 * 1024;
+/// connections that add more are paused. The pool works on `POOL_THREADS` batches at a
+/// time, so this is a queue of several batches per thread, not a cache.
+const TOTAL_MAX: usize = 32 * 1024 * 1024;
 /// What one resumed connection may read before it is checked again (a read is at most
 /// the loop's 64 KiB scratch buffer, plus a kept partial header): resuming stops when the
 /// budget has no room for another one.

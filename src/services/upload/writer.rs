@@ -264,5 +264,107 @@ impl Writer {
     }
 }
 
-/// Room reserved for a new batch: big enough that most batches need no reallocation.
-const BATCH_HINT: usize = 1024 * 1024;
+/// Room reserved for a new batch: the service's pause limit for a pending batch (1 MiB)
+/// plus one read, so that a batch is rarely reallocated.
+const BATCH_HINT: usize = (1024 + 64) * 1024;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A scratch upload directory, removed when dropped.
+    struct Dir(std::path::PathBuf);
+
+    impl Dir {
+        fn new(name: &str) -> Dir {
+            let path =
+                std::env::temp_dir().join(format!("netloop-writer-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&path);
+            Dir(path)
+        }
+
+        fn names(&self) -> Vec<String> {
+            let mut names: Vec<String> = std::fs::read_dir(&self.0)
+                .expect("read dir")
+                .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// Run jobs the way the pool does, one at a time, feeding results back.
+    fn run_next(writer: &mut Writer, store: &Store) -> Option<Outcome> {
+        let job = writer.next_job(store, Token(0), 1)?;
+        let done = job.run();
+        assert_eq!(done.owner.upload, writer.id);
+        if let Outcome::Written(partial) = done.outcome {
+            writer.written(partial);
+            return None;
+        }
+        Some(done.outcome)
+    }
+
+    #[test]
+    fn batches_are_written_in_order_then_finished() {
+        let dir = Dir::new("order");
+        let mut store = Store::open(&dir.0).expect("open store");
+        let mut w = Writer::new(7, "f.bin".into(), 9, store.temp_path());
+        w.push(b"abc");
+        assert!(run_next(&mut w, &store).is_none()); // creates, writes "abc"
+        assert!(w.next_job(&store, Token(0), 1).is_none(), "nothing pending");
+        w.push(b"def");
+        let job = w.next_job(&store, Token(0), 1).expect("second batch");
+        // While a job is out, more bytes wait: no second job for the same upload.
+        w.push(b"ghi");
+        w.set_last();
+        assert!(w.busy() && w.next_job(&store, Token(0), 1).is_none());
+        assert_eq!(w.buffered(), 6);
+        match job.run().outcome {
+            Outcome::Written(partial) => w.written(partial),
+            other => panic!("{other:?}"),
+        }
+        let Some(Outcome::Stored(stored)) = run_next(&mut w, &store) else {
+            panic!("not stored");
+        };
+        assert_eq!((stored.name.as_str(), stored.bytes), ("f.bin", 9));
+        assert_eq!(
+            std::fs::read(dir.0.join("f.bin")).expect("read"),
+            b"abcdefghi"
+        );
+        assert_eq!(dir.names(), vec!["f.bin"], "no temporary file left");
+    }
+
+    #[test]
+    fn an_abandoned_or_failed_upload_leaves_nothing() {
+        let dir = Dir::new("abandon");
+        let mut store = Store::open(&dir.0).expect("open store");
+        let mut w = Writer::new(1, "a.bin".into(), 10, store.temp_path());
+        w.push(b"half");
+        assert!(run_next(&mut w, &store).is_none());
+        assert_eq!(dir.names().len(), 1, "a temporary file while receiving");
+        let partial = w.abandon().expect("the file is home between jobs");
+        discard_job(
+            Owner {
+                token: Token(0),
+                conn: 1,
+                upload: 1,
+            },
+            partial,
+        )();
+        assert!(dir.names().is_empty());
+
+        // A job that fails (its temporary path's directory is gone) reports it.
+        let mut w = Writer::new(2, "b.bin".into(), 1, dir.0.join("missing/x.part"));
+        w.push(b"x");
+        w.set_last();
+        assert!(matches!(run_next(&mut w, &store), Some(Outcome::Failed(_))));
+        assert!(dir.names().is_empty());
+    }
+}
