@@ -942,6 +942,28 @@ fn upload_command_timeout_counts_sending_as_progress() {
     let _ = std::fs::remove_dir_all(tree.root.with_extension("src"));
 }
 
+/// Empty files: the header is the whole upload, so the server may reply as soon as it
+/// is out; each reply must still find its file. (The client once registered a file as
+/// awaiting its reply only when a read job came back after the header was sent: a
+/// narrow race, which many empty files in a row make more likely, not certain.)
+#[test]
+fn upload_command_sends_many_empty_files() {
+    let tree = TempTree::new("up-empties");
+    let server = start_upload(&tree, &[]);
+    let e = source_file(&tree, "e", b"");
+    let e = e.to_str().unwrap();
+    let to = server.addr().to_string();
+    let mut args = vec!["upload"];
+    args.extend(std::iter::repeat_n(e, 40));
+    args.extend(["--to", &to]);
+    let out = run_netloop(&args, b"");
+    assert!(out.status.success(), "{}", out.stderr);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 40);
+    assert_eq!(tree.names().len(), 40);
+    tree.assert_clean();
+    let _ = std::fs::remove_dir_all(tree.root.with_extension("src"));
+}
+
 /// A server that stores something else than what was sent is caught by the hash check.
 #[test]
 fn upload_command_detects_a_mismatch() {

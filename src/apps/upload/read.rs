@@ -62,7 +62,18 @@ pub(super) fn open(path: PathBuf) -> io::Result<Piece> {
     let header = UploadHeader {
         file_name: name,
         file_size: size,
-    };
+    }
+    .encode();
+    if size == 0 {
+        // The header is the whole upload, and its reply may come as soon as the header
+        // is out: so the file awaits its reply from the moment the header is ready.
+        let sent = Sent {
+            path,
+            size,
+            sha256: hex(&Sha256::new().finalize()),
+        };
+        return Ok(Piece::Last(sent, header));
+    }
     let source = Source {
         path,
         file,
@@ -70,10 +81,12 @@ pub(super) fn open(path: PathBuf) -> io::Result<Piece> {
         left: size,
         hasher: Sha256::new(),
     };
-    Ok(Piece::Opened(Box::new(source), header.encode()))
+    Ok(Piece::Opened(Box::new(source), header))
 }
 
-/// Read and hash the next chunk of `source` into `buf` (a recycled buffer).
+/// Read and hash the next chunk of `source` into `buf` (a recycled buffer). The last
+/// chunk comes back as `Last`, which the loop receives before it sends that chunk: a
+/// file is awaiting its reply before the server can have all of it.
 pub(super) fn read_chunk(mut source: Box<Source>, mut buf: Vec<u8>, chunk: usize) -> Piece {
     let want = usize::try_from(source.left)
         .unwrap_or(usize::MAX)

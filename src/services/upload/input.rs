@@ -149,7 +149,7 @@ impl Upload {
                     let Some(writer) = state.current.as_mut() else {
                         continue; // cannot happen: the decoder yields a header first
                     };
-                    writer.push(bytes);
+                    writer.push(bytes, &mut self.spares);
                     self.buffered += bytes.len();
                     if last {
                         writer.set_last();

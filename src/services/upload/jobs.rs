@@ -17,9 +17,9 @@ use std::io;
 use log::{debug, info, warn};
 use mio::Token;
 
-use super::writer::{discard_job, Done, Outcome, Owner, Writer};
+use super::writer::{discard_job, reusable, Done, Outcome, Owner, Writer};
 use super::{hold, peer_name, Upload, UploadConn, DEFAULT_IDLE_TIMEOUT};
-use super::{POOL_THREADS, RESUME_ALLOWANCE, TOTAL_MAX};
+use super::{POOL_THREADS, RESUME_ALLOWANCE, SPARES, TOTAL_MAX};
 use crate::core::{Ctx, Pool};
 use crate::proto::frames::Reply;
 
@@ -71,8 +71,12 @@ impl Upload {
     }
 
     /// A job's result came back.
-    pub(super) fn job_done(&mut self, ctx: &mut Ctx<UploadConn>, done: Done) {
+    pub(super) fn job_done(&mut self, ctx: &mut Ctx<UploadConn>, mut done: Done) {
         self.buffered = self.buffered.saturating_sub(done.bytes);
+        let buffer = std::mem::take(&mut done.buffer);
+        if reusable(buffer.capacity()) && self.spares.len() < SPARES {
+            self.spares.push(buffer);
+        }
         let Owner { token, conn, .. } = done.owner;
         let live = ctx
             .state(token)

@@ -79,6 +79,9 @@ const CONN_PENDING_MAX: usize = 1024 * 1024;
 /// connections that add more are paused. The pool works on `POOL_THREADS` batches at a
 /// time, so this is a queue of several batches per thread, not a cache.
 const TOTAL_MAX: usize = 32 * 1024 * 1024;
+/// Batch buffers kept for reuse (each about 1 MiB): enough for the pool's threads and
+/// the batches filling meanwhile; more would only hold memory while the server idles.
+const SPARES: usize = 2 * POOL_THREADS;
 /// What one resumed connection may read before it is checked again (a read is at most
 /// the loop's 64 KiB scratch buffer, plus a kept partial header): resuming stops when the
 /// budget has no room for another one.
@@ -164,6 +167,8 @@ pub struct Upload {
     buffered: usize,
     /// Connections paused for the total budget, oldest first (token, serial).
     waiting: VecDeque<(Token, u64)>,
+    /// Emptied batch buffers back from jobs, for new batches (at most `SPARES`).
+    spares: Vec<Vec<u8>>,
     /// Files stored, refusals, bytes stored: logged at shutdown.
     stored: u64,
     refusals: u64,
@@ -204,6 +209,7 @@ impl Upload {
             serial: 0,
             buffered: 0,
             waiting: VecDeque::new(),
+            spares: Vec::new(),
             stored: 0,
             refusals: 0,
             bytes: 0,

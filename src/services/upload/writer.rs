@@ -65,6 +65,9 @@ pub struct Done {
     pub owner: Owner,
     /// Body bytes the job carried (they no longer count against the memory budget).
     pub bytes: usize,
+    /// The batch's buffer, emptied, for the next batch: fresh memory for every batch
+    /// would cost a page fault (and the kernel zeroing the page) per 4 KiB received.
+    pub buffer: Vec<u8>,
     /// What happened.
     pub outcome: Outcome,
 }
@@ -107,27 +110,30 @@ impl Job {
     }
 
     /// Run on a helper thread.
-    pub fn run(self) -> Done {
+    pub fn run(mut self) -> Done {
         let owner = self.owner;
-        let bytes = self.bytes.len();
-        let outcome = match self.work() {
+        let mut buffer = std::mem::take(&mut self.bytes);
+        let outcome = match self.work(&buffer) {
             Ok(outcome) => outcome,
             Err(e) => Outcome::Failed(e),
         };
+        let bytes = buffer.len();
+        buffer.clear();
         Done {
             owner,
             bytes,
+            buffer,
             outcome,
         }
     }
 
-    fn work(self) -> io::Result<Outcome> {
+    fn work(self, bytes: &[u8]) -> io::Result<Outcome> {
         let mut partial = match self.start {
             Start::Create(temp) => Box::new(Partial::create(temp, &self.name, self.size)?),
             Start::Continue(partial) => partial,
         };
         // On an error `partial` is dropped here, on this thread: its temporary file goes.
-        partial.write(&self.bytes)?;
+        partial.write(bytes)?;
         if self.finish {
             Ok(Outcome::Stored(self.store.finish(*partial)?))
         } else {
@@ -143,6 +149,7 @@ pub fn discard_job(owner: Owner, partial: Box<Partial>) -> impl FnOnce() -> Done
         Done {
             owner,
             bytes: 0,
+            buffer: Vec::new(),
             outcome: Outcome::Discarded,
         }
     }
@@ -183,12 +190,16 @@ impl Writer {
         }
     }
 
-    /// Body bytes arrived (copied: the loop's read buffer is reused at once).
-    pub fn push(&mut self, bytes: &[u8]) {
+    /// Body bytes arrived (copied: the loop's read buffer is reused at once). A new
+    /// batch starts in a buffer from `spares` if there is one.
+    pub fn push(&mut self, bytes: &[u8], spares: &mut Vec<Vec<u8>>) {
         if self.pending.capacity() == 0 {
             // One allocation for most batches: what is left of the body, within reason.
             let left = self.size.saturating_sub(self.received);
             let want = usize::try_from(left).unwrap_or(usize::MAX).min(BATCH_HINT);
+            if want > SMALL {
+                self.pending = spares.pop().unwrap_or_default();
+            }
             self.pending.reserve(want.max(bytes.len()));
         }
         self.pending.extend_from_slice(bytes);
@@ -267,6 +278,13 @@ impl Writer {
 /// Room reserved for a new batch: the service's pause limit for a pending batch (1 MiB)
 /// plus one read, so that a batch is rarely reallocated.
 const BATCH_HINT: usize = (1024 + 64) * 1024;
+/// Batches this small (small files) take a fresh buffer, and leave the spares to big ones.
+const SMALL: usize = 64 * 1024;
+
+/// Whether an emptied batch buffer of this capacity is worth keeping for another batch.
+pub fn reusable(capacity: usize) -> bool {
+    capacity > SMALL
+}
 
 #[cfg(test)]
 mod tests {
@@ -316,13 +334,13 @@ mod tests {
         let dir = Dir::new("order");
         let mut store = Store::open(&dir.0).expect("open store");
         let mut w = Writer::new(7, "f.bin".into(), 9, store.temp_path());
-        w.push(b"abc");
+        w.push(b"abc", &mut Vec::new());
         assert!(run_next(&mut w, &store).is_none()); // creates, writes "abc"
         assert!(w.next_job(&store, Token(0), 1).is_none(), "nothing pending");
-        w.push(b"def");
+        w.push(b"def", &mut Vec::new());
         let job = w.next_job(&store, Token(0), 1).expect("second batch");
         // While a job is out, more bytes wait: no second job for the same upload.
-        w.push(b"ghi");
+        w.push(b"ghi", &mut Vec::new());
         w.set_last();
         assert!(w.busy() && w.next_job(&store, Token(0), 1).is_none());
         assert_eq!(w.buffered(), 6);
@@ -346,7 +364,7 @@ mod tests {
         let dir = Dir::new("abandon");
         let mut store = Store::open(&dir.0).expect("open store");
         let mut w = Writer::new(1, "a.bin".into(), 10, store.temp_path());
-        w.push(b"half");
+        w.push(b"half", &mut Vec::new());
         assert!(run_next(&mut w, &store).is_none());
         assert_eq!(dir.names().len(), 1, "a temporary file while receiving");
         let partial = w.abandon().expect("the file is home between jobs");
@@ -362,7 +380,7 @@ mod tests {
 
         // A job that fails (its temporary path's directory is gone) reports it.
         let mut w = Writer::new(2, "b.bin".into(), 1, dir.0.join("missing/x.part"));
-        w.push(b"x");
+        w.push(b"x", &mut Vec::new());
         w.set_last();
         assert!(matches!(run_next(&mut w, &store), Some(Outcome::Failed(_))));
         assert!(dir.names().is_empty());
