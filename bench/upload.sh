@@ -4,6 +4,8 @@
 #
 #   bench/upload.sh                 # 1 GiB file and 100 x 1 MiB at once, 3 rounds
 #   ROUNDS=1 BIG_MIB=256 bench/upload.sh   # quicker
+#   BASE=/tmp/netloop-old bench/upload.sh  # also an older netloop binary, same rounds
+#   RECEIVERS="cat netloop" bench/upload.sh   # only some receivers
 #
 # Receivers of the same bytes, each ending with the data fsync'ed on disk:
 #   cat     `cat SRC > DST` then `sync DST` (no network: the disk's and page cache's pace)
@@ -11,6 +13,8 @@
 #           `sync DST` (a plain TCP receiver: no framing, no hashing, no checks)
 #   netloop `netloop serve upload --dir D` fed by `netloop upload SRC --to ...`: framing,
 #           name checks, SHA-256 on both sides, temp file + fsync + link, reply checked.
+#   base    the same with the binary BASE (both ends), when BASE is set: a before/after
+#           comparison under the same conditions, rounds interleaved.
 # Cases:
 #   big     one file of BIG_MIB MiB (default 1024)
 #   many    100 files of 1 MiB, 100 senders started at once (cat: 100 cats at once; socat:
@@ -18,7 +22,7 @@
 #           processes against one server); timed until every sender finished and, for
 #           socat, every byte is on disk.
 # Each case runs ROUNDS times per receiver (interleaved); the table shows the median
-# MB/s (10^6 bytes per second). Needs socat (apt-get install socat). Work files go under
+# MB/s (10^6 bytes per second) and its ratio to cat's median. Needs socat (apt-get install socat). Work files go under
 # WORK (default: a fresh directory in /tmp, removed at the end).
 set -euo pipefail
 
@@ -30,8 +34,10 @@ MANY=${MANY:-100}
 PORT=${PORT:-18700}
 WORK=${WORK:-$(mktemp -d /tmp/netloop-upload-bench.XXXXXX)}
 bin="$root/target/release/netloop"
+BASE=${BASE:-}
+RECEIVERS=${RECEIVERS:-cat socat netloop${BASE:+ base}}
 
-command -v socat >/dev/null || { echo "socat is missing: apt-get install socat" >&2; exit 1; }
+[[ " $RECEIVERS " != *" socat "* ]] || command -v socat >/dev/null || { echo "socat is missing: apt-get install socat" >&2; exit 1; }
 (cd "$root" && cargo build --release --quiet)
 mkdir -p "$WORK/src" "$WORK/dst"
 pids=()
@@ -68,8 +74,11 @@ wait_bytes() {
 }
 
 start_netloop() {
+    local nl=$1
     next_port
-    "$bin" serve upload --dir "$WORK/dst" --listen "127.0.0.1:$PORT" > "$WORK/serve.out" 2> "$WORK/serve.log" &
+    # A fresh file: the last server's "listening on" line must not pass for this one's.
+    rm -f "$WORK/serve.out"
+    "$nl" serve upload --dir "$WORK/dst" --listen "127.0.0.1:$PORT" > "$WORK/serve.out" 2> "$WORK/serve.log" &
     pids+=($!)
     server_pid=$!
     for _ in $(seq 1 500); do grep -qs "listening on" "$WORK/serve.out" && return 0; sleep 0.01; done
@@ -91,9 +100,11 @@ run_big() {
         t0=$(now)
         socat -u "FILE:$WORK/src/big.bin" "TCP:127.0.0.1:$PORT"
         wait "$recv"; sync "$WORK/dst/big.bin"; t1=$(now) ;;
-    netloop)
-        start_netloop
-        t0=$(now); "$bin" upload "$WORK/src/big.bin" --to "127.0.0.1:$PORT" > /dev/null 2>&1; t1=$(now)
+    netloop|base)
+        local nl=$bin
+        [[ $who == base ]] && nl=$BASE
+        start_netloop "$nl"
+        t0=$(now); "$nl" upload "$WORK/src/big.bin" --to "127.0.0.1:$PORT" > /dev/null 2>&1; t1=$(now)
         stop_netloop ;;
     esac
     cmp -s "$WORK/src/big.bin" "$WORK/dst/big.bin" || { echo "$who: big.bin differs" >&2; exit 1; }
@@ -118,17 +129,19 @@ run_many() {
         for i in $(seq 1 "$MANY"); do socat -u "FILE:$WORK/src/m$i.bin" "TCP:127.0.0.1:$PORT" & senders+=($!); done
         wait "${senders[@]}"; wait_bytes "$WORK/dst" "$many_bytes"; sync "$WORK"/dst/r.*; t1=$(now)
         kill "$recv" 2>/dev/null || true; wait "$recv" 2>/dev/null || true ;;
-    netloop)
-        start_netloop
+    netloop|base)
+        local nl=$bin
+        [[ $who == base ]] && nl=$BASE
+        start_netloop "$nl"
         t0=$(now)
         for i in $(seq 1 "$MANY"); do
-            "$bin" upload "$WORK/src/m$i.bin" --to "127.0.0.1:$PORT" > /dev/null 2>> "$WORK/upload.err" & senders+=($!)
+            "$nl" upload "$WORK/src/m$i.bin" --to "127.0.0.1:$PORT" > /dev/null 2>> "$WORK/upload.err" & senders+=($!)
         done
         local failed=0
         for p in "${senders[@]}"; do wait "$p" || failed=$((failed + 1)); done
         t1=$(now)
         stop_netloop
-        [[ $failed == 0 ]] || { echo "netloop: $failed uploads failed" >&2; cat "$WORK/upload.err" >&2; exit 1; } ;;
+        [[ $failed == 0 ]] || { echo "$who: $failed uploads failed" >&2; cat "$WORK/upload.err" >&2; exit 1; } ;;
     esac
     local got
     got=$(find "$WORK/dst" -type f ! -name '.*' | wc -l)
@@ -138,7 +151,7 @@ run_many() {
 
 declare -A res
 for r in $(seq 1 "$ROUNDS"); do
-    for who in cat socat netloop; do
+    for who in $RECEIVERS; do
         b=$(run_big "$who"); m=$(run_many "$who")
         res[$who.big]+=" $b"; res[$who.many]+=" $m"
         echo "round $r $who: big $b MB/s, many $m MB/s"
@@ -148,9 +161,13 @@ done
 echo
 echo "Upload throughput, MB/s (median of $ROUNDS; $(nproc) cores; $(df -h --output=source,fstype "$WORK" | tail -1 | xargs))"
 echo
-echo "| receiver | 1 file of $BIG_MIB MiB | $MANY x 1 MiB at once |"
-echo "| --- | ---: | ---: |"
-for who in cat socat netloop; do
+echo "| receiver | 1 file of $BIG_MIB MiB | x cat | $MANY x 1 MiB at once | x cat |"
+echo "| --- | ---: | ---: | ---: | ---: |"
+ratio() { python3 -c "import sys; print(f'{$1 / $2:.2f}' if $2 else '-')"; }
+# shellcheck disable=SC2086
+cat_big=$(median ${res[cat.big]:-0}); cat_many=$(median ${res[cat.many]:-0})
+for who in $RECEIVERS; do
     # shellcheck disable=SC2086
-    echo "| $who | $(median ${res[$who.big]}) | $(median ${res[$who.many]}) |"
+    b=$(median ${res[$who.big]}); m=$(median ${res[$who.many]})
+    echo "| $who | $b | $(ratio "$b" "$cat_big") | $m | $(ratio "$m" "$cat_many") |"
 done

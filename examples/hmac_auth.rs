@@ -11,8 +11,9 @@
 //! The seed's `check_conn` blocks in `conn.recv(1024)` — forever, if the client says
 //! nothing — and assumes the 32-byte answer arrives in one piece. On the loop, `on_data`
 //! leaves bytes unconsumed until all 32 are there, and a deadline (`set_deadline`, then
-//! `on_deadline`) drops a client that stays silent. `netloop serve upload --secret-file`
-//! uses the same check (`src/auth.rs`) before accepting uploads.
+//! `on_deadline`) drops a client that stays silent. The deadline is the handler's own,
+//! separate from any idle timeout of the loop. `netloop serve upload --secret-file`
+//! uses the same check (`src/proto/hmac_auth.rs`) before accepting uploads.
 
 use std::io;
 use std::net::SocketAddr;
@@ -67,7 +68,7 @@ impl Handler for Checker {
     fn on_deadline(&mut self, ctx: &mut Ctx<[u8; 32]>, token: Token) {
         let peer = ctx.peer(token).map(|p| p.to_string()).unwrap_or_default();
         println!("{peer}: no answer within {ANSWER_WITHIN:?}, dropped");
-        ctx.close(token, CloseReason::IdleTimeout);
+        ctx.close(token, CloseReason::Timeout);
     }
 }
 

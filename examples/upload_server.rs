@@ -12,9 +12,14 @@
 //! wherever the name points. Here each piece is an event on the loop, for every client at
 //! once: `on_data` hands the bytes to `frames::UploadDecoder`, which says "incomplete"
 //! until a whole header is there (the loop keeps the bytes) and passes body bytes through
-//! as they come; `upload_store` checks the name and writes to a temporary file that is
-//! renamed into place only when complete. (`netloop serve upload` is this, plus replies'
-//! edge cases, authentication and limits: see `src/services/upload.rs`.)
+//! as they come; `store` checks the name and writes to a temporary file that is linked
+//! into place only when complete.
+//!
+//! To stay one screen long, this example writes, `fsync`s and links on the loop thread,
+//! as the seed does in its one thread: while one client's file is flushed to disk, every
+//! other client waits. `netloop serve upload` does that disk work on an offload pool
+//! instead, keeps replies in order, bounds memory, and adds authentication and limits:
+//! see `src/services/upload/`.
 
 use std::io;
 use std::net::SocketAddr;

@@ -6,7 +6,8 @@
 //! which checks the arguments, turns them into the library's options and calls it:
 //!
 //! - [`serve`]: `netloop serve` (one loop, every transport asked for);
-//!   [`serve_workers`]: its `--workers N` form.
+//!   [`serve_workers`]: its `--workers N` form; [`serve_upload`]: the upload
+//!   service's options.
 //! - [`client`], [`upload`], [`fetch`], [`stress`], [`resolve`]: the other commands;
 //!   [`exec`]: `netloop exec` ([`serve_exec`]: the options of `serve exec`).
 //! - [`args`]: value parsers every command shares (seconds, ...).
@@ -22,6 +23,7 @@ pub mod fetch;
 pub mod resolve;
 pub mod serve;
 pub mod serve_exec;
+pub mod serve_upload;
 pub mod serve_workers;
 pub mod stress;
 pub mod upload;

@@ -16,7 +16,7 @@ use super::args::{at_least_one, listen_addr, secs};
 
 use netloop::core::listen::{bind_tcp, bind_udp, bind_unix, Listener, TcpOptions};
 use netloop::core::{EventLoop, Handler, LoopConfig};
-use netloop::services::{Echo, Hello, Upload, UploadOptions, Upper};
+use netloop::services::{Echo, Hello, Upload, Upper};
 
 /// The services `netloop serve` knows, by name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -77,7 +77,7 @@ pub struct ServeArgs {
     pub suffix: Option<String>,
     /// Options of the upload service (exec uses --dir, --secret-file, --auth-timeout).
     #[command(flatten)]
-    pub upload: UploadOptions,
+    pub upload: super::serve_upload::Args,
     /// Options of the exec service.
     #[command(flatten)]
     pub exec: super::serve_exec::ExecArgs,
@@ -138,7 +138,7 @@ pub fn serve(args: &ServeArgs) -> io::Result<()> {
         }
         ServiceKind::Upper => run(args, Upper),
         ServiceKind::Hello => run(args, Hello::default()),
-        ServiceKind::Upload => run(args, Upload::new(&args.upload)?),
+        ServiceKind::Upload => run(args, Upload::new(&args.upload.options()?)?),
         ServiceKind::Exec => run(args, super::serve_exec::handler(args)?),
     }
 }

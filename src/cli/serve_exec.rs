@@ -177,8 +177,7 @@ pub fn handler(args: &ServeArgs) -> io::Result<Exec> {
             allow.entries().len()
         );
     }
-    let auth_timeout = Duration::try_from_secs_f64(args.upload.auth_timeout)
-        .map_err(|_| invalid("--auth-timeout must be >= 0".into()))?;
+    let auth_timeout = args.upload.auth_timeout;
     let dir = match &args.upload.dir {
         Some(dir) => dir.clone(),
         None => std::env::current_dir()

@@ -11,7 +11,9 @@
 //!
 //! Nothing here touches a socket. On the loop the rule that matters is that the answer
 //! may arrive in pieces: the server keeps bytes unconsumed until all 32 are there, and a
-//! deadline (not a blocking `recv`) bounds how long it waits.
+//! per-connection handler deadline (`Ctx::set_deadline`, not a blocking `recv`) bounds
+//! how long it waits. That deadline is the handler's own: the loop's idle timeout runs
+//! beside it, unchanged, so neither has to put the other's clock back.
 
 use std::fmt;
 use std::io;

@@ -1,104 +1,150 @@
 //! Upload: seeds 000/004's framed file upload, served to many clients at once.
 //!
-//! Wire format (see `framing.rs`): a 4-byte little-endian length, a JSON header with
+//! Wire format (see `proto/frames.rs`): a 4-byte little-endian length, a JSON header with
 //! `file_name`/`file_size` (or `filename`/`filesize`), then exactly `file_size` raw bytes;
 //! any number of uploads per connection, back to back, without waiting for replies. After
 //! each one the server sends a reply frame, `{"ok":true,"file_name":…,"bytes":N,
-//! "sha256":…}`; anything wrong gets `{"ok":false,"error":…}` and the connection is closed
-//! (gracefully: FIN, then the rest of the peer's bytes are discarded, so the reply is not
-//! destroyed by a reset).
+//! "sha256":…}`, in the order the uploads came; anything wrong gets
+//! `{"ok":false,"error":…}` and the connection is closed (gracefully: FIN, then the rest
+//! of the peer's bytes are discarded, so the reply is not destroyed by a reset).
 //!
-//! With `--secret-file` every connection first gets a 32-byte challenge (`auth.rs`) and
-//! must answer it within `--auth-timeout`.
+//! With a secret (`--secret-file`) every connection first gets a 32-byte challenge
+//! (`proto/hmac_auth.rs`) and must answer it within the auth timeout: a handler deadline
+//! (`Ctx::set_deadline`), separate from the loop's idle timeout, which keeps counting
+//! the peer's input on its own.
 //!
-//! Readiness rule relied on: `on_data` may be called with any split of the stream, and
-//! whatever it does not consume comes back with more bytes. So a header is taken only
-//! when its whole frame is there (a partial one is left unconsumed, bounded by
-//! `--max-header`), while body bytes are consumed — written to the temporary file — as
-//! soon as they arrive. Memory per upload is one write buffer, whatever the file size.
+//! **Where the loop thread stops and the pool starts.** On the loop: decoding frames,
+//! checking names, copying body bytes into the upload's pending batch, replies, timers,
+//! and the memory budget below. On the offload pool (`writer.rs`): creating the
+//! temporary file, writing and hashing each batch, finishing (`fsync` the file, `link`
+//! it into place under a free name, `fsync` the directory) and removing abandoned
+//! temporary files. The line is drawn at the first system call on a file, because a
+//! regular file is always "ready": one slow `fsync` on the loop thread would stall every
+//! connection, while on a helper thread it only delays the one reply that waits for it.
+//!
+//! Readiness rules relied on: `on_data` may be called with any split of the stream, and
+//! whatever it does not consume comes back with more bytes; input the handler holds back
+//! with `Ctx::pause_reading` stays in the kernel, where TCP flow control slows the peer.
+//! So a header is taken only when its whole frame is there, body bytes are consumed as
+//! they arrive, and reading pauses when:
+//!
+//! - an upload is being **finished**: later pipelined frames wait, so replies stay in
+//!   order (bytes already read past the upload are kept in `carry` and decoded when the
+//!   reply is out, because a resumed connection is only offered *new* input);
+//! - the connection's pending batch reaches `CONN_PENDING_MAX` while a job is writing
+//!   the previous one (a disk slower than the network);
+//! - all uploads together hold `TOTAL_MAX` bytes not yet written; such connections wait
+//!   in `waiting` and resume, oldest first, as jobs complete.
+//!
+//! So memory is bounded per connection (two batches) and in total, whatever the disk.
 
+mod input;
+mod jobs;
 pub mod store;
+pub mod writer;
 
+use std::collections::VecDeque;
 use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use log::{debug, info, warn};
+use log::{info, warn};
 use mio::Token;
 
-use crate::core::Ctx;
-use crate::core::Millis;
-use crate::core::Peer;
-use crate::core::{CloseReason, Closed, Handler, SignalAction};
-use crate::proto::frames::{FrameError, Item, Limits, Reply, UploadDecoder, DEFAULT_MAX_FILE_SIZE};
+use crate::core::{CloseReason, Closed, Ctx, Handler, Peer, Pool, SignalAction};
+use crate::proto::frames::{Limits, Reply, UploadDecoder};
+use crate::proto::frames::{DEFAULT_MAX_FILE_SIZE, DEFAULT_MAX_HEADER};
 use crate::proto::hmac_auth::{self, Secret, CHALLENGE_LEN};
-use store::{check_file_name, Partial, Store};
+use jobs::owner_of;
+use store::Store;
+use writer::{Done, Writer};
 
 /// `--idle-timeout` of the upload service when none is given: a client that sends nothing
 /// for this long, mid-header or mid-file, is dropped and its temporary file removed.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a client has to answer the challenge unless told otherwise.
+pub const DEFAULT_AUTH_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Options of `netloop serve upload` (flattened into `ServeArgs`).
-#[derive(Clone, Debug, clap::Args)]
+/// Helper threads for disk work. More than the cores: most of their time is spent
+/// waiting for the disk (`fsync`), and 100 uploads finishing at once should not wait in
+/// one line; hashing, the CPU part, is spread over them too.
+const POOL_THREADS: usize = 4;
+/// A pending batch this large is handed to the pool without waiting for the read burst
+/// to end (if no job of the upload is in flight).
+const BATCH: usize = 256 * 1024;
+/// Reading of a connection pauses while its pending batch is this large (a job is
+/// writing the previous one): per connection at most about two of these are held.
+const CONN_PENDING_MAX: usize = 1024 * 1024;
+/// Body bytes held in memory by all uploads together (pending or in jobs) before
+/// connections that add more are paused. The pool works on `POOL_THREADS` batches at a
+/// time, so this is a queue of several batches per thread, not a cache.
+const TOTAL_MAX: usize = 32 * 1024 * 1024;
+/// Batch buffers kept for reuse (each about 1 MiB): enough for the pool's threads and
+/// the batches filling meanwhile; more would only hold memory while the server idles.
+const SPARES: usize = 2 * POOL_THREADS;
+/// What one resumed connection may read before it is checked again (a read is at most
+/// the loop's 64 KiB scratch buffer, plus a kept partial header): resuming stops when the
+/// budget has no room for another one.
+const RESUME_ALLOWANCE: usize = 128 * 1024;
+
+/// Why a connection's reading is paused (bits of `UploadConn::hold`).
+mod hold {
+    /// An upload is being finished; later frames wait so replies stay in order.
+    pub const FINISHING: u8 = 1;
+    /// The pending batch is at `CONN_PENDING_MAX`.
+    pub const FULL: u8 = 2;
+    /// All uploads together are at `TOTAL_MAX`.
+    pub const BUDGET: u8 = 4;
+}
+
+/// Options of the upload service (the command line's are in the binary's `cli`).
+#[derive(Clone, Debug)]
 pub struct UploadOptions {
-    /// upload: directory to store files in (created if missing); required for the upload
-    /// service. An existing file is never overwritten: a taken name is stored as
-    /// `name (1).ext`, `name (2).ext`, ...
-    #[arg(long, value_name = "DIR")]
-    pub dir: Option<PathBuf>,
-    /// upload: largest file accepted, in bytes (default 10 GiB).
-    #[arg(long, default_value_t = DEFAULT_MAX_FILE_SIZE, value_name = "BYTES")]
+    /// Directory to store files in (created if missing).
+    pub dir: PathBuf,
+    /// Largest file accepted, in bytes.
     pub max_file_size: u64,
-    /// upload: largest JSON header accepted, in bytes.
-    #[arg(long, default_value_t = crate::proto::frames::DEFAULT_MAX_HEADER, value_name = "BYTES")]
+    /// Largest JSON header accepted, in bytes.
     pub max_header: usize,
-    /// upload: require HMAC-SHA256 challenge/response with the secret in this file (its
-    /// bytes, one trailing newline removed).
-    #[arg(long, value_name = "PATH")]
+    /// Require HMAC-SHA256 challenge/response with the secret in this file.
     pub secret_file: Option<PathBuf>,
-    /// upload: seconds a client has to answer the challenge.
-    #[arg(long, default_value_t = 5.0, value_name = "SECS")]
-    pub auth_timeout: f64,
+    /// How long a client has to answer the challenge.
+    pub auth_timeout: Duration,
 }
 
 impl UploadOptions {
-    /// True when any upload option was given (they make no sense for other services).
-    pub fn any_given(&self) -> bool {
-        self.dir.is_some()
-            || self.secret_file.is_some()
-            || self.max_file_size != DEFAULT_MAX_FILE_SIZE
-            || self.max_header != crate::proto::frames::DEFAULT_MAX_HEADER
-            || self.auth_timeout != 5.0
-    }
-
-    /// The same options as command-line arguments, for `serve --workers` children.
-    pub fn to_args(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        if let Some(dir) = &self.dir {
-            out.push(format!("--dir={}", dir.display()));
+    /// Defaults for everything but the directory.
+    pub fn new(dir: PathBuf) -> UploadOptions {
+        UploadOptions {
+            dir,
+            max_file_size: DEFAULT_MAX_FILE_SIZE,
+            max_header: DEFAULT_MAX_HEADER,
+            secret_file: None,
+            auth_timeout: DEFAULT_AUTH_TIMEOUT,
         }
-        out.push(format!("--max-file-size={}", self.max_file_size));
-        out.push(format!("--max-header={}", self.max_header));
-        if let Some(path) = &self.secret_file {
-            out.push(format!("--secret-file={}", path.display()));
-        }
-        out.push(format!("--auth-timeout={}", self.auth_timeout));
-        out
     }
 }
 
 /// Where one connection is.
 #[derive(Debug, Default)]
 pub struct UploadConn {
+    /// Serial number (from 1; 0 is a slot already closed): job results name it, since
+    /// a token may belong to another connection by the time a result comes back.
+    id: u64,
     /// The challenge sent, while its answer is awaited (boxed: most servers run
     /// without authentication, and idle slots should stay small).
     challenge: Option<Box<[u8; CHALLENGE_LEN]>>,
-    /// When the answer is due (the loop's idle timeout may move the deadline; this not).
-    auth_due: Millis,
     /// Header/body position in the stream.
     decoder: UploadDecoder,
-    /// The file being received.
-    current: Option<Box<Partial>>,
+    /// The upload being received or finished.
+    current: Option<Box<Writer>>,
+    /// Input read past an upload being finished, decoded once its reply is out.
+    carry: Vec<u8>,
+    /// Why reading is paused (`hold` bits); 0: reading.
+    hold: u8,
+    /// The idle timeout came while we held reading (not the peer's fault): it was put
+    /// off with a handler deadline, which new input cancels.
+    idle_deferred: bool,
     /// An error reply was sent: discard everything else.
     refused: bool,
     /// The peer, for the log line when a partial upload is discarded in `on_close`
@@ -107,165 +153,105 @@ pub struct UploadConn {
 }
 
 /// The upload service.
-#[derive(Debug)]
 pub struct Upload {
     store: Store,
     limits: Limits,
     secret: Option<Secret>,
     auth_timeout: Duration,
+    /// Helper threads for the disk, started with the first job (they need the loop's
+    /// waker, which exists only once the loop runs).
+    pool: Option<Pool<Done>>,
+    /// Last serial number given to a connection or an upload.
+    serial: u64,
+    /// Body bytes in memory: pending batches plus batches in jobs.
+    buffered: usize,
+    /// Connections paused for the total budget, oldest first (token, serial).
+    waiting: VecDeque<(Token, u64)>,
+    /// Emptied batch buffers back from jobs, for new batches (at most `SPARES`).
+    spares: Vec<Vec<u8>>,
     /// Files stored, refusals, bytes stored: logged at shutdown.
     stored: u64,
     refusals: u64,
     bytes: u64,
 }
 
+impl std::fmt::Debug for Upload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upload")
+            .field("dir", &self.store.dir())
+            .field(
+                "jobs_in_flight",
+                &self.pool.as_ref().map_or(0, Pool::in_flight),
+            )
+            .field("buffered", &self.buffered)
+            .field("stored", &self.stored)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Upload {
     /// The service for these options (opens the directory, reads the secret).
     pub fn new(opts: &UploadOptions) -> io::Result<Upload> {
-        let dir = opts.dir.as_ref().ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidInput, "serve upload needs --dir DIR")
-        })?;
-        let auth_timeout = Duration::try_from_secs_f64(opts.auth_timeout).map_err(|_| {
-            io::Error::new(io::ErrorKind::InvalidInput, "--auth-timeout must be >= 0")
-        })?;
         let secret = opts
             .secret_file
             .as_deref()
             .map(Secret::from_file)
             .transpose()?;
         Ok(Upload {
-            store: Store::open(dir)?,
+            store: Store::open(&opts.dir)?,
             limits: Limits {
                 max_header: opts.max_header,
                 max_file_size: opts.max_file_size,
             },
             secret,
-            auth_timeout,
+            auth_timeout: opts.auth_timeout,
+            pool: None,
+            serial: 0,
+            buffered: 0,
+            waiting: VecDeque::new(),
+            spares: Vec::new(),
             stored: 0,
             refusals: 0,
             bytes: 0,
         })
     }
 
+    fn next_serial(&mut self) -> u64 {
+        self.serial += 1;
+        self.serial
+    }
+
     /// Send an error reply, drop any partial file, and close after the reply is out.
     fn refuse(&mut self, ctx: &mut Ctx<UploadConn>, token: Token, error: String) {
         self.refusals += 1;
-        if let Some(state) = ctx.state_mut(token) {
-            state.refused = true;
-            state.challenge = None;
-            state.current = None; // dropping the Partial removes its temporary file
+        let Some(state) = ctx.state_mut(token) else {
+            return;
+        };
+        state.refused = true;
+        state.challenge = None;
+        state.carry = Vec::new();
+        state.hold = 0; // the close that follows ends any pause
+        let owner = owner_of(state, token);
+        if let Some(writer) = state.current.take() {
+            self.abandon(ctx, *writer, owner);
         }
         ctx.send(token, &Reply::Refused { error }.encode());
         ctx.close_when_flushed(token);
     }
+}
 
-    /// Check the 32-byte answer at the start of `data`; returns bytes used (0: wait).
-    fn authenticate(
-        &mut self,
-        ctx: &mut Ctx<UploadConn>,
-        token: Token,
-        data: &[u8],
-    ) -> Option<usize> {
-        let peer = ctx.peer(token)?;
-        let now = ctx.now();
-        let state = ctx.state_mut(token)?;
-        let challenge = state.challenge.as_deref().copied()?;
-        let Some(answer) = data.get(..CHALLENGE_LEN) else {
-            // Incomplete. Traffic may have pushed the deadline to the idle timeout;
-            // put it back to the time the answer is due.
-            let left = Duration::from_millis(state.auth_due.saturating_sub(now));
-            ctx.set_deadline(token, left);
-            return Some(0);
-        };
-        let secret = self.secret.as_ref()?;
-        if secret.verify(&challenge, answer) {
-            state.challenge = None;
-            // The auth deadline is over; the idle timeout (if any) counts from this read.
-            ctx.clear_deadline(token);
-            ctx.touch(token);
-            info!("{peer}: authenticated");
-            Some(CHALLENGE_LEN)
-        } else {
-            warn!("{peer}: authentication failed (wrong answer)");
-            self.refuse(ctx, token, "authentication failed".into());
-            None
-        }
-    }
-
-    /// Act on one decoded item. Returns false when the connection was refused.
-    fn handle(&mut self, ctx: &mut Ctx<UploadConn>, token: Token, item: Item<'_>) -> bool {
-        let peer = ctx.peer(token).map(|p| p.to_string()).unwrap_or_default();
-        let Some(state) = ctx.state_mut(token) else {
-            return false;
-        };
-        let error = match item {
-            Item::Header(header) => {
-                if let Err(why) = check_file_name(&header.file_name) {
-                    warn!("{peer}: refused: {why}");
-                    self.refuse(ctx, token, why);
-                    return false;
-                }
-                match self.store.begin(&header.file_name, header.file_size) {
-                    Ok(partial) => {
-                        debug!(
-                            "{peer}: receiving {:?}, {} bytes",
-                            partial.name, partial.size
-                        );
-                        state.current = Some(Box::new(partial));
-                        return true;
-                    }
-                    Err(e) => (header.file_name, e),
-                }
-            }
-            Item::Body { bytes, last } => {
-                let Some(partial) = state.current.as_mut() else {
-                    return true; // cannot happen: the decoder yields a header first
-                };
-                if let Err(e) = partial.write(bytes) {
-                    (partial.name.clone(), e)
-                } else if !last {
-                    return true;
-                } else {
-                    let Some(partial) = state.current.take() else {
-                        return true;
-                    };
-                    let name = partial.name.clone();
-                    match self.store.finish(*partial) {
-                        Ok(stored) => {
-                            info!(
-                                "{peer}: stored {:?} ({} bytes, sha256 {})",
-                                stored.name, stored.bytes, stored.sha256
-                            );
-                            self.stored += 1;
-                            self.bytes += stored.bytes;
-                            let reply = Reply::Stored {
-                                file_name: stored.name,
-                                bytes: stored.bytes,
-                                sha256: stored.sha256,
-                            };
-                            ctx.send(token, &reply.encode());
-                            return true;
-                        }
-                        Err(e) => (name, e),
-                    }
-                }
-            }
-        };
-        // A disk error: the log gets the paths, the client the file name and the cause.
-        let (name, e) = error;
-        warn!("{peer}: cannot store {name:?}: {e}");
-        let cause = io::Error::from(e.kind());
-        self.refuse(ctx, token, format!("cannot store {name:?}: {cause}"));
-        false
-    }
+fn peer_name(ctx: &Ctx<UploadConn>, token: Token) -> String {
+    ctx.peer(token).map(|p| p.to_string()).unwrap_or_default()
 }
 
 impl Handler for Upload {
     type State = UploadConn;
 
     fn on_open(&mut self, ctx: &mut Ctx<UploadConn>, token: Token) {
+        let id = self.next_serial();
         let peer = ctx.peer(token);
         if let Some(state) = ctx.state_mut(token) {
+            state.id = id;
             state.peer = peer;
         }
         if self.secret.is_none() {
@@ -273,119 +259,93 @@ impl Handler for Upload {
         }
         match hmac_auth::challenge() {
             Ok(challenge) => {
-                let due = ctx.now() + self.auth_timeout.as_millis() as Millis;
                 if let Some(state) = ctx.state_mut(token) {
                     state.challenge = Some(Box::new(challenge));
-                    state.auth_due = due;
                 }
                 ctx.send(token, &challenge);
+                // Only the answer's deadline: the idle timeout runs beside it, alone.
                 ctx.set_deadline(token, self.auth_timeout);
             }
             Err(e) => {
-                warn!(
-                    "{}: {e}",
-                    ctx.peer(token).map(|p| p.to_string()).unwrap_or_default()
-                );
+                warn!("{}: {e}", peer_name(ctx, token));
                 ctx.close(token, CloseReason::Error(e));
             }
         }
     }
 
     fn on_data(&mut self, ctx: &mut Ctx<UploadConn>, token: Token, data: &mut [u8]) -> usize {
-        let mut used = 0;
-        loop {
-            let Some(state) = ctx.state_mut(token) else {
-                return data.len();
-            };
-            if state.refused {
-                return data.len();
-            }
-            if state.challenge.is_some() {
-                match self.authenticate(ctx, token, &data[used..]) {
-                    Some(0) => return used,
-                    Some(n) => {
-                        used += n;
-                        continue;
-                    }
-                    None => return data.len(),
-                }
-            }
-            match state.decoder.decode(&data[used..], &self.limits) {
-                Err(FrameError::Incomplete) => return used,
-                Err(FrameError::Invalid(e)) => {
-                    let peer = ctx.peer(token).map(|p| p.to_string()).unwrap_or_default();
-                    warn!("{peer}: refused: {e}");
-                    self.refuse(ctx, token, e.to_string());
-                    return data.len();
-                }
-                Ok((item, n)) => {
-                    used += n;
-                    if !self.handle(ctx, token, item) {
-                        return data.len();
-                    }
-                }
-            }
-        }
+        self.input(ctx, token, data)
+    }
+
+    fn on_burst_end(&mut self, ctx: &mut Ctx<UploadConn>, token: Token) {
+        // The peer paused: what arrived goes to disk now, however little.
+        self.submit(ctx, token);
     }
 
     fn on_eof(&mut self, ctx: &mut Ctx<UploadConn>, token: Token) {
-        let peer = ctx.peer(token).map(|p| p.to_string()).unwrap_or_default();
-        let unconsumed = ctx.unconsumed(token).len();
+        self.eof(ctx, token);
+    }
+
+    fn on_idle(&mut self, ctx: &mut Ctx<UploadConn>, token: Token) {
         let Some(state) = ctx.state_mut(token) else {
             return;
         };
-        let why = if state.refused {
-            None
-        } else if let Some(p) = &state.current {
-            Some(format!(
-                "connection ended after {} of {} bytes of {:?}",
-                p.written, p.size, p.name
-            ))
-        } else if state.challenge.is_some() {
-            Some("connection ended before the authentication answer".to_string())
-        } else if unconsumed > 0 {
-            Some(format!(
-                "connection ended inside a header ({unconsumed} bytes)"
-            ))
-        } else {
-            None
-        };
-        match why {
-            Some(why) => {
-                // The peer only half-closed: it can still read why nothing was stored.
-                info!("{peer}: {why}; discarded");
-                self.refuse(ctx, token, why);
-            }
-            None => ctx.close_when_flushed(token),
-        }
-    }
-
-    fn on_deadline(&mut self, ctx: &mut Ctx<UploadConn>, token: Token) {
-        let waiting = ctx
-            .state(token)
-            .is_some_and(|s| s.challenge.is_some() && !s.refused);
-        if waiting {
-            let peer = ctx.peer(token).map(|p| p.to_string()).unwrap_or_default();
-            warn!(
-                "{peer}: no authentication answer within {:?}; dropped",
-                self.auth_timeout
-            );
-            self.refuse(ctx, token, "authentication timed out".into());
+        if state.hold != 0 && !state.refused {
+            // We hold the peer back (finishing, or a slow disk): its silence is ours.
+            // Look again one idle period later, unless it sends something first.
+            state.idle_deferred = true;
+            let idle = ctx.config().idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT);
+            ctx.set_deadline(token, idle);
         } else {
             ctx.close(token, CloseReason::IdleTimeout);
         }
     }
 
-    fn on_close(&mut self, ctx: &mut Ctx<UploadConn>, token: Token, closed: Closed<UploadConn>) {
-        let (state, reason) = (closed.state, &closed.reason);
-        let _ = (ctx, token);
-        if let Some(p) = state.current {
-            // Dropping `p` (end of this block) removes the temporary file.
-            let peer = state.peer.map(|p| p.to_string()).unwrap_or_default();
-            info!(
-                "{peer}: partial upload {:?} discarded ({} of {} bytes): {reason}",
-                p.name, p.written, p.size
+    fn on_deadline(&mut self, ctx: &mut Ctx<UploadConn>, token: Token) {
+        let Some(state) = ctx.state(token) else {
+            return;
+        };
+        if state.challenge.is_some() && !state.refused {
+            warn!(
+                "{}: no authentication answer within {:?}; dropped",
+                peer_name(ctx, token),
+                self.auth_timeout
             );
+            self.refuse(ctx, token, "authentication timed out".into());
+        } else if state.idle_deferred {
+            self.on_idle(ctx, token);
+        } else {
+            ctx.close(token, CloseReason::Timeout);
+        }
+    }
+
+    fn on_wake(&mut self, ctx: &mut Ctx<UploadConn>) {
+        while let Some(done) = self.pool.as_mut().and_then(Pool::try_recv) {
+            self.job_done(ctx, done);
+        }
+        self.release_budget(ctx);
+    }
+
+    fn on_close(&mut self, ctx: &mut Ctx<UploadConn>, token: Token, closed: Closed<UploadConn>) {
+        let (mut state, reason) = (closed.state, &closed.reason);
+        let owner = owner_of(&state, token);
+        if let Some(writer) = state.current.take() {
+            let peer = state.peer.map(|p| p.to_string()).unwrap_or_default();
+            if writer.is_last() {
+                // Every byte is here and the finishing job runs on: the file is stored
+                // whole (or not at all), only its reply has nobody to go to.
+                info!(
+                    "{peer}: connection closed while {:?} was being stored: {reason}",
+                    writer.name
+                );
+            } else {
+                info!(
+                    "{peer}: partial upload {:?} discarded ({} of {} bytes): {reason}",
+                    writer.name, writer.received, writer.size
+                );
+            }
+            self.abandon(ctx, *writer, owner);
+            self.release_budget(ctx);
         }
     }
 

@@ -9,14 +9,20 @@
 //! client that vanishes mid-file leaves nothing (dropping a [`Partial`] removes its
 //! temporary file), and nobody's file is silently overwritten.
 //!
-//! Disk writes here are ordinary blocking calls made from the loop: a regular file is
-//! always "ready" to epoll, so readiness cannot help, and page-cache writes are fast. The
-//! `fsync` per file is the one slow call; it blocks every connection for its duration
-//! (NOTES.md, "Framed messages and the upload service", measures what that costs).
+//! Everything here is ordinary **blocking** file I/O. A regular file is always "ready" to
+//! epoll, so readiness cannot help, and an `fsync` can take tens of milliseconds. So the
+//! upload service calls none of it from the loop thread: naming a temporary file
+//! ([`Store::temp_path`]) is the only thing it does there; creating, writing, hashing,
+//! finishing and removing files run as jobs on its offload pool (`writer.rs`). That is
+//! why [`Store`] is cheap to clone (a job carries its own copy) and a [`Partial`] is
+//! `Send`: it travels to a helper thread with each job and comes back with the result.
+//! The blocking [`Store::begin`] is kept for the `upload_server` example, which mirrors a
+//! seed that writes in place.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use log::{info, warn};
 use sha2::{Digest, Sha256};
@@ -114,7 +120,26 @@ pub struct Partial {
 }
 
 impl Partial {
-    /// Append body bytes.
+    /// Create the temporary file `temp` (a name from [`Store::temp_path`]) for an upload
+    /// of `name`, `size` bytes. Blocking: call it off the loop thread.
+    pub fn create(temp: PathBuf, name: &str, size: u64) -> io::Result<Partial> {
+        // create_new: never follow or reuse something already at that path.
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
+            .map_err(|e| io::Error::new(e.kind(), format!("creating {}: {e}", temp.display())))?;
+        Ok(Partial {
+            file: BufWriter::with_capacity(WRITE_BUFFER, file),
+            temp: Some(temp),
+            name: name.to_string(),
+            size,
+            written: 0,
+            hasher: Sha256::new(),
+        })
+    }
+
+    /// Append body bytes (and hash them). Blocking.
     pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.file.write_all(bytes)?;
         self.hasher.update(bytes);
@@ -145,14 +170,16 @@ pub struct Stored {
     pub sha256: String,
 }
 
-/// The upload directory.
-#[derive(Debug)]
+/// The upload directory. Cloning is cheap (the path and a shared handle), so each job
+/// on a helper thread carries its own.
+#[derive(Debug, Clone)]
 pub struct Store {
-    dir: PathBuf,
+    dir: Arc<Path>,
     /// Kept open to `fsync` the directory after each new name (so the name survives a
     /// crash, not only the data).
-    dir_handle: File,
-    /// Counter for temporary names (with the pid, unique among live servers).
+    dir_handle: Arc<File>,
+    /// Counter for temporary names (with the pid, unique among live servers). Only the
+    /// loop thread names files; a clone's counter is never used.
     next: u64,
 }
 
@@ -170,8 +197,8 @@ impl Store {
             ));
         }
         let store = Store {
-            dir: dir.to_path_buf(),
-            dir_handle,
+            dir: Arc::from(dir),
+            dir_handle: Arc::new(dir_handle),
             next: 0,
         };
         store.remove_stale_temps();
@@ -214,29 +241,23 @@ impl Store {
         }
     }
 
-    /// Start receiving `name` (already checked with `check_file_name`).
-    pub fn begin(&mut self, name: &str, size: u64) -> io::Result<Partial> {
+    /// A fresh temporary path in the directory (no I/O: the loop thread may call it).
+    pub fn temp_path(&mut self) -> PathBuf {
         self.next += 1;
         let temp_name = format!("{TEMP_PREFIX}{}-{}.part", std::process::id(), self.next);
-        let temp = self.dir.join(temp_name);
-        // create_new: never follow or reuse something already at that path.
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temp)
-            .map_err(|e| io::Error::new(e.kind(), format!("creating {}: {e}", temp.display())))?;
-        Ok(Partial {
-            file: BufWriter::with_capacity(WRITE_BUFFER, file),
-            temp: Some(temp),
-            name: name.to_string(),
-            size,
-            written: 0,
-            hasher: Sha256::new(),
-        })
+        self.dir.join(temp_name)
+    }
+
+    /// Start receiving `name` (already checked with `check_file_name`): `temp_path`
+    /// and `Partial::create` in one blocking call.
+    pub fn begin(&mut self, name: &str, size: u64) -> io::Result<Partial> {
+        let temp = self.temp_path();
+        Partial::create(temp, name, size)
     }
 
     /// The last byte is in: flush, `fsync`, and give the file its name (or the first
-    /// free numbered alternative). On error the temporary file is removed.
+    /// free numbered alternative), then `fsync` the directory. On error the temporary
+    /// file is removed. Blocking: the slowest call of an upload.
     pub fn finish(&self, mut partial: Partial) -> io::Result<Stored> {
         let temp = partial.temp.clone().unwrap_or_default();
         let context = |what: &str, e: io::Error| {
