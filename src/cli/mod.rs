@@ -7,7 +7,8 @@
 //!
 //! - [`serve`]: `netloop serve` (one loop, every transport asked for);
 //!   [`serve_workers`]: its `--workers N` form.
-//! - [`client`], [`upload`], [`fetch`], [`stress`], [`resolve`]: the other commands.
+//! - [`client`], [`upload`], [`fetch`], [`stress`], [`resolve`], [`timeline`]: the other
+//!   commands.
 //! - [`args`]: value parsers every command shares (seconds, ...).
 
 use std::process::ExitCode;
@@ -21,6 +22,7 @@ pub mod resolve;
 pub mod serve;
 pub mod serve_workers;
 pub mod stress;
+pub mod timeline;
 pub mod upload;
 
 /// Readiness-based network I/O on one event loop.
@@ -63,6 +65,8 @@ enum Command {
                       failure or --timeout without progress (the message says which)."
     )]
     Upload(upload::Args),
+    /// Draw a `--record` file: an HTML page to explore (-o FILE.html) or an SVG picture.
+    Timeline(timeline::Args),
 }
 
 /// Parse the command line and run the command; the process's exit status.
@@ -78,6 +82,7 @@ pub fn main() -> ExitCode {
         Command::Fetch(args) => ("fetch", fetch::run(args)),
         Command::Upload(args) => ("upload", upload::run(args)),
         Command::Resolve(args) => ("resolve", resolve::run(args)),
+        Command::Timeline(args) => ("timeline", timeline::run(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
