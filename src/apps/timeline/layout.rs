@@ -276,10 +276,17 @@ impl Timeline {
         let at = event.t;
         let opens = matches!(event.what, What::Open { .. });
         if opens {
-            // A slot that opens again without a `closed` line (a record that lost it):
-            // end the old lifetime here.
-            if let Some(old) = current.remove(&slot) {
-                self.conns[old].closed.get_or_insert(at);
+            // An outbound connection's events come before its `connected` line (the
+            // connect completes as a writable event): that lane is this connection.
+            // A slot that opened before and opens again without a `closed` line (a
+            // record that lost it) starts a new lifetime here.
+            let connecting = current
+                .get(&slot)
+                .is_some_and(|&lane| self.conns[lane].peer.is_none());
+            if !connecting {
+                if let Some(old) = current.remove(&slot) {
+                    self.conns[old].closed.get_or_insert(at);
+                }
             }
         }
         let lane = *current.entry(slot).or_insert_with(|| {
@@ -394,5 +401,64 @@ fn sleep_why(why: &str) -> SleepWhy {
         "nothing scheduled" => SleepWhy::Nothing,
         "next timer" => SleepWhy::Timer,
         _ => SleepWhy::Other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apps::timeline::record::parse;
+
+    fn timeline(lines: &[&str]) -> Timeline {
+        Timeline::new(parse(&lines.join("\n")).unwrap(), 30)
+    }
+
+    #[test]
+    fn a_reused_slot_is_a_new_lifetime_and_sleeps_run_from_poll_to_wake() {
+        let t = timeline(&[
+            r#"{"t":0,"kind":"poll","timeout_us":null,"why":"nothing scheduled"}"#,
+            r#"{"t":10,"kind":"wake","events":1,"slept_us":10}"#,
+            r#"{"t":11,"kind":"accept","conn":0,"peer":"10.0.0.1:1"}"#,
+            r#"{"t":12,"kind":"write","conn":0,"wrote":0,"of":100,"queued":100}"#,
+            r#"{"t":13,"kind":"paused","conn":0,"queued":100}"#,
+            r#"{"t":20,"kind":"flush","conn":0,"wrote":100,"queued":0}"#,
+            r#"{"t":20,"kind":"resumed","conn":0,"queued":0}"#,
+            r#"{"t":30,"kind":"closed","conn":0,"reason":"closed by peer"}"#,
+            r#"{"t":31,"kind":"accept","conn":0,"peer":"10.0.0.2:2"}"#,
+            r#"{"t":40,"kind":"poll","timeout_us":5000,"why":"next timer"}"#,
+            r#"{"t":45,"kind":"wake","events":0,"slept_us":5}"#,
+        ]);
+        assert_eq!(t.conns.len(), 2);
+        let first = &t.conns[0];
+        assert_eq!((first.open, first.closed), (11, Some(30)));
+        assert_eq!(first.paused, [(13, Some(20))]);
+        assert_eq!(first.queue, [(12, 100), (20, 0)]);
+        assert_eq!((first.bytes_out, first.max_queue), (100, 100));
+        assert_eq!(first.label(), "c1 10.0.0.1:1");
+        assert_eq!((t.conns[1].open, t.conns[1].closed), (31, None));
+        let sleeps: Vec<(u64, u64, SleepWhy)> = t
+            .loop_lane
+            .sleeps
+            .iter()
+            .map(|s| (s.from, s.to, s.why))
+            .collect();
+        assert_eq!(
+            sleeps,
+            [(0, 10, SleepWhy::Nothing), (40, 45, SleepWhy::Timer)]
+        );
+        assert_eq!(t.turns, 2);
+    }
+
+    #[test]
+    fn events_before_connected_belong_to_the_connection_they_complete() {
+        let t = timeline(&[
+            r#"{"t":5,"kind":"event","conn":3,"readable":false,"writable":true,"read_closed":false,"error":false}"#,
+            r#"{"t":6,"kind":"connected","conn":3,"peer":"127.0.0.1:8000"}"#,
+            r#"{"t":7,"kind":"write","conn":3,"wrote":40,"of":40,"queued":0}"#,
+        ]);
+        assert_eq!(t.conns.len(), 1);
+        let conn = &t.conns[0];
+        assert_eq!((conn.open, conn.outbound, conn.events.len()), (5, true, 3));
+        assert_eq!(conn.label(), "c1 127.0.0.1:8000");
     }
 }
