@@ -8,8 +8,9 @@
 
 use std::fmt::Write as _;
 
+use super::header::escape;
 use super::layout::Timeline;
-use super::svg::{escape, Drawing, GAP};
+use super::svg::{Drawing, GAP};
 
 const CSS: &str = include_str!("page.css");
 const JS: &str = include_str!("page.js");

@@ -12,8 +12,8 @@
 //! - `record.rs`: reading the JSON lines back into typed events.
 //! - `layout.rs`: events to lanes (connection lifetimes, sleeps, pauses, queue depth);
 //!   `group.rs`: which lanes stay and which are grouped.
-//! - `lanes.rs`: one lane's drawing as a few SVG paths; `svg.rs`: the document around
-//!   them (header, legend, axis).
+//! - `lanes.rs`: one lane's drawing as a few SVG paths; `svg.rs`: the document, a row
+//!   per lane; `header.rs`: the title, legend and time axis, and the formatters.
 //! - `html.rs` with `page.js` and `page.css`: the self-contained page with zoom, pan,
 //!   details and opening groups.
 //!
@@ -21,6 +21,7 @@
 //! (`-o FILE.html`); neither fetches anything.
 
 pub mod group;
+pub mod header;
 pub mod html;
 pub mod lanes;
 pub mod layout;

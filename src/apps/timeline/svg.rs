@@ -1,4 +1,5 @@
-//! The SVG document: header, legend, time axis, and one row per lane.
+//! The SVG document: the frame (`header.rs`: title, legend, time axis) and one row per
+//! lane (`lanes.rs` draws their insides).
 //!
 //! The same drawing serves the static picture (`-o FILE.svg`, for NOTES.md) and the
 //! page (`-o FILE.html`), which embeds it and adds zoom, pan and details. Every lane is
@@ -9,8 +10,9 @@
 
 use std::fmt::Write as _;
 
+use super::header::{axis, bytes, duration, escape, header};
 use super::lanes::{self, Scale, CONN_H, LOOP_H};
-use super::layout::{MarkKind, Row, Timeline};
+use super::layout::{Row, Timeline};
 use super::Options;
 
 /// Width of the label column.
@@ -52,93 +54,6 @@ pub struct Drawing {
     pub axis_h: f64,
 }
 
-/// Escape text for XML content and attribute values.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// Microseconds in words: "2.5 ms", "1.25 s".
-pub fn duration(us: u64) -> String {
-    let us = us as f64;
-    if us >= 1e6 {
-        format!("{:.3} s", us / 1e6)
-    } else if us >= 1e3 {
-        format!("{:.3} ms", us / 1e3)
-    } else {
-        format!("{us:.0} \u{b5}s")
-    }
-}
-
-/// A tick label for `us` since the start, in the unit the tick `step` calls for.
-fn tick_label(us: f64, step: f64) -> String {
-    let (div, unit) = if step >= 1e6 {
-        (1e6, "s")
-    } else if step >= 1e3 {
-        (1e3, "ms")
-    } else {
-        (1.0, "\u{b5}s")
-    };
-    let step_in_unit = step / div;
-    let decimals = if step_in_unit >= 1.0 {
-        0
-    } else {
-        (-step_in_unit.log10()).ceil() as usize
-    };
-    format!("{:.*} {unit}", decimals, us / div)
-}
-
-/// A round step (1, 2 or 5 times a power of ten) about `target` microseconds long.
-fn nice_step(target: f64) -> f64 {
-    let power = 10f64.powf(target.max(1.0).log10().floor());
-    [1.0, 2.0, 5.0, 10.0]
-        .iter()
-        .map(|m| m * power)
-        .find(|&s| s >= target)
-        .unwrap_or(10.0 * power)
-}
-
-/// The legend's entries: a swatch (stroke or fill colour) and a text.
-fn legend_items() -> Vec<(bool, &'static str, &'static str)> {
-    let mut items = vec![
-        (false, lanes::AWAKE, "loop awake"),
-        (false, lanes::ASLEEP_IDLE, "asleep, nothing scheduled"),
-        (false, lanes::ASLEEP_TIMER, "asleep until a timer"),
-        (true, lanes::WAKE_BARS, "events per wake-up"),
-        (false, lanes::PAUSED, "reading paused (backpressure)"),
-        (false, lanes::QUEUE, "queued bytes"),
-        (false, lanes::OPEN_COUNT, "open in group"),
-    ];
-    for kind in [
-        MarkKind::Open,
-        MarkKind::Ready,
-        MarkKind::Read,
-        MarkKind::Write,
-        MarkKind::WriteShort,
-        MarkKind::Flush,
-        MarkKind::WouldBlock,
-        MarkKind::Eof,
-        MarkKind::Due,
-        MarkKind::Close,
-        MarkKind::Timer,
-        MarkKind::Other,
-    ] {
-        let s = lanes::style(kind);
-        items.push((true, s.color, s.legend));
-    }
-    items
-}
-
 /// Draw the timeline. `page`: for the HTML page (hidden group members, finer x).
 pub fn render(t: &Timeline, opts: &Options, source: &str, page: bool) -> Drawing {
     let plot_w = f64::from(opts.width.max(200));
@@ -158,82 +73,11 @@ pub fn render(t: &Timeline, opts: &Options, source: &str, page: bool) -> Drawing
         decimals: if page { 3 } else { 1 },
     };
     let mut body = String::new();
-
-    // Header: title, summary, notes, legend.
     let title = opts
         .title
         .clone()
         .unwrap_or_else(|| format!("netloop timeline: {source}"));
-    let _ = write!(
-        body,
-        r#"<text x="8" y="18" font-size="14" font-weight="bold">{}</text>"#,
-        escape(&title)
-    );
-    let grouped: usize = t.groups.iter().map(|g| g.members.len()).sum();
-    let mut summary = format!(
-        "{} events over {}, {} turns of the loop, {} connection{}",
-        t.events.len(),
-        duration(span),
-        t.turns,
-        t.conns.len(),
-        if t.conns.len() == 1 { "" } else { "s" }
-    );
-    if grouped > 0 {
-        let _ = write!(
-            summary,
-            " ({grouped} of them in {} group lanes)",
-            t.groups.len()
-        );
-    }
-    if shown < span {
-        let _ = write!(summary, "; showing {} to {}", duration(from), duration(to));
-    }
-    let _ = write!(
-        body,
-        r#"<text x="8" y="34" font-size="11">{}</text>"#,
-        escape(&summary)
-    );
-    let mut y = 38.0;
-    for note in &t.notes {
-        y += 14.0;
-        let _ = write!(
-            body,
-            r##"<text x="8" y="{y}" font-size="11" fill="#b3261e">{}</text>"##,
-            escape(note)
-        );
-    }
-    y += 10.0;
-    let mut x = 8.0;
-    for (stroke, color, text) in legend_items() {
-        let w = 22.0 + text.chars().count() as f64 * 6.0 + 12.0;
-        if x + w > total_w {
-            x = 8.0;
-            y += 16.0;
-        }
-        if stroke {
-            let _ = write!(
-                body,
-                r#"<path d="M{} {}v12" stroke="{color}" stroke-width="2"/>"#,
-                x + 6.0,
-                y
-            );
-        } else {
-            let _ = write!(
-                body,
-                r#"<rect x="{x}" y="{}" width="14" height="11" fill="{color}" fill-opacity="{}"/>"#,
-                y + 0.5,
-                if color == lanes::PAUSED { 0.5 } else { 0.8 }
-            );
-        }
-        let _ = write!(
-            body,
-            r#"<text x="{}" y="{}" font-size="11">{}</text>"#,
-            x + 20.0,
-            y + 10.0,
-            escape(text)
-        );
-        x += w;
-    }
+    let y = header(&mut body, t, &title, (from, to), total_w);
     let axis_y = y + 22.0;
     let top = axis_y + AXIS_H;
 
@@ -385,20 +229,7 @@ pub fn render(t: &Timeline, opts: &Options, source: &str, page: bool) -> Drawing
     let height = lane_y + 8.0;
 
     // The time axis, with grid lines through all lanes.
-    let mut axis = String::new();
-    let step = nice_step(shown as f64 * 90.0 / plot_w);
-    let mut k = (from as f64 / step).ceil();
-    while k * step <= to as f64 {
-        let x = LABEL_W + (k * step - from as f64) * scale.per_us;
-        let _ = write!(
-            axis,
-            r##"<path d="M{x:.1} {}V{height}" stroke="#e3e7eb" stroke-width="1"/><text x="{x:.1}" y="{}" font-size="10" text-anchor="middle" fill="#555">{}</text>"##,
-            axis_y + 6.0,
-            axis_y + 2.0,
-            escape(&tick_label(k * step, step))
-        );
-        k += 1.0;
-    }
+    let axis = axis(&scale, (from, to), axis_y, height);
 
     let mut svg = String::with_capacity(body.len() + lanes_svg.len() + axis.len() + 1024);
     let _ = write!(
@@ -452,32 +283,4 @@ fn conn_title(t: &Timeline, i: usize) -> String {
         _ => s.push_str(", open at the end of the record"),
     }
     s
-}
-
-/// A byte count in words: "64.0 MiB".
-pub fn bytes(n: u64) -> String {
-    let n = n as f64;
-    if n >= 1024.0 * 1024.0 {
-        format!("{:.1} MiB", n / 1024.0 / 1024.0)
-    } else if n >= 1024.0 {
-        format!("{:.1} KiB", n / 1024.0)
-    } else {
-        format!("{n} B")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn steps_and_labels_are_round() {
-        assert_eq!(nice_step(70.0), 100.0);
-        assert_eq!(nice_step(130.0), 200.0);
-        assert_eq!(nice_step(2_600_000.0), 5_000_000.0);
-        assert_eq!(tick_label(1_500_000.0, 500_000.0), "1500 ms");
-        assert_eq!(tick_label(3_000_000.0, 1_000_000.0), "3 s");
-        assert_eq!(tick_label(40.0, 20.0), "40 \u{b5}s");
-        assert_eq!(tick_label(250_000.0, 50_000.0), "250 ms");
-    }
 }
