@@ -197,6 +197,7 @@ fn run_chromium(browser: &Path, profile: &Path, file: &Path, args: &[&str]) -> (
         "--headless",
         "--no-sandbox",
         "--disable-gpu",
+        "--disable-dev-shm-usage",
         "--no-first-run",
         "--hide-scrollbars",
         "--enable-logging=stderr",
