@@ -6,10 +6,12 @@
 //! - [`fetch`]: `netloop fetch`, many URLs at once (seed 001's `selectors` `Fetcher`).
 //! - [`stress`]: `netloop stress`, many idle connections and a few measured ones.
 //! - [`resolve`]: `netloop resolve`, seed 001's address lookups.
+//! - [`timeline`]: `netloop timeline`, a `--record` file drawn as SVG or an HTML page.
 
 pub mod client;
 pub mod exec;
 pub mod fetch;
 pub mod resolve;
 pub mod stress;
+pub mod timeline;
 pub mod upload;

@@ -8,8 +8,8 @@
 //! - [`serve`]: `netloop serve` (one loop, every transport asked for);
 //!   [`serve_workers`]: its `--workers N` form; [`serve_upload`]: the upload
 //!   service's options.
-//! - [`client`], [`upload`], [`fetch`], [`stress`], [`resolve`]: the other commands;
-//!   [`exec`]: `netloop exec` ([`serve_exec`]: the options of `serve exec`).
+//! - [`client`], [`upload`], [`fetch`], [`stress`], [`resolve`], [`timeline`]: the other
+//!   commands; [`exec`]: `netloop exec` ([`serve_exec`]: the options of `serve exec`).
 //! - [`args`]: value parsers every command shares (seconds, ...).
 
 use std::process::ExitCode;
@@ -26,6 +26,7 @@ pub mod serve_exec;
 pub mod serve_upload;
 pub mod serve_workers;
 pub mod stress;
+pub mod timeline;
 pub mod upload;
 
 /// Readiness-based network I/O on one event loop.
@@ -78,6 +79,8 @@ enum Command {
                       connection, authentication, a bad reply, no reply within --timeout)."
     )]
     Exec(exec::Args),
+    /// Draw a `--record` file: an HTML page to explore (-o FILE.html) or an SVG picture.
+    Timeline(timeline::Args),
 }
 
 /// Parse the command line and run the command; the process's exit status.
@@ -95,6 +98,7 @@ pub fn main() -> ExitCode {
         Command::Resolve(args) => ("resolve", resolve::run(args)),
         // The command's exit status is passed on, so this one reports its own errors.
         Command::Exec(args) => return exec::run(args),
+        Command::Timeline(args) => ("timeline", timeline::run(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -16,7 +16,7 @@ use super::args::{at_least_one, listen_addr, secs};
 
 use netloop::core::listen::{bind_tcp, bind_udp, bind_unix, Listener, TcpOptions};
 use netloop::core::{EventLoop, Handler, LoopConfig};
-use netloop::services::{Echo, Hello, Upload, Upper};
+use netloop::services::{Echo, Hello, Upload, Upper, WithMetrics};
 
 /// The services `netloop serve` knows, by name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -93,6 +93,11 @@ pub struct ServeArgs {
     /// Most events --record writes (then it stops, so a busy server cannot fill a disk).
     #[arg(long, default_value_t = 1_000_000, value_name = "N", value_parser = at_least_one)]
     pub record_limit: usize,
+    /// Serve Prometheus metrics at http://ADDR/metrics on the same loop as the service
+    /// (ADDR written as for --listen). Not with --workers: each worker is a loop of its
+    /// own, and one worker's counts are not the server's.
+    #[arg(long, value_name = "ADDR", value_parser = listen_addr)]
+    pub metrics: Option<SocketAddr>,
     /// Bind TCP listeners with SO_REUSEPORT (set by `--workers` for its children).
     #[arg(long, hide = true)]
     pub reuse_port: bool,
@@ -128,6 +133,13 @@ pub fn serve(args: &ServeArgs) -> io::Result<()> {
             "--record records one loop; --workers runs several: record without --workers",
         ));
     }
+    if args.workers > 1 && args.metrics.is_some() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "--metrics reports one loop; --workers runs several, each with its own counts: \
+             use --metrics without --workers",
+        ));
+    }
     if args.workers > 1 {
         return super::serve_workers::serve_workers(args);
     }
@@ -161,6 +173,8 @@ fn run<H: Handler>(args: &ServeArgs, mut handler: H) -> io::Result<()> {
         max_input_total: args.max_input_total,
         // One INFO line per minute of aggregated counts; per-connection events are DEBUG.
         report_every: Some(Duration::from_secs(60)),
+        // The metrics' histograms of events and sleep per turn: two clock reads a turn.
+        measure_turns: args.metrics.is_some(),
         ..LoopConfig::default()
     };
     // upload: a partial frame header waits in the read buffer, so it must fit there.
@@ -219,13 +233,33 @@ fn run<H: Handler>(args: &ServeArgs, mut handler: H) -> io::Result<()> {
             local.port()
         )?;
     }
+    // Last, so the service's listeners keep their numbers; its number routes its
+    // connections to the metrics handler.
+    let metrics = match args.metrics {
+        Some(addr) => {
+            let index = event_loop.listeners().len();
+            let listener = bind_tcp(addr, opts)?;
+            if let Listener::Tcp(_, local) = &listener {
+                writeln!(
+                    out,
+                    "metrics on http://{local}/metrics  (try: curl http://{local}/metrics)"
+                )?;
+            }
+            event_loop.add_listener(listener)?;
+            Some(index)
+        }
+        None => None,
+    };
     out.flush()?;
     drop(out);
 
     if let Some(path) = &args.record {
         event_loop.record_to(path, args.record_limit as u64)?;
     }
-    event_loop.run(&mut handler)?;
+    match metrics {
+        Some(listener) => event_loop.run(&mut WithMetrics::new(handler, listener))?,
+        None => event_loop.run(&mut handler)?,
+    }
     event_loop.finish_recording()?;
     info!("summary: {}", event_loop.stats());
     Ok(())

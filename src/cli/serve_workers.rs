@@ -86,6 +86,8 @@ fn worker_args(args: &ServeArgs, addrs: &[SocketAddr]) -> io::Result<Vec<String>
         // Refused with --workers (see `serve`): one recording is one loop.
         record: _,
         record_limit: _,
+        // Refused with --workers too: each worker would count only its own share.
+        metrics: _,
     } = args;
     let service = service
         .to_possible_value()
