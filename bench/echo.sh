@@ -7,6 +7,8 @@
 #
 # Servers (SERVERS, default "netloop c tokio py"):
 #   netloop  `netloop serve echo`
+#   base     `$BASE serve echo`: an older netloop binary (BASE=path), for before/after
+#            figures from one run (e.g. SERVERS="netloop base c" BASE=/tmp/old/netloop)
 #   c        bench/c_echo.c: plain C, one epoll set, edge-triggered
 #   tokio    bench/tokio-echo: tokio's echo example (bench-only code and dependency)
 #   py       bench/py_select_echo.py: a Python select() server shaped like seed 001's
@@ -155,6 +157,7 @@ row() { printf '%s\t%s\t%s\t%s\n' "$ROUND" "$1" "$2" "$3" >&3; } # server test v
 server_cmd() { # server port
     case $1 in
     netloop) echo "$bin/netloop serve echo --listen 127.0.0.1:$2" ;;
+    base) echo "${BASE:?BASE=path of an older netloop binary} serve echo --listen 127.0.0.1:$2" ;;
     c) echo "$bin/c_echo $2" ;;
     tokio) echo "$here/target/release/tokio-echo $2" ;;
     py) echo "$PYTHON -u $bin/py_select_echo.py $2" ;;
