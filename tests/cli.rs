@@ -103,3 +103,51 @@ fn resolve_port_out_of_range_says_so() {
     assert!(!out.status.success());
     assert!(out.stderr.contains("out of range"), "{}", out.stderr);
 }
+
+#[test]
+fn serve_upload_dir_that_is_a_file_is_named() {
+    let file = common::TempPath::new("not-a-dir");
+    std::fs::write(&file.0, b"x").expect("write");
+    let out = common::run_netloop(&["serve", "upload", "--dir", file.as_str()], b"");
+    assert!(!out.status.success());
+    assert!(
+        out.stderr.contains(file.as_str()) && out.stderr.contains("not a directory"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn upload_to_an_echo_server_says_what_the_server_seems_to_be() {
+    let server = Server::start(&["echo", "--listen", "127.0.0.1:0"]);
+    let file = common::TempPath::new("to-echo.txt");
+    std::fs::write(&file.0, b"some bytes").expect("write");
+    let to = server.addr().to_string();
+    let out = common::run_netloop(&["upload", file.as_str(), "--to", &to], b"");
+    assert!(!out.status.success());
+    assert!(out.stderr.contains("echo server"), "{}", out.stderr);
+}
+
+#[test]
+fn text_typed_at_the_upload_port_gets_a_useful_error() {
+    use std::io::Read;
+    let dir = common::unique_temp_path("typed");
+    let server = Server::start(&[
+        "upload",
+        "--dir",
+        dir.to_str().expect("utf-8"),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    let mut conn = common::connect(server.addr());
+    conn.write_all(b"hello there\n").expect("send");
+    let mut reply = Vec::new();
+    conn.read_to_end(&mut reply).expect("read the error frame");
+    let text = String::from_utf8_lossy(&reply);
+    assert!(
+        text.contains("\"ok\":false") && text.contains("netloop upload"),
+        "{text}"
+    );
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}

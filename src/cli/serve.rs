@@ -204,12 +204,13 @@ fn run<H: Handler>(args: &ServeArgs, mut handler: H) -> io::Result<()> {
     for addr in listen {
         let listener = bind_tcp(addr, opts)?;
         if let Listener::Tcp(_, local) = &listener {
-            writeln!(
-                out,
-                "listening on tcp {local}  (try: nc {} {})",
-                local.ip(),
-                local.port()
-            )?;
+            // Framed services are not for typing into nc: name their own client.
+            let hint = match args.service {
+                ServiceKind::Upload => format!("netloop upload FILE --to {local}"),
+                ServiceKind::Exec => format!("netloop exec {local} -- PROGRAM"),
+                _ => format!("nc {} {}", local.ip(), local.port()),
+            };
+            writeln!(out, "listening on tcp {local}  (try: {hint})")?;
         }
         event_loop.add_listener(listener)?;
     }

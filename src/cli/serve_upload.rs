@@ -50,6 +50,16 @@ impl Args {
         let dir = self.dir.clone().ok_or_else(|| {
             io::Error::new(io::ErrorKind::InvalidInput, "serve upload needs --dir DIR")
         })?;
+        if dir.exists() && !dir.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "--dir {}: exists and is not a directory (give a directory; it is \
+                     created if missing)",
+                    dir.display()
+                ),
+            ));
+        }
         Ok(UploadOptions {
             dir,
             max_file_size: self.max_file_size,

@@ -111,7 +111,19 @@ impl fmt::Display for ProtocolError {
         match self {
             ProtocolError::NegativeLength(n) => write!(f, "negative header length {n}"),
             ProtocolError::HeaderTooLarge { len, max } => {
-                write!(f, "header length {len} is over the limit of {max} bytes")
+                write!(f, "header length {len} is over the limit of {max} bytes")?;
+                let prefix = (*len as u32).to_le_bytes();
+                if prefix.iter().all(|b| b.is_ascii_graphic() || *b == b' ') {
+                    // Typed text (nc) reads as a huge length: say what the port expects.
+                    let text = String::from_utf8_lossy(&prefix);
+                    write!(
+                        f,
+                        " (the first 4 bytes, {text:?}, look like text: this port expects \
+                         frames of a 4-byte little-endian length, a JSON header and the file; \
+                         send files with `netloop upload FILE --to ADDR`)"
+                    )?;
+                }
+                Ok(())
             }
             ProtocolError::NotUtf8 { valid_up_to } => {
                 write!(f, "header is not UTF-8 (invalid byte at {valid_up_to})")

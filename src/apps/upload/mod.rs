@@ -279,7 +279,19 @@ impl Handler for Sender {
                     used += n;
                     match Reply::from_object(&obj) {
                         Ok(reply) => self.on_reply(ctx, reply),
-                        Err(e) => self.fail(ctx, format!("{}: {e}", self.target)),
+                        Err(e) => {
+                            // Our own header coming back means an echo server, not an
+                            // upload service: say so rather than only what is missing.
+                            let ours =
+                                obj.contains_key("file_size") || obj.contains_key("filesize");
+                            let what = if ours {
+                                "the server sent our own header back: it looks like an echo \
+                                 server, not `netloop serve upload`"
+                            } else {
+                                "is this `netloop serve upload` (or a seed's upload server)?"
+                            };
+                            self.fail(ctx, format!("{}: {e}; {what}", self.target));
+                        }
                     }
                 }
             }
@@ -331,7 +343,15 @@ impl Handler for Sender {
                 "no challenge received from {} — does the server run with --secret-file?",
                 self.target
             ),
-            CloseReason::IdleTimeout => format!("{}: no progress, gave up", self.target),
+            CloseReason::IdleTimeout if !self.connected => format!(
+                "{}: no connection within --timeout (the server does not answer: down, \
+                 its backlog full, or filtered)",
+                self.target
+            ),
+            CloseReason::IdleTimeout => format!(
+                "{}: no progress for --timeout (nothing sent or received), gave up",
+                self.target
+            ),
             _ if !self.awaiting.is_empty() || !self.all_sent => {
                 format!(
                     "{}: connection closed before every file was confirmed",
