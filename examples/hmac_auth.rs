@@ -1,6 +1,8 @@
 //! Mirrors seed 000's demo 4 (`000_5c4e0256ea564372.txt`, 验证客户端的合法性): the server
 //! sends `os.urandom(32)`, the client answers `hmac.new(secret_key, msg).digest()`, the
 //! server compares with `hmac.compare_digest` and says whether the client is legitimate.
+//! One addition: the server also sends its verdict (`ok` or `refused`, one line), so a
+//! refused client exits with an error instead of 0.
 //!
 //! Run: `cargo run --example hmac_auth -- server [PORT] [SECRET]` (default 8066, secret
 //! `egg`, as in the seed), then `cargo run --example hmac_auth -- client [PORT] [SECRET]`;
@@ -58,8 +60,10 @@ impl Handler for Checker {
         // seed: `hmac.compare_digest(digest, client_digest)` — constant time here too.
         if self.secret.verify(&msg, answer) {
             println!("{peer}: legitimate client (合法的客户端)");
+            ctx.send(token, VERDICT_OK);
         } else {
             println!("{peer}: illegitimate client (不合法的客户端)");
+            ctx.send(token, VERDICT_REFUSED);
         }
         ctx.close_when_flushed(token); // seed: `conn.close()`
         data.len()
@@ -72,20 +76,37 @@ impl Handler for Checker {
     }
 }
 
-/// seed's client: `msg = sk.recv(1024)`, `sk.send(hmac.new(secret_key, msg).digest())`.
+/// The server's verdict, one line after the answer. (The seed's server only prints it;
+/// without it a refused client could not know, and would exit 0.)
+const VERDICT_OK: &[u8] = b"ok\n";
+const VERDICT_REFUSED: &[u8] = b"refused\n";
+
+/// seed's client: `msg = sk.recv(1024)`, `sk.send(hmac.new(secret_key, msg).digest())`;
+/// then it reads the verdict.
 struct Answerer {
     secret: Secret,
+    answered: bool,
+    /// `Some(true)`: accepted; `Some(false)`: refused; `None`: no verdict came.
+    verdict: Option<bool>,
 }
 
 impl Handler for Answerer {
     type State = ();
 
     fn on_data(&mut self, ctx: &mut Ctx<()>, token: Token, data: &mut [u8]) -> usize {
-        let Some(msg) = data.get(..CHALLENGE_LEN) else {
-            return 0;
+        if !self.answered {
+            let Some(msg) = data.get(..CHALLENGE_LEN) else {
+                return 0;
+            };
+            ctx.send(token, &self.secret.answer(msg));
+            println!("answered the challenge");
+            self.answered = true;
+            return CHALLENGE_LEN;
+        }
+        let Some(end) = data.iter().position(|&b| b == b'\n') else {
+            return 0; // the verdict line is not whole yet
         };
-        ctx.send(token, &self.secret.answer(msg));
-        println!("answered the challenge");
+        self.verdict = Some(&data[..=end] == VERDICT_OK);
         ctx.close_when_flushed(token); // seed: `sk.close()`
         data.len()
     }
@@ -129,7 +150,24 @@ fn main() -> io::Result<()> {
         Some("client") => {
             let mut event_loop = EventLoop::new(LoopConfig::default())?;
             event_loop.ctx().connect(&Target::Tcp(addr), ())?;
-            event_loop.run(&mut Answerer { secret })
+            let mut client = Answerer {
+                secret,
+                answered: false,
+                verdict: None,
+            };
+            event_loop.run(&mut client)?;
+            match client.verdict {
+                Some(true) => {
+                    println!("the server accepted the answer");
+                    Ok(())
+                }
+                Some(false) => Err(io::Error::other(
+                    "the server refused the answer: is the secret the same on both sides?",
+                )),
+                None => Err(io::Error::other(format!(
+                    "no verdict from {addr}: is `hmac_auth server` running there?"
+                ))),
+            }
         }
         _ => Err(io::Error::other(
             "usage: hmac_auth server|client [PORT] [SECRET]",

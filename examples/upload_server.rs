@@ -3,7 +3,7 @@
 //! a 4-byte `struct` length, a JSON header, then `file_size` bytes into a file.
 //!
 //! Run: `cargo run --example upload_server [PORT] [DIR]` (default 8080 on 127.0.0.1, into
-//! `./uploads`).
+//! `netloop-uploads` in the system's temporary directory, never the current one).
 //! Try: `cargo run --example upload_client -- FILE`, `cargo run -- upload FILE --to
 //! 127.0.0.1:8080`, or the seeds' own Python clients, unchanged.
 //!
@@ -120,7 +120,10 @@ fn main() -> io::Result<()> {
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "PORT"))?,
         None => 8080,
     };
-    let dir = PathBuf::from(args.next().unwrap_or_else(|| "uploads".into()));
+    let dir = args
+        .next()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("netloop-uploads"));
     let mut server = UploadServer {
         store: Store::open(&dir)?,
     };

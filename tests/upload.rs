@@ -1079,12 +1079,16 @@ fn examples_mirror_the_seeds() {
     // Seed 000 demo 4: the HMAC challenge, right and wrong secrets.
     let (mut server, port, lines) = start_example("hmac_auth", &["server", "0", "egg"]);
     let port = port.to_string();
-    for (secret, verdict) in [
-        ("egg", ": legitimate client"),
-        ("ham", ": illegitimate client"),
+    for (secret, verdict, accepted) in [
+        ("egg", ": legitimate client", true),
+        ("ham", ": illegitimate client", false),
     ] {
         let out = run("hmac_auth", &["client", &port, secret]);
-        assert!(out.status.success(), "{}", out.stderr);
+        // The client learns the verdict: a refused one exits with an error.
+        assert_eq!(out.status.success(), accepted, "{}", out.stderr);
+        if !accepted {
+            assert!(out.stderr.contains("refused"), "{}", out.stderr);
+        }
         expect_line(&lines, verdict);
     }
     let _ = server.kill();
