@@ -198,6 +198,17 @@ fn run<H: Handler>(args: &ServeArgs, mut handler: H) -> io::Result<()> {
     drop(out);
 
     event_loop.run(&mut handler)?;
-    info!("summary: {}", event_loop.stats());
+    if args.reuse_port {
+        // A worker of `serve --workers`: the parent adds the counters up (summary.rs).
+        let mut out = io::stdout().lock();
+        writeln!(
+            out,
+            "{}",
+            netloop::workers::summary::stats_line(event_loop.stats())
+        )?;
+        out.flush()?;
+    } else {
+        info!("summary: {}", event_loop.stats());
+    }
     Ok(())
 }

@@ -33,14 +33,14 @@ pub fn serve_workers(args: &ServeArgs) -> io::Result<()> {
         // The same default as a single server.
         listen.push(SocketAddr::from(([127, 0, 0, 1], 8888)));
     }
-    // Never read: owning these sockets is what keeps the ports ours.
+    // Never read: owning these is what keeps the ports ours (and only ours).
     let mut reservations = Vec::with_capacity(listen.len());
     let mut addrs = Vec::with_capacity(listen.len());
     for addr in listen {
-        let (socket, local) = reserve_port(addr)?;
-        debug!("reserved {local} for the workers");
-        reservations.push(socket);
-        addrs.push(local);
+        let reservation = reserve_port(addr)?;
+        debug!("reserved {} for the workers", reservation.local);
+        addrs.push(reservation.local);
+        reservations.push(reservation);
     }
     // A server worker takes no orders on stdin: signals tell it to stop.
     let command = WorkerCommand::ours(worker_args(args, &addrs)?, WorkerStdin::Null)?;
