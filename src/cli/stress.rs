@@ -10,7 +10,7 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use netloop::apps::stress::probe::ProbeKind;
+use netloop::apps::stress::plan::ProbeKind;
 use netloop::apps::stress::{self, workers, StressOptions};
 
 use super::args::secs;

@@ -24,20 +24,24 @@
 //! The command line is not here: `cli/stress.rs` parses it into `StressOptions`, and
 //! turns a worker's share of them back into a command line when workers are started.
 
+pub mod connecting;
+pub mod plan;
 pub mod probe;
 pub mod report;
+pub mod rounds;
 pub mod workers;
 
 use std::io::{self, IsTerminal, Write};
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use mio::Token;
 
-use crate::apps::client::resolve_addr;
-use crate::core::{Closed, Ctx, EventLoop, Handler, LoopConfig, Target};
-use probe::{Plan, ProbeKind, ProbeState, Stress};
+use crate::core::{Closed, Ctx, EventLoop, Handler, LoopConfig};
+use plan::invalid;
+use plan::ProbeKind;
+pub use plan::{parse_source_ips, plan};
+use probe::{ProbeState, Stress};
 use report::{rss_kb, Report};
 
 /// Options of a stress run: the command line's, or one worker's share of them.
@@ -80,67 +84,6 @@ pub struct StressOptions {
     pub json: bool,
     /// The target's process id, to report its memory growth per connection.
     pub server_pid: Option<u32>,
-}
-
-fn invalid(msg: String) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidInput, msg)
-}
-
-/// Parse `127.0.0.2-127.0.0.40` or `127.0.0.2,127.0.0.3` into addresses.
-pub fn parse_source_ips(text: &str) -> io::Result<Vec<IpAddr>> {
-    let bad = || invalid(format!("--source-ips {text:?}: expected A-B or A,B,C"));
-    if let Some((a, b)) = text.split_once('-') {
-        let a: std::net::Ipv4Addr = a.trim().parse().map_err(|_| bad())?;
-        let b: std::net::Ipv4Addr = b.trim().parse().map_err(|_| bad())?;
-        let (a, b) = (u32::from(a), u32::from(b));
-        if b < a || b - a > 65_536 {
-            return Err(bad());
-        }
-        return Ok((a..=b).map(|n| IpAddr::V4(n.into())).collect());
-    }
-    text.split(',')
-        .map(|s| s.trim().parse().map_err(|_| bad()))
-        .collect()
-}
-
-/// Check the options and turn them into the plan of one process.
-pub fn plan(opts: &StressOptions) -> io::Result<Plan> {
-    let (target, host) = match (&opts.unix, &opts.addr) {
-        (Some(path), _) => (Target::Unix(path.clone()), "localhost".to_string()),
-        (None, Some(text)) => (Target::Tcp(resolve_addr(text)?), text.clone()),
-        (None, None) => return Err(invalid("give ADDR or --unix PATH".into())),
-    };
-    if opts.probe == ProbeKind::Echo && opts.active > 0 && opts.size == 0 {
-        return Err(invalid("--size must be at least 1 for --probe echo".into()));
-    }
-    if matches!(opts.rate, Some(r) if r <= 0.0) || matches!(opts.rate_limit, Some(r) if r <= 0.0) {
-        return Err(invalid("--rate and --rate-limit must be positive".into()));
-    }
-    let http_request = format!(
-        "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: netloop-stress\r\n\r\n",
-        opts.path
-    )
-    .into_bytes();
-    Ok(Plan {
-        target,
-        idle: opts.idle,
-        active: opts.active,
-        size: opts.size,
-        probe: opts.probe,
-        http_request,
-        hold: opts.hold,
-        rate: opts.rate,
-        max_inflight: opts.max_inflight.max(1),
-        connect_timeout: opts.connect_timeout,
-        keepalive: opts.keepalive,
-        keepalive_data: opts.keepalive_data.clone().into_bytes(),
-        sources: match &opts.source_ips {
-            Some(text) => parse_source_ips(text)?,
-            None => Vec::new(),
-        },
-        rate_limit: opts.rate_limit,
-        server_pid: opts.server_pid,
-    })
 }
 
 /// Descriptors a process keeps for itself (stdio, epoll, pipes, ...).
