@@ -71,10 +71,11 @@ pub struct Args {
     /// Print exactly one JSON object on stdout (the human report goes to stderr).
     #[arg(long)]
     pub json: bool,
-    /// The target's process id (same machine): report its RSS growth per open
-    /// connection, read half way through the hold.
-    #[arg(long, value_name = "PID")]
-    pub server_pid: Option<u32>,
+    /// The target's process id(s) on this machine, comma-separated or repeated; each
+    /// counts with all its descendants (a supervisor's PID covers its workers): report
+    /// the server's RSS growth per open connection, read half way through the hold.
+    #[arg(long = "server-pid", value_name = "PID", value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
     /// Internal: run as a worker of a parent `netloop stress`.
     #[arg(long, hide = true)]
     pub worker: bool,
@@ -130,7 +131,7 @@ pub fn run(args: &Args) -> io::Result<()> {
         workers: args.workers,
         rate_limit: args.rate_limit,
         json: args.json,
-        server_pid: args.server_pid,
+        server_pids: args.server_pid.clone(),
     };
     if args.worker {
         workers::run_as_worker(&options)
@@ -162,7 +163,7 @@ fn worker_args(opts: &StressOptions) -> Vec<String> {
         // The parent's business: how many workers, printing, measuring the target.
         workers: _,
         json: _,
-        server_pid: _,
+        server_pids: _,
         rate_limit,
     } = opts;
     let mut v: Vec<String> = vec!["stress".into(), "--worker".into()];

@@ -25,6 +25,7 @@
 //! turns a worker's share of them back into a command line when workers are started.
 
 pub mod connecting;
+pub mod memory;
 pub mod plan;
 pub mod probe;
 pub mod report;
@@ -37,12 +38,13 @@ use std::time::{Duration, Instant};
 
 use mio::Token;
 
-use crate::core::{Closed, Ctx, EventLoop, Handler, LoopConfig};
+use crate::core::{Closed, Ctx, EventLoop, Handler, LoopConfig, SignalAction};
+use memory::rss_kb;
 use plan::invalid;
 use plan::ProbeKind;
 pub use plan::{parse_source_ips, plan};
 use probe::{ProbeState, Stress};
-use report::{rss_kb, Report};
+use report::Report;
 
 /// Options of a stress run: the command line's, or one worker's share of them.
 #[derive(Clone, Debug)]
@@ -82,8 +84,9 @@ pub struct StressOptions {
     pub rate_limit: Option<f64>,
     /// Print one JSON object on stdout (the human report goes to stderr).
     pub json: bool,
-    /// The target's process id, to report its memory growth per connection.
-    pub server_pid: Option<u32>,
+    /// The target's process ids (each standing for its process tree), to report its
+    /// memory growth per connection.
+    pub server_pids: Vec<u32>,
 }
 
 /// Descriptors a process keeps for itself (stdio, epoll, pipes, ...).
@@ -104,6 +107,7 @@ pub fn stress(
     }
     // Check every option here, before any worker starts (each worker checks its share).
     plan(opts)?;
+    memory::check_pids(&opts.server_pids)?;
     let limit = crate::core::io_util::raise_nofile_limit();
     let per_process = limit.saturating_sub(RESERVED_FDS).max(1);
     let workers = opts
@@ -128,6 +132,11 @@ pub fn stress(
 
 /// Exit status: did the run hold what was asked?
 fn verdict(report: &Report) -> io::Result<()> {
+    if let Some(signal) = &report.interrupted {
+        return Err(io::Error::other(format!(
+            "interrupted by {signal}; the report above covers what was measured until then"
+        )));
+    }
     if report.conns_open == 0 && report.conns_requested > 0 {
         let why = report
             .first_error
@@ -153,6 +162,16 @@ fn print_report(opts: &StressOptions, report: &Report) -> io::Result<()> {
     } else {
         print!("{}", report.human());
         io::stdout().flush()
+    }
+}
+
+/// A signal's name for messages: `SIGINT`, `SIGTERM`, or its number.
+pub fn signal_name(signal: i32) -> String {
+    match signal {
+        libc::SIGINT => "SIGINT".into(),
+        libc::SIGTERM => "SIGTERM".into(),
+        libc::SIGHUP => "SIGHUP".into(),
+        n => format!("signal {n}"),
     }
 }
 
@@ -235,6 +254,9 @@ impl Handler for Single {
     fn on_timer(&mut self, ctx: &mut Ctx<ProbeState>, key: u64) {
         self.stress.on_timer(ctx, key)
     }
+    fn on_signal(&mut self, ctx: &mut Ctx<ProbeState>, signal: i32) -> SignalAction {
+        self.stress.on_signal(ctx, signal)
+    }
     fn on_turn(&mut self, _: &mut Ctx<ProbeState>) {
         self.progress.update(self.stress.progress());
     }
@@ -247,6 +269,8 @@ pub fn run_single(opts: &StressOptions) -> io::Result<Report> {
         progress: ProgressLine::new(),
     };
     let mut event_loop: EventLoop<ProbeState> = EventLoop::new(LoopConfig::default())?;
+    // Ctrl-C and SIGTERM end the run early, with a report (`Stress::interrupt`).
+    event_loop.handle_signals()?;
     handler.stress.start(event_loop.ctx());
     event_loop.run(&mut handler)?;
     handler.progress.finish();

@@ -56,9 +56,9 @@ pub struct Plan {
     pub sources: Vec<IpAddr>,
     /// Total round trips per second over all active connections (None: back to back).
     pub rate_limit: Option<f64>,
-    /// The target's process id, read half way through the hold (None in workers: the
-    /// parent measures the target, over all of them).
-    pub server_pid: Option<u32>,
+    /// The target's processes (each with its descendants), read half way through the
+    /// hold (none in workers: the parent measures the target, over all of them).
+    pub server_pids: Vec<u32>,
 }
 
 /// An `InvalidInput` error with this message.
@@ -119,6 +119,6 @@ pub fn plan(opts: &StressOptions) -> io::Result<Plan> {
             None => Vec::new(),
         },
         rate_limit: opts.rate_limit,
-        server_pid: opts.server_pid,
+        server_pids: opts.server_pids.clone(),
     })
 }

@@ -37,10 +37,12 @@ use std::time::{Duration, Instant};
 
 use mio::Token;
 
+use crate::apps::stress::memory::{rss_kb, server_rss_per_conn, tree_rss_kb};
 use crate::apps::stress::plan::Plan;
-use crate::apps::stress::report::{record_us, rss_kb, server_rss_per_conn, Report};
+use crate::apps::stress::report::{record_us, Report};
 use crate::apps::stress::rounds::ActiveProbe;
-use crate::core::{CloseReason, Closed, Ctx, Handler, Millis, TimerId};
+use crate::apps::stress::signal_name;
+use crate::core::{CloseReason, Closed, Ctx, Handler, Millis, SignalAction, TimerId};
 
 /// After the hold, how long to wait for replies to requests already sent.
 const DRAIN: Duration = Duration::from_secs(1);
@@ -135,7 +137,7 @@ impl Stress {
         };
         Stress {
             payload: vec![0; plan.size],
-            server_rss_before_kb: plan.server_pid.and_then(|p| rss_kb(&p.to_string())),
+            server_rss_before_kb: tree_rss_kb(&plan.server_pids),
             plan,
             report,
             phase: Phase::Connecting,
@@ -187,12 +189,12 @@ impl Stress {
         self.hold_started = Some(ctx.now());
         self.phase = Phase::Holding;
         ctx.timer_after(self.plan.hold, HOLD_TIMER);
-        if self.plan.server_pid.is_some() {
+        if !self.plan.server_pids.is_empty() {
             ctx.timer_after(self.plan.hold / 2, MID_HOLD_TIMER);
         }
         let now = Instant::now();
-        for token in self.active_tokens.clone() {
-            self.begin_probing(ctx, token, now);
+        for (i, token) in self.active_tokens.clone().into_iter().enumerate() {
+            self.begin_probing(ctx, token, now + self.stagger(i));
         }
     }
 
@@ -202,6 +204,27 @@ impl Stress {
             self.finish(ctx);
             ctx.stop();
         }
+    }
+
+    /// A signal (Ctrl-C, SIGTERM) cuts the run short, in whatever phase: close the books
+    /// on what was measured so far, marked as interrupted, and stop. Requests in flight
+    /// are not counted as unanswered: they were not given their chance.
+    pub fn interrupt(&mut self, ctx: &mut Ctx<ProbeState>, signal: &str) {
+        if self.phase == Phase::Done {
+            return;
+        }
+        self.report.interrupted = Some(signal.to_string());
+        if self.phase == Phase::Connecting {
+            self.report.conns_open = self.open;
+            self.report.connect_secs = secs_since(ctx, self.started);
+            self.report.client_rss_bytes_per_conn = self.rss_growth_per_conn();
+        }
+        for &token in &self.active_tokens {
+            if let Some(Some(probe)) = ctx.state_mut(token).map(|s| s.active.as_mut()) {
+                probe.in_flight = false;
+            }
+        }
+        self.end(ctx);
     }
 
     /// Count connections that are still open and close the books. A request still
@@ -308,9 +331,9 @@ impl Handler for Stress {
             let e = io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
             ctx.close(token, CloseReason::ConnectFailed(e));
         } else if state.active.is_some() {
-            // The rate-limited schedule says: now (unless the hold ended meanwhile).
+            // The rate-limited schedule says: now, or nearly (unless the hold ended).
             if self.phase == Phase::Holding {
-                self.send_round(ctx, token);
+                self.send_when_due(ctx, token);
             }
         } else if let Some(every) = self.plan.keepalive {
             ctx.send(token, &self.plan.keepalive_data);
@@ -327,11 +350,20 @@ impl Handler for Stress {
             HOLD_TIMER if self.phase == Phase::Holding => self.hold_over(ctx),
             DRAIN_TIMER if self.phase == Phase::Draining => self.end(ctx),
             MID_HOLD_TIMER if self.phase == Phase::Holding => {
-                self.report.server_rss_bytes_per_conn =
-                    server_rss_per_conn(self.plan.server_pid, self.server_rss_before_kb, self.open);
+                self.report.server_rss_bytes_per_conn = server_rss_per_conn(
+                    &self.plan.server_pids,
+                    self.server_rss_before_kb,
+                    self.open,
+                );
             }
             _ => {}
         }
+    }
+
+    /// SIGINT or SIGTERM (the only ones the loop is asked for): end now, with a report.
+    fn on_signal(&mut self, ctx: &mut Ctx<ProbeState>, signal: i32) -> SignalAction {
+        self.interrupt(ctx, &signal_name(signal));
+        SignalAction::Handled
     }
 
     fn on_close(&mut self, ctx: &mut Ctx<ProbeState>, token: Token, closed: Closed<ProbeState>) {

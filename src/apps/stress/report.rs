@@ -58,6 +58,9 @@ pub struct Report {
     pub mismatches: u64,
     /// Requests still unanswered when the hold ended (recorded with their wait so far).
     pub unanswered: u64,
+    /// The run was cut short by this signal (Ctrl-C, SIGTERM): the figures cover what
+    /// was measured until then.
+    pub interrupted: Option<String>,
     /// Resident memory of the stress process(es), KiB.
     pub client_rss_kb: u64,
     /// This process's RSS growth per connection opened (a worker's, or the largest).
@@ -83,6 +86,7 @@ impl Default for Report {
             hold_secs: 0.0,
             mismatches: 0,
             unanswered: 0,
+            interrupted: None,
             client_rss_kb: 0,
             client_rss_bytes_per_conn: None,
             server_rss_bytes_per_conn: None,
@@ -145,6 +149,7 @@ impl Report {
             "max_us": if self.latency.is_empty() { 0 } else { self.latency.max() },
             "mismatches": self.mismatches,
             "unanswered": self.unanswered,
+            "interrupted": self.interrupted,
             "client_rss_kb": self.client_rss_kb,
             "client_rss_bytes_per_conn": self.client_rss_bytes_per_conn.map(round3),
             "server_rss_bytes_per_conn": self.server_rss_bytes_per_conn.map(round3),
@@ -193,6 +198,10 @@ impl Report {
             hold_secs: f("hold_secs")?,
             mismatches: n("mismatches")?,
             unanswered: n("unanswered").unwrap_or(0),
+            interrupted: v
+                .get("interrupted")
+                .and_then(Value::as_str)
+                .map(String::from),
             client_rss_kb: n("client_rss_kb")?,
             client_rss_bytes_per_conn: f("client_rss_bytes_per_conn"),
             server_rss_bytes_per_conn: f("server_rss_bytes_per_conn"),
@@ -220,6 +229,9 @@ impl Report {
         self.hold_secs = self.hold_secs.max(other.hold_secs);
         self.mismatches += other.mismatches;
         self.unanswered += other.unanswered;
+        if self.interrupted.is_none() {
+            self.interrupted = other.interrupted.clone();
+        }
         self.client_rss_kb += other.client_rss_kb;
         self.client_rss_bytes_per_conn = match (
             self.client_rss_bytes_per_conn,
@@ -234,11 +246,17 @@ impl Report {
     /// The report for people.
     pub fn human(&self) -> String {
         let e = &self.connect_errors;
-        let mut s = format!(
+        let mut s = String::new();
+        if let Some(signal) = &self.interrupted {
+            s.push_str(&format!(
+                "INTERRUPTED by {signal}: what follows is what was measured until then\n"
+            ));
+        }
+        s.push_str(&format!(
             "connections: {} of {} open after {:.2}s; connect errors {} (refused {}, timeout {}, reset {}, other {})\n",
             self.conns_open, self.conns_requested, self.connect_secs, e.total(), e.refused,
             e.timeout, e.reset, e.other
-        );
+        ));
         if let Some(err) = &self.first_error {
             s.push_str(&format!("first connect error: {err}\n"));
         }
@@ -282,25 +300,6 @@ impl Report {
 
 fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
-}
-
-/// Resident set size of a process (`self` for this one), KiB.
-pub fn rss_kb(pid: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
-/// The target's RSS growth per connection since `before_kb`, from /proc (`--server-pid`).
-pub fn server_rss_per_conn(pid: Option<u32>, before_kb: Option<u64>, conns: u64) -> Option<f64> {
-    let after = rss_kb(&pid?.to_string())?;
-    let before = before_kb?;
-    (conns > 0).then(|| (after as f64 - before as f64) * 1024.0 / conns as f64)
 }
 
 #[cfg(test)]

@@ -11,7 +11,12 @@
 //!   (with its latency histogram) at the end;
 //! - when **every** worker is connected, the parent writes `go` to each, so that all
 //!   holds — and all measurements — happen while all idle connections are open; half
-//!   way through the hold (a loop timer) it reads the target's memory (`--server-pid`).
+//!   way through the hold (a loop timer) it reads the target's memory (`--server-pid`);
+//! - on Ctrl-C or SIGTERM (which reach only the parent: workers have their own process
+//!   group) the parent writes `stop SIGINT` to each; a worker then ends at once and
+//!   sends its report, marked as interrupted, and the parent prints the merged report
+//!   of what was measured so far (and exits non-zero). A second signal kills the
+//!   workers without waiting for their reports.
 //!
 //! A worker's exit is an event for the parent, not a wait: SIGCHLD comes through the
 //! loop and each worker is reaped with a non-blocking `waitpid`. A worker is done when it
@@ -29,9 +34,10 @@ use log::{debug, warn};
 use mio::Token;
 use serde_json::{json, Value};
 
+use crate::apps::stress::memory::{rss_kb, server_rss_per_conn, tree_rss_kb};
 use crate::apps::stress::probe::{Phase, ProbeState, Progress, Stress, FIRST_FREE_TIMER};
-use crate::apps::stress::report::{rss_kb, server_rss_per_conn, Report};
-use crate::apps::stress::{plan, ProgressLine, StressOptions};
+use crate::apps::stress::report::Report;
+use crate::apps::stress::{plan, signal_name, ProgressLine, StressOptions};
 use crate::core::{Closed, Ctx, EventLoop, Handler, LoopConfig, SignalAction};
 use crate::workers::spawn::{
     add_to_loop, spawn_worker, stdin_from_parent, WorkerCommand, WorkerProcess, WorkerStdin,
@@ -68,7 +74,7 @@ fn worker_options(opts: &StressOptions, count: usize, i: usize) -> StressOptions
             .map(|r| r * active as f64 / opts.active.max(1) as f64),
         workers: None,
         json: false,
-        server_pid: None,
+        server_pids: Vec::new(),
         ..opts.clone()
     }
 }
@@ -92,7 +98,9 @@ struct Parent {
     workers: Vec<WorkerRun>,
     progress: ProgressLine,
     released: bool,
-    server_pid: Option<u32>,
+    /// The signal that cut the run short (`stop` was sent to every worker).
+    interrupted: Option<String>,
+    server_pids: Vec<u32>,
     server_rss_before: Option<u64>,
     server_rss_per_conn: Option<f64>,
     hold: Duration,
@@ -127,7 +135,7 @@ impl Parent {
 
     /// Once every worker is connected (or gone), tell them all to hold.
     fn release_when_all_connected(&mut self, ctx: &mut Ctx<Option<usize>>) {
-        if self.released || self.failure.is_some() {
+        if self.released || self.failure.is_some() || self.interrupted.is_some() {
             return;
         }
         if !self
@@ -138,7 +146,7 @@ impl Parent {
             return;
         }
         self.released = true;
-        if self.server_pid.is_some() {
+        if !self.server_pids.is_empty() {
             // By then the target has accepted every connection, and none has closed.
             ctx.timer_after(self.hold / 2, MEASURE_TIMER);
         }
@@ -247,8 +255,21 @@ impl Handler for Parent {
     fn on_signal(&mut self, ctx: &mut Ctx<Option<usize>>, signal: i32) -> SignalAction {
         if signal == libc::SIGCHLD {
             self.reap();
-            self.stop_when_done(ctx);
+        } else if self.interrupted.is_none() {
+            // Ctrl-C or SIGTERM: every worker ends now and reports what it measured.
+            let name = signal_name(signal);
+            let line = format!("stop {name}\n");
+            for w in &self.workers {
+                ctx.send(w.stdin, line.as_bytes());
+            }
+            self.interrupted = Some(name);
+        } else {
+            self.fail(format!(
+                "{} again: workers killed without waiting for their reports",
+                signal_name(signal)
+            ));
         }
+        self.stop_when_done(ctx);
         SignalAction::Handled
     }
 
@@ -257,7 +278,7 @@ impl Handler for Parent {
             MEASURE_TIMER => {
                 let open = self.total_progress().open;
                 self.server_rss_per_conn =
-                    server_rss_per_conn(self.server_pid, self.server_rss_before, open);
+                    server_rss_per_conn(&self.server_pids, self.server_rss_before, open);
             }
             STRAGGLER_TIMER => {
                 for (i, w) in self.workers.iter().enumerate() {
@@ -287,14 +308,15 @@ pub fn run_workers(
     worker_args: &dyn Fn(&StressOptions) -> Vec<String>,
 ) -> io::Result<Report> {
     let mut event_loop: EventLoop<Option<usize>> = EventLoop::new(LoopConfig::default())?;
-    // Before any child exists, so no exit can be missed.
-    event_loop.handle_signals_from(&[libc::SIGCHLD])?;
+    // Before any child exists, so no exit (and no Ctrl-C) can be missed.
+    event_loop.handle_signals_from(&[libc::SIGCHLD, libc::SIGINT, libc::SIGTERM])?;
     let mut parent = Parent {
         workers: Vec::new(),
         progress: ProgressLine::new(),
         released: false,
-        server_pid: opts.server_pid,
-        server_rss_before: opts.server_pid.and_then(|p| rss_kb(&p.to_string())),
+        interrupted: None,
+        server_pids: opts.server_pids.clone(),
+        server_rss_before: tree_rss_kb(&opts.server_pids),
         server_rss_per_conn: None,
         hold: opts.hold,
         straggler_timer: false,
@@ -333,6 +355,9 @@ pub fn run_workers(
         }
     }
     merged.server_rss_bytes_per_conn = parent.server_rss_per_conn;
+    if merged.interrupted.is_none() {
+        merged.interrupted = parent.interrupted;
+    }
     Ok(merged)
 }
 
@@ -372,10 +397,18 @@ impl Handler for Worker {
         if token != self.stdin {
             return self.stress.on_data(ctx, token, data);
         }
-        if data.windows(2).any(|w| w == b"go") && self.stress.phase() == Phase::Connected {
-            self.stress.start_hold(ctx);
+        // Whole lines: `go` (hold now) or `stop SIGNAL` (end now, with a report).
+        let mut used = 0;
+        while let Some(end) = data[used..].iter().position(|&b| b == b'\n') {
+            let line = String::from_utf8_lossy(&data[used..used + end]).into_owned();
+            used += end + 1;
+            if line == "go" && self.stress.phase() == Phase::Connected {
+                self.stress.start_hold(ctx);
+            } else if let Some(signal) = line.strip_prefix("stop ") {
+                self.stress.interrupt(ctx, signal);
+            }
         }
-        data.len()
+        used
     }
 
     fn on_eof(&mut self, ctx: &mut Ctx<ProbeState>, token: Token) {
@@ -389,6 +422,11 @@ impl Handler for Worker {
 
     fn on_deadline(&mut self, ctx: &mut Ctx<ProbeState>, token: Token) {
         self.stress.on_deadline(ctx, token)
+    }
+
+    /// A signal sent to the worker itself (not through the parent): end with a report.
+    fn on_signal(&mut self, ctx: &mut Ctx<ProbeState>, signal: i32) -> SignalAction {
+        self.stress.on_signal(ctx, signal)
     }
 
     fn on_timer(&mut self, ctx: &mut Ctx<ProbeState>, key: u64) {
@@ -416,6 +454,7 @@ pub fn run_as_worker(opts: &StressOptions) -> io::Result<()> {
     let mut stress = Stress::new(plan(opts)?);
     stress.auto_hold = false;
     let mut event_loop: EventLoop<ProbeState> = EventLoop::new(LoopConfig::default())?;
+    event_loop.handle_signals()?;
     let ctx = event_loop.ctx();
     let stdin = add_to_loop(ctx, stdin_from_parent()?, ProbeState::default())?;
     ctx.timer_every(PROGRESS_EVERY, PROGRESS_TIMER);
