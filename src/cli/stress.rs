@@ -10,6 +10,7 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use netloop::apps::stress::pacing::Pacing;
 use netloop::apps::stress::plan::ProbeKind;
 use netloop::apps::stress::{self, workers, StressOptions};
 
@@ -45,9 +46,15 @@ pub struct Args {
     /// New connections per second (default: as fast as the target accepts).
     #[arg(long, value_name = "R")]
     pub rate: Option<f64>,
-    /// Most connects started but not yet completed at any time.
+    /// Most connects started but not yet completed at any time (the cap of the adaptive
+    /// window; with --pacing fixed, the window itself).
     #[arg(long, default_value_t = 256, value_name = "N")]
     pub max_inflight: usize,
+    /// adaptive: find the target's pace (an in-flight window and a connect rate that grow
+    /// while connects complete quickly and halve on stalls, timeouts, resets, refusals;
+    /// --max-inflight and --rate cap them); fixed: exactly --max-inflight and --rate.
+    #[arg(long, value_enum, default_value = "adaptive")]
+    pub pacing: PacingArg,
     /// Seconds a connect may take before it counts as a timeout.
     #[arg(long, default_value = "10", value_name = "SECS", value_parser = secs)]
     pub connect_timeout: Duration,
@@ -79,6 +86,31 @@ pub struct Args {
     /// Internal: run as a worker of a parent `netloop stress`.
     #[arg(long, hide = true)]
     pub worker: bool,
+}
+
+/// `--pacing`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PacingArg {
+    /// Adapt the window and the rate to the target.
+    Adaptive,
+    /// Exactly --max-inflight and --rate.
+    Fixed,
+}
+
+impl PacingArg {
+    fn pacing(self) -> Pacing {
+        match self {
+            PacingArg::Adaptive => Pacing::Adaptive,
+            PacingArg::Fixed => Pacing::Fixed,
+        }
+    }
+
+    fn name(pacing: Pacing) -> &'static str {
+        match pacing {
+            Pacing::Adaptive => "adaptive",
+            Pacing::Fixed => "fixed",
+        }
+    }
 }
 
 /// What active connections send and expect (`--probe`).
@@ -124,6 +156,7 @@ pub fn run(args: &Args) -> io::Result<()> {
         hold: args.hold,
         rate: args.rate,
         max_inflight: args.max_inflight,
+        pacing: args.pacing.pacing(),
         connect_timeout: args.connect_timeout,
         keepalive: args.keepalive,
         keepalive_data: args.keepalive_data.clone(),
@@ -156,6 +189,7 @@ fn worker_args(opts: &StressOptions) -> Vec<String> {
         hold,
         rate,
         max_inflight,
+        pacing,
         connect_timeout,
         keepalive,
         keepalive_data,
@@ -178,6 +212,7 @@ fn worker_args(opts: &StressOptions) -> Vec<String> {
     opt("path", path.clone());
     opt("hold", hold.as_secs_f64().to_string());
     opt("max-inflight", max_inflight.to_string());
+    opt("pacing", PacingArg::name(*pacing).to_string());
     opt("connect-timeout", connect_timeout.as_secs_f64().to_string());
     opt("keepalive-data", keepalive_data.clone());
     if let Some(r) = rate {

@@ -1,9 +1,10 @@
 //! Connecting: how many connects may start, and when (the `Connecting` phase).
 //!
 //! Connects start (active connections first, so measuring can begin with all of them)
-//! while fewer than `--max-inflight` are in flight and the `--rate` allows: connect
-//! number n may start n / rate seconds after the first. When the rate is what holds the
-//! next one back, one `LAUNCH_TIMER` is set for the moment it may start. Each connect
+//! while the pacer (`pacing.rs`) allows: fewer than its window in flight, and a credit
+//! of its rate. When the rate is what holds the next one back, one `LAUNCH_TIMER` is set
+//! for the moment it may start; a repeating `STALL_TIMER` looks for connects that have
+//! been in flight too long (a dropped SYN), the pacer's early congestion signal. Each connect
 //! gets a deadline (`--connect-timeout`); a non-blocking connect completes as a writable
 //! event, which the loop turns into `on_open` or a `ConnectFailed` close, and either one
 //! frees a place, so `advance` is called from there and more connects start.
@@ -12,7 +13,7 @@
 //! and the first one's message is kept for the report.
 
 use std::io;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::apps::stress::probe::{secs_since, Phase, ProbeState, Stress, LAUNCH_TIMER};
 use crate::apps::stress::rounds::ActiveProbe;
@@ -40,21 +41,15 @@ impl Stress {
         }
     }
 
-    /// Start as many connects as the in-flight bound and the rate allow; if the rate is
-    /// what stops us, set `LAUNCH_TIMER` for when it allows the next one.
+    /// Start as many connects as the pacer's window and rate allow; if the rate is what
+    /// stops us, set `LAUNCH_TIMER` for when it allows the next one.
     pub(super) fn launch(&mut self, ctx: &mut Ctx<ProbeState>) {
-        while self.launched() < self.total() && self.inflight < self.plan.max_inflight {
-            if let Some(rate) = self.plan.rate {
-                // Connect number n (from 0) may start n / rate seconds after the first.
-                let elapsed = ctx.now().saturating_sub(self.started);
-                let due = (self.launched() as f64 * 1000.0 / rate).ceil() as Millis;
-                if due > elapsed {
-                    if self.launch_timer.is_none() {
-                        let wait = Duration::from_millis(due - elapsed);
-                        self.launch_timer = Some(ctx.timer_after(wait, LAUNCH_TIMER));
-                    }
-                    return;
+        while self.launched() < self.total() && self.inflight < self.pacer.window() {
+            if let Err(wait) = self.pacer.take(ctx.now()) {
+                if self.launch_timer.is_none() {
+                    self.launch_timer = Some(ctx.timer_after(wait, LAUNCH_TIMER));
                 }
+                return;
             }
             let is_active = self.launched_active < self.plan.active;
             if is_active {
@@ -73,13 +68,16 @@ impl Stress {
             self.next_source = (self.next_source + 1) % self.plan.sources.len();
             Some(self.plan.sources[self.next_source])
         };
+        let started = ctx.now() as u32;
         let state = ProbeState {
-            connected: false,
             active: is_active.then(|| Box::new(ActiveProbe::new(Instant::now()))),
+            started,
+            connected: false,
         };
         match ctx.connect_from(&self.plan.target, source, state) {
             Ok(token) => {
                 self.inflight += 1;
+                self.pending.push_back((token, started));
                 ctx.set_deadline(token, self.plan.connect_timeout);
             }
             Err(e) => {
@@ -92,6 +90,7 @@ impl Stress {
         }
     }
 
+    /// Counts a failed connect by kind.
     pub(super) fn connect_failed(&mut self, e: &io::Error) {
         let errors = &mut self.report.connect_errors;
         match e.kind() {
@@ -105,7 +104,41 @@ impl Stress {
         }
     }
 
+    /// `STALL_TIMER`: a connect in flight for longer than the pacer's stall threshold
+    /// lost its SYN (a full accept queue): a congestion signal, one per such connect.
+    pub(super) fn check_stalls(&mut self, ctx: &mut Ctx<ProbeState>) {
+        let now = ctx.now();
+        let stall = self.pacer.stall_ms();
+        while let Some(&(token, started)) = self.pending.front() {
+            let pending = ctx
+                .state(token)
+                .is_some_and(|s| !s.connected && s.started == started);
+            if pending {
+                match stall {
+                    Some(stall) if now.saturating_sub(started as Millis) > stall => {
+                        self.report.stalled_connects += 1;
+                        self.pacer.congested(started as Millis, now);
+                    }
+                    _ => return, // the oldest is not stalled, so none is
+                }
+            }
+            self.pending.pop_front();
+        }
+    }
+
+    /// The pacer's state, into the report (summed over workers by the parent).
+    pub(super) fn report_pacing(&mut self) {
+        self.report.pacing_cuts = self.pacer.cuts;
+        self.report.pacing_rate = self.pacer.rate();
+        self.report.pacing_window = self.pacer.window() as u64;
+    }
+
     pub(super) fn connect_phase_over(&mut self, ctx: &mut Ctx<ProbeState>) {
+        if let Some(timer) = self.stall_timer.take() {
+            ctx.cancel_timer(timer);
+        }
+        self.pending = Default::default();
+        self.report_pacing();
         self.report.conns_open = self.open;
         self.report.connect_secs = secs_since(ctx, self.started);
         self.report.client_rss_bytes_per_conn = self.rss_growth_per_conn();
@@ -119,4 +152,14 @@ impl Stress {
             self.start_hold(ctx);
         }
     }
+}
+
+/// A failed connect that says the target is overloaded (its accept queue overflowed):
+/// a timeout, a reset, a refusal. Others (no ports left here, no descriptors) say
+/// nothing about the target's pace.
+pub(super) fn is_congestion(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::TimedOut | io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionRefused
+    )
 }

@@ -26,6 +26,7 @@
 
 pub mod connecting;
 pub mod memory;
+pub mod pacing;
 pub mod plan;
 pub mod probe;
 pub mod report;
@@ -40,6 +41,7 @@ use mio::Token;
 
 use crate::core::{Closed, Ctx, EventLoop, Handler, LoopConfig, SignalAction};
 use memory::rss_kb;
+use pacing::Pacing;
 use plan::invalid;
 use plan::ProbeKind;
 pub use plan::{parse_source_ips, plan};
@@ -69,6 +71,8 @@ pub struct StressOptions {
     pub rate: Option<f64>,
     /// Most connects started but not yet completed at any time.
     pub max_inflight: usize,
+    /// Whether the in-flight window and the connect rate adapt to the target.
+    pub pacing: Pacing,
     /// How long a connect may take before it counts as a timeout.
     pub connect_timeout: Duration,
     /// Idle connections send `keepalive_data` this often.

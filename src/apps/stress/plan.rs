@@ -11,6 +11,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::apps::client::resolve_addr;
+use crate::apps::stress::pacing::Pacing;
 use crate::apps::stress::StressOptions;
 use crate::core::Target;
 
@@ -44,8 +45,10 @@ pub struct Plan {
     pub hold: Duration,
     /// Connects per second (None: as fast as the target accepts).
     pub rate: Option<f64>,
-    /// Connects in flight at most.
+    /// Connects in flight at most (the adaptive window's cap).
     pub max_inflight: usize,
+    /// Whether the window and the rate adapt to the target (`pacing.rs`).
+    pub pacing: Pacing,
     /// How long a connect may take.
     pub connect_timeout: Duration,
     /// Idle connections send `keepalive_data` this often.
@@ -111,6 +114,7 @@ pub fn plan(opts: &StressOptions) -> io::Result<Plan> {
         hold: opts.hold,
         rate: opts.rate,
         max_inflight: opts.max_inflight.max(1),
+        pacing: opts.pacing,
         connect_timeout: opts.connect_timeout,
         keepalive: opts.keepalive,
         keepalive_data: opts.keepalive_data.clone().into_bytes(),

@@ -32,12 +32,15 @@
 //! This file holds the handler's state, its phases and its callbacks; the work of the
 //! two busy phases is in `connecting.rs` and `rounds.rs`, as more `impl Stress` blocks.
 
+use std::collections::VecDeque;
 use std::io;
 use std::time::{Duration, Instant};
 
 use mio::Token;
 
+use crate::apps::stress::connecting::is_congestion;
 use crate::apps::stress::memory::{rss_kb, server_rss_per_conn, tree_rss_kb};
+use crate::apps::stress::pacing::{Pacer, STALL_CHECK};
 use crate::apps::stress::plan::Plan;
 use crate::apps::stress::report::{record_us, Report};
 use crate::apps::stress::rounds::ActiveProbe;
@@ -56,15 +59,22 @@ pub const DRAIN_TIMER: u64 = 3;
 /// Timer key: half way through the hold, when every connection is open and none has
 /// been closed yet: read the target's memory (`--server-pid`).
 pub const MID_HOLD_TIMER: u64 = 4;
+/// Timer key (repeating, while connecting): look for stalled connects (`pacing.rs`).
+pub const STALL_TIMER: u64 = 5;
 /// Timer keys below this one are `Stress`'s; a handler that wraps it uses keys from
 /// here up for its own timers and passes the others on.
 pub const FIRST_FREE_TIMER: u64 = 16;
 
-/// Per-connection state: 16 bytes for an idle connection.
+/// Per-connection state: 16 bytes for an idle connection (the start time and the flag
+/// fit in the padding beside the pointer).
 #[derive(Debug, Default)]
 pub struct ProbeState {
-    pub(super) connected: bool,
+    /// The round-trip state of an active connection (None: idle).
     pub(super) active: Option<Box<ActiveProbe>>,
+    /// When its connect started, on the loop's clock (ms; for the pacer).
+    pub(super) started: u32,
+    /// The connect has completed.
+    pub(super) connected: bool,
 }
 
 /// Where the run is.
@@ -116,6 +126,13 @@ pub struct Stress {
     pub(super) hold_started: Option<Millis>,
     /// The pending `LAUNCH_TIMER`, so that there is only ever one.
     pub(super) launch_timer: Option<TimerId>,
+    /// How many connects may be in flight and start per second (`pacing.rs`).
+    pub(super) pacer: Pacer,
+    /// Connects in start order with their start times, oldest first, to find stalled
+    /// ones (entries of completed connects are dropped as they reach the front).
+    pub(super) pending: VecDeque<(Token, u32)>,
+    /// The repeating `STALL_TIMER`, while connecting.
+    pub(super) stall_timer: Option<TimerId>,
     /// Hold automatically when connected (single process); workers wait for `go`.
     pub auto_hold: bool,
     pub(super) payload: Vec<u8>,
@@ -135,6 +152,8 @@ impl Stress {
             active: plan.active as u64,
             ..Report::default()
         };
+        let (plan_pacing, plan_max_inflight, plan_rate) =
+            (plan.pacing, plan.max_inflight, plan.rate);
         Stress {
             payload: vec![0; plan.size],
             server_rss_before_kb: tree_rss_kb(&plan.server_pids),
@@ -150,6 +169,9 @@ impl Stress {
             active_tokens: Vec::new(),
             hold_started: None,
             launch_timer: None,
+            pacer: Pacer::new(plan_pacing, plan_max_inflight, plan_rate),
+            pending: VecDeque::new(),
+            stall_timer: None,
             auto_hold: true,
             rss_before_kb: rss_kb("self"),
             http_error_logged: false,
@@ -160,6 +182,7 @@ impl Stress {
     /// is over at once and the loop is stopped.
     pub fn start(&mut self, ctx: &mut Ctx<ProbeState>) {
         self.started = ctx.now();
+        self.stall_timer = Some(ctx.timer_every(STALL_CHECK, STALL_TIMER));
         self.advance(ctx);
     }
 
@@ -215,6 +238,10 @@ impl Stress {
         }
         self.report.interrupted = Some(signal.to_string());
         if self.phase == Phase::Connecting {
+            if let Some(timer) = self.stall_timer.take() {
+                ctx.cancel_timer(timer);
+            }
+            self.report_pacing();
             self.report.conns_open = self.open;
             self.report.connect_secs = secs_since(ctx, self.started);
             self.report.client_rss_bytes_per_conn = self.rss_growth_per_conn();
@@ -302,10 +329,12 @@ impl Handler for Stress {
         self.inflight -= 1;
         self.open += 1;
         ctx.clear_deadline(token);
+        let now = ctx.now();
         let Some(state) = ctx.state_mut(token) else {
             return;
         };
         state.connected = true;
+        self.pacer.opened(state.started as Millis, now);
         if state.active.is_some() {
             self.active_tokens.push(token);
             if self.phase == Phase::Holding {
@@ -347,6 +376,10 @@ impl Handler for Stress {
                 self.launch_timer = None;
                 self.advance(ctx);
             }
+            STALL_TIMER => {
+                self.check_stalls(ctx);
+                self.advance(ctx);
+            }
             HOLD_TIMER if self.phase == Phase::Holding => self.hold_over(ctx),
             DRAIN_TIMER if self.phase == Phase::Draining => self.end(ctx),
             MID_HOLD_TIMER if self.phase == Phase::Holding => {
@@ -371,7 +404,12 @@ impl Handler for Stress {
         if !state.connected {
             self.inflight -= 1;
             match reason {
-                CloseReason::ConnectFailed(e) | CloseReason::Error(e) => self.connect_failed(e),
+                CloseReason::ConnectFailed(e) | CloseReason::Error(e) => {
+                    self.connect_failed(e);
+                    if is_congestion(e) {
+                        self.pacer.congested(state.started as Millis, ctx.now());
+                    }
+                }
                 _ => self.connect_failed(&io::Error::other(reason.to_string())),
             }
             self.advance(ctx);

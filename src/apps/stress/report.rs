@@ -67,6 +67,14 @@ pub struct Report {
     pub client_rss_bytes_per_conn: Option<f64>,
     /// Target's RSS growth per connection opened, when `--server-pid` was given.
     pub server_rss_bytes_per_conn: Option<f64>,
+    /// Times the pacer halved its window and rate (congestion signals).
+    pub pacing_cuts: u64,
+    /// Connects that were still in flight after the stall threshold (a dropped SYN).
+    pub stalled_connects: u64,
+    /// The pacer's connect rate when the connect phase ended (summed over workers).
+    pub pacing_rate: Option<f64>,
+    /// The pacer's in-flight window when the connect phase ended (summed over workers).
+    pub pacing_window: u64,
     /// Round-trip latency, microseconds.
     pub latency: Histogram<u64>,
 }
@@ -90,6 +98,10 @@ impl Default for Report {
             client_rss_kb: 0,
             client_rss_bytes_per_conn: None,
             server_rss_bytes_per_conn: None,
+            pacing_cuts: 0,
+            stalled_connects: 0,
+            pacing_rate: None,
+            pacing_window: 0,
             latency: new_histogram(),
         }
     }
@@ -153,6 +165,12 @@ impl Report {
             "client_rss_kb": self.client_rss_kb,
             "client_rss_bytes_per_conn": self.client_rss_bytes_per_conn.map(round3),
             "server_rss_bytes_per_conn": self.server_rss_bytes_per_conn.map(round3),
+            "pacing": {
+                "cuts": self.pacing_cuts,
+                "stalled_connects": self.stalled_connects,
+                "rate": self.pacing_rate.map(round3),
+                "window": self.pacing_window,
+            },
         });
         if buckets {
             let pairs: Vec<[u64; 2]> = self
@@ -170,6 +188,7 @@ impl Report {
         let n = |k: &str| v.get(k).and_then(Value::as_u64);
         let f = |k: &str| v.get(k).and_then(Value::as_f64);
         let e = v.get("connect_errors")?;
+        let pacing = |k: &str| v.get("pacing").and_then(|p| p.get(k));
         let en = |k: &str| e.get(k).and_then(Value::as_u64).unwrap_or(0);
         let mut latency = new_histogram();
         for pair in v.get("latency_buckets")?.as_array()? {
@@ -205,6 +224,12 @@ impl Report {
             client_rss_kb: n("client_rss_kb")?,
             client_rss_bytes_per_conn: f("client_rss_bytes_per_conn"),
             server_rss_bytes_per_conn: f("server_rss_bytes_per_conn"),
+            pacing_cuts: pacing("cuts").and_then(Value::as_u64).unwrap_or(0),
+            stalled_connects: pacing("stalled_connects")
+                .and_then(Value::as_u64)
+                .unwrap_or(0),
+            pacing_rate: pacing("rate").and_then(Value::as_f64),
+            pacing_window: pacing("window").and_then(Value::as_u64).unwrap_or(0),
             latency,
         })
     }
@@ -240,6 +265,13 @@ impl Report {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
         };
+        self.pacing_cuts += other.pacing_cuts;
+        self.stalled_connects += other.stalled_connects;
+        self.pacing_rate = match (self.pacing_rate, other.pacing_rate) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
+        self.pacing_window += other.pacing_window;
         let _ = self.latency.add(&other.latency);
     }
 
@@ -259,6 +291,17 @@ impl Report {
         ));
         if let Some(err) = &self.first_error {
             s.push_str(&format!("first connect error: {err}\n"));
+        }
+        if self.pacing_cuts > 0 || self.stalled_connects > 0 {
+            s.push_str(&format!(
+                "pacing: slowed down {} times (stalled connects {}); ended at {} connects/s, \
+                 {} in flight at most\n",
+                self.pacing_cuts,
+                self.stalled_connects,
+                self.pacing_rate
+                    .map_or_else(|| "unlimited".to_string(), |r| format!("{r:.0}")),
+                self.pacing_window
+            ));
         }
         s.push_str(&format!(
             "hold: {:.2}s; closed by peer {}; still open at end {}\n",
