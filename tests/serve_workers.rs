@@ -460,3 +460,44 @@ fn a_claimed_address_is_refused_even_with_nothing_listening() {
         out.stderr
     );
 }
+
+/// `--workers auto`: at least one worker per core, and with `--max-conns` (the server's
+/// total, with `auto`) each worker gets its share.
+#[test]
+fn auto_starts_a_worker_per_core_and_splits_max_conns() {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut server = Server::start(&[
+        "echo",
+        "--listen",
+        "127.0.0.1:0",
+        "--workers",
+        "auto",
+        "--max-conns",
+        "10",
+    ]);
+    let pids = workers(&server, cpus);
+    let share = format!("--max-conns={}", 10usize.div_ceil(cpus));
+    for pid in &pids {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+        assert!(
+            cmdline.split(|&b| b == 0).any(|a| a == share.as_bytes()),
+            "worker {pid}: {}",
+            String::from_utf8_lossy(&cmdline)
+        );
+    }
+    hold_echoing(server.addr(), 4, "auto");
+    server.signal(libc::SIGTERM);
+    let (status, stderr) = server.wait_exit();
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "--workers auto: {cpus} workers: 10 connections (--max-conns 10)"
+        )),
+        "{stderr}"
+    );
+    for bad in ["0", "many"] {
+        let out = common::run_netloop(&["serve", "--workers", bad], b"");
+        assert!(!out.status.success(), "--workers {bad}");
+        assert!(out.stderr.contains("(or `auto`)"), "{}", out.stderr);
+    }
+}

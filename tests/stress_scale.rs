@@ -149,3 +149,113 @@ fn adaptive_pacing_opens_only_what_a_slow_server_accepts() {
         "it never slowed down: {v}"
     );
 }
+
+/// An ask the machine cannot hold is refused at once, before any connect, naming the
+/// limit: a hundred million connections exceed the open files (or the memory) of any
+/// machine this runs on.
+#[test]
+fn preflight_refuses_an_impossible_ask_quickly_and_clearly() {
+    let addr = refused_port().to_string();
+    let run = stress(&[&addr, "--idle", "100000000"]);
+    assert!(!run.status.success(), "{run:?}");
+    assert!(
+        run.stderr
+            .contains("netloop stress: 100000000 connections need")
+            && (run.stderr.contains("fs.file-max") || run.stderr.contains("MemAvailable")),
+        "{}",
+        run.stderr
+    );
+    assert!(run.json.is_none(), "{run:?}");
+    assert!(
+        !run.stderr.contains("refused"),
+        "it tried to connect: {}",
+        run.stderr
+    );
+    assert!(
+        run.elapsed < Duration::from_secs(5),
+        "took {:?}",
+        run.elapsed
+    );
+}
+
+/// A loopback target gets 127.0.0.x source addresses of its own when one address's ports
+/// would not do (here one address is said to have 100 ports, so 300 connections need
+/// four: 127.0.0.2-127.0.0.5), and the report says so; the connections really come from
+/// those addresses. A target elsewhere is refused up front instead, saying how many
+/// addresses it needs and how to pass them; so is a `--source-ips` list that is too short.
+#[test]
+fn source_addresses_are_chosen_for_loopback_and_asked_for_otherwise() {
+    let peers = Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+    let server = {
+        let peers = peers.clone();
+        ThreadServer::start(move |s, _| {
+            peers
+                .lock()
+                .unwrap()
+                .insert(s.peer_addr().expect("peer").ip());
+            read_all(s);
+        })
+    };
+    let addr = server.addr();
+    let run = stress(&[
+        &addr,
+        "--idle",
+        "300",
+        "--hold",
+        "0.2",
+        "--ports-per-source",
+        "100",
+    ]);
+    assert_succeeded(&run);
+    let v = run.report();
+    assert_eq!(v["source_ips"], "127.0.0.2-127.0.0.5", "{v}");
+    assert_eq!(v["source_ips_automatic"], true, "{v}");
+    assert!(
+        run.stderr
+            .contains("source addresses: 127.0.0.2-127.0.0.5 (chosen automatically"),
+        "{}",
+        run.stderr
+    );
+    let seen = wait_until(TIMEOUT, || {
+        let p = peers.lock().unwrap().clone();
+        (p.len() >= 4).then_some(p)
+    })
+    .expect("connections from four addresses");
+    let want: std::collections::BTreeSet<std::net::IpAddr> = (2..=5)
+        .map(|i| format!("127.0.0.{i}").parse().unwrap())
+        .collect();
+    assert_eq!(seen, want);
+
+    // Not loopback: refused before connecting, with what to do. (10.255.255.1 is never
+    // reached: the refusal comes first.)
+    let far = stress(&[
+        "10.255.255.1:80",
+        "--idle",
+        "300",
+        "--ports-per-source",
+        "100",
+    ]);
+    assert_failed_with(
+        &far,
+        "300 connections to 10.255.255.1:80 need at least 4 source addresses",
+    );
+    assert!(far.stderr.contains("--source-ips"), "{}", far.stderr);
+    assert!(
+        far.elapsed < Duration::from_secs(5),
+        "took {:?}",
+        far.elapsed
+    );
+    let short = stress(&[
+        &addr,
+        "--idle",
+        "300",
+        "--ports-per-source",
+        "100",
+        "--source-ips",
+        "127.0.0.2,127.0.0.3",
+    ]);
+    assert_failed_with(
+        &short,
+        "--source-ips 127.0.0.2,127.0.0.3 gives 2 address(es)",
+    );
+}

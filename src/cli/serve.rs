@@ -13,6 +13,7 @@ use std::time::Duration;
 use log::info;
 
 use super::args::{at_least_one, listen_addr, secs};
+use super::serve_workers::{worker_count, WorkerCount};
 
 use netloop::core::listen::{bind_tcp, bind_udp, bind_unix, Listener, TcpOptions};
 use netloop::core::{EventLoop, Handler, LoopConfig};
@@ -78,9 +79,11 @@ pub struct ServeArgs {
     pub upload: UploadOptions,
     /// Run N worker processes, each its own loop, sharing the TCP port(s) with
     /// SO_REUSEPORT (the nginx model: more cores, and more than one process's open files).
-    /// 1 (the default) serves in this process. TCP only: --udp and --unix are refused.
-    #[arg(long, default_value_t = 1, value_name = "N", value_parser = at_least_one)]
-    pub workers: usize,
+    /// 1 (the default) serves in this process; `auto`: enough for the open-file limit
+    /// (for --max-conns, then the server's total, or half of fs.file-max), at least one
+    /// per core. TCP only: --udp and --unix are refused.
+    #[arg(long, default_value = "1", value_name = "N|auto", value_parser = worker_count)]
+    pub workers: WorkerCount,
     /// Bind TCP listeners with SO_REUSEPORT (set by `--workers` for its children).
     #[arg(long, hide = true)]
     pub reuse_port: bool,
@@ -109,7 +112,7 @@ pub fn serve(args: &ServeArgs) -> io::Result<()> {
             "the upload service runs over TCP and Unix sockets, not UDP",
         ));
     }
-    if args.workers > 1 {
+    if args.workers != WorkerCount::N(1) {
         return super::serve_workers::serve_workers(args);
     }
     match args.service {

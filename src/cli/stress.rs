@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use netloop::apps::stress::pacing::Pacing;
 use netloop::apps::stress::plan::ProbeKind;
-use netloop::apps::stress::{self, workers, StressOptions};
+use netloop::apps::stress::{self, worker, StressOptions};
 
 use super::args::secs;
 
@@ -83,6 +83,9 @@ pub struct Args {
     /// the server's RSS growth per open connection, read half way through the hold.
     #[arg(long = "server-pid", value_name = "PID", value_delimiter = ',')]
     pub server_pid: Vec<u32>,
+    /// Internal (tests): plan as if one source address had N ephemeral ports.
+    #[arg(long, hide = true, value_name = "N")]
+    pub ports_per_source: Option<u64>,
     /// Internal: run as a worker of a parent `netloop stress`.
     #[arg(long, hide = true)]
     pub worker: bool,
@@ -161,13 +164,14 @@ pub fn run(args: &Args) -> io::Result<()> {
         keepalive: args.keepalive,
         keepalive_data: args.keepalive_data.clone(),
         source_ips: args.source_ips.clone(),
+        ports_per_source: args.ports_per_source,
         workers: args.workers,
         rate_limit: args.rate_limit,
         json: args.json,
         server_pids: args.server_pid.clone(),
     };
     if args.worker {
-        workers::run_as_worker(&options)
+        worker::run_as_worker(&options)
     } else {
         stress::stress(&options, &worker_args)
     }
@@ -194,7 +198,9 @@ fn worker_args(opts: &StressOptions) -> Vec<String> {
         keepalive,
         keepalive_data,
         source_ips,
-        // The parent's business: how many workers, printing, measuring the target.
+        // The parent's business: how many workers, printing, measuring the target, the
+        // source addresses (decided by then: `source_ips` holds them).
+        ports_per_source: _,
         workers: _,
         json: _,
         server_pids: _,

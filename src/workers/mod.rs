@@ -28,11 +28,13 @@
 //! - [`spawn`]: starting a worker (the one place that does it), its stdin and stdout as
 //!   sockets on the loop, reaping it.
 //! - [`ports`]: reserving a port for `serve` workers to share, and only them.
+//! - [`sizing`]: how many workers `serve --workers auto` starts.
 //! - [`slot`]: one `serve` worker slot and its restart back-off.
 //! - [`supervisor`]: the `serve` parent, a handler on the loop.
 //! - [`summary`]: a worker's counters on its stdout, added up into one `summary:` line.
 
 pub mod ports;
+pub mod sizing;
 mod slot;
 pub mod spawn;
 pub mod summary;

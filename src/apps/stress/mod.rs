@@ -28,24 +28,30 @@ pub mod connecting;
 pub mod memory;
 pub mod pacing;
 pub mod plan;
+pub mod preflight;
 pub mod probe;
+pub mod progress;
 pub mod report;
 pub mod rounds;
+pub mod sources;
+pub mod worker;
 pub mod workers;
 
-use std::io::{self, IsTerminal, Write};
+use std::io::{self, Write};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mio::Token;
 
-use crate::core::{Closed, Ctx, EventLoop, Handler, LoopConfig, SignalAction};
+use crate::core::{Closed, Ctx, EventLoop, Handler, LoopConfig, SignalAction, Target};
 use memory::rss_kb;
 use pacing::Pacing;
 use plan::invalid;
 use plan::ProbeKind;
 pub use plan::{parse_source_ips, plan};
+use preflight::{Ask, Limits};
 use probe::{ProbeState, Stress};
+pub use progress::ProgressLine;
 use report::Report;
 
 /// Options of a stress run: the command line's, or one worker's share of them.
@@ -82,6 +88,9 @@ pub struct StressOptions {
     /// Source addresses, as given (`A-B` or `A,B,C`): kept as text so a worker's command
     /// line stays short however many addresses a range holds.
     pub source_ips: Option<String>,
+    /// Plan as if one source address had this many ephemeral ports (None: the kernel's
+    /// range). For tests of the automatic source addresses with small numbers.
+    pub ports_per_source: Option<u64>,
     /// Worker processes (None: enough for the open-file limit).
     pub workers: Option<usize>,
     /// Total round trips per second over all active connections (None: back to back).
@@ -94,7 +103,7 @@ pub struct StressOptions {
 }
 
 /// Descriptors a process keeps for itself (stdio, epoll, pipes, ...).
-const RESERVED_FDS: u64 = 64;
+pub const RESERVED_FDS: u64 = 64;
 
 /// Run `netloop stress` and print the report; Err means the run failed. With worker
 /// processes, `worker_args` gives the command line (after the program) of a worker with
@@ -110,9 +119,38 @@ pub fn stress(
         ));
     }
     // Check every option here, before any worker starts (each worker checks its share).
-    plan(opts)?;
+    let checked = plan(opts)?;
     memory::check_pids(&opts.server_pids)?;
-    let limit = crate::core::io_util::raise_nofile_limit();
+    // Preflight: the machine's limits, read once, and a refusal now rather than later.
+    let mut limits = Limits::read();
+    if let Some(ports) = opts.ports_per_source {
+        limits.port_range = Some((1, ports.max(1) as u32));
+    }
+    let loopback = match &checked.target {
+        Target::Tcp(addr) => addr.ip().is_loopback(),
+        Target::Unix(_) => true,
+    };
+    preflight::check(
+        Ask {
+            conns: total,
+            loopback,
+        },
+        &limits,
+    )?;
+    let sources = sources::choose(&checked.target, opts.source_ips.as_deref(), total, &limits)?;
+    if sources.automatic {
+        if let Some(text) = &sources.text {
+            log::info!(
+                "source addresses {text}: one address has {} ports towards one target",
+                limits.ports_per_source()
+            );
+        }
+    }
+    let opts = &StressOptions {
+        source_ips: sources.text.clone(),
+        ..opts.clone()
+    };
+    let limit = limits.nofile;
     let per_process = limit.saturating_sub(RESERVED_FDS).max(1);
     let workers = opts
         .workers
@@ -125,11 +163,13 @@ pub fn stress(
             total.div_ceil(per_process)
         )));
     }
-    let report = if workers == 1 {
+    let mut report = if workers == 1 {
         run_single(opts)?
     } else {
         workers::run_workers(opts, workers, worker_args)?
     };
+    report.source_ips = sources.text;
+    report.source_ips_automatic = sources.automatic;
     print_report(opts, &report)?;
     verdict(&report)
 }
@@ -176,61 +216,6 @@ pub fn signal_name(signal: i32) -> String {
         libc::SIGTERM => "SIGTERM".into(),
         libc::SIGHUP => "SIGHUP".into(),
         n => format!("signal {n}"),
-    }
-}
-
-/// Live progress on a terminal; nothing otherwise. Updated from `on_turn`, the one
-/// thing `on_turn` is for; it redraws at most five times a second, whatever the turns.
-pub struct ProgressLine {
-    bar: Option<indicatif::ProgressBar>,
-    last: Instant,
-    last_round_trips: u64,
-}
-
-impl ProgressLine {
-    /// A progress line on stderr when it is a terminal.
-    pub fn new() -> ProgressLine {
-        let bar = io::stderr()
-            .is_terminal()
-            .then(indicatif::ProgressBar::new_spinner);
-        ProgressLine {
-            bar,
-            last: Instant::now(),
-            last_round_trips: 0,
-        }
-    }
-
-    /// Redraw (at most five times a second).
-    pub fn update(&mut self, p: probe::Progress) {
-        let Some(bar) = &self.bar else {
-            return;
-        };
-        let elapsed = self.last.elapsed();
-        if elapsed < Duration::from_millis(200) {
-            return;
-        }
-        let rate =
-            (p.round_trips.saturating_sub(self.last_round_trips)) as f64 / elapsed.as_secs_f64();
-        self.last = Instant::now();
-        self.last_round_trips = p.round_trips;
-        bar.set_message(format!(
-            "open {}/{}  connect errors {}  round trips/s {:.0}  p99 {} us",
-            p.open, p.requested, p.connect_errors, rate, p.p99_us
-        ));
-        bar.tick();
-    }
-
-    /// Remove the line.
-    pub fn finish(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        }
-    }
-}
-
-impl Default for ProgressLine {
-    fn default() -> Self {
-        ProgressLine::new()
     }
 }
 

@@ -258,9 +258,9 @@ mod tests {
 
     #[test]
     fn a_slow_connect_is_a_loss_and_the_caps_hold() {
-        let mut p = Pacer::new(Pacing::Adaptive, 8, Some(300.0));
+        let mut p = Pacer::new(Pacing::Adaptive, 8, Some(150.0));
         assert_eq!(p.window(), 8, "--max-inflight caps the window");
-        assert_eq!(p.rate(), Some(300.0), "--rate caps the rate");
+        assert_eq!(p.rate(), Some(150.0), "--rate caps the rate");
         assert_eq!(p.stall_ms(), None);
         p.opened(0, 2);
         assert_eq!(p.stall_ms(), Some(STALL_MIN_MS));
@@ -268,12 +268,12 @@ mod tests {
             p.opened(0, 1);
         }
         assert_eq!(p.window(), 8);
-        assert_eq!(p.rate(), Some(300.0));
+        assert_eq!(p.rate(), Some(150.0));
         // A connect that took a second lost its SYN.
         p.opened(1_000, 2_000);
         assert_eq!(p.cuts, 1);
         assert_eq!(p.window(), 4);
-        assert_eq!(p.rate(), Some(150.0));
+        assert_eq!(p.rate(), Some(75.0));
     }
 
     #[test]

@@ -42,6 +42,7 @@ use crate::apps::stress::connecting::is_congestion;
 use crate::apps::stress::memory::{rss_kb, server_rss_per_conn, tree_rss_kb};
 use crate::apps::stress::pacing::{Pacer, STALL_CHECK};
 use crate::apps::stress::plan::Plan;
+use crate::apps::stress::progress::Progress;
 use crate::apps::stress::report::{record_us, Report};
 use crate::apps::stress::rounds::ActiveProbe;
 use crate::apps::stress::signal_name;
@@ -91,21 +92,6 @@ pub enum Phase {
     Draining,
     /// Finished.
     Done,
-}
-
-/// Progress, for the live line and for the parent of worker processes.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Progress {
-    /// Connections open now.
-    pub open: u64,
-    /// Connections asked for.
-    pub requested: u64,
-    /// Failed connects so far.
-    pub connect_errors: u64,
-    /// Round trips so far.
-    pub round_trips: u64,
-    /// Current p99 latency, microseconds.
-    pub p99_us: u64,
 }
 
 /// The stress handler.

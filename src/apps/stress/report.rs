@@ -67,6 +67,10 @@ pub struct Report {
     pub client_rss_bytes_per_conn: Option<f64>,
     /// Target's RSS growth per connection opened, when `--server-pid` was given.
     pub server_rss_bytes_per_conn: Option<f64>,
+    /// The source addresses connections were spread over (None: the kernel's choice).
+    pub source_ips: Option<String>,
+    /// Those were chosen by the tester (a loopback target needing more than one).
+    pub source_ips_automatic: bool,
     /// Times the pacer halved its window and rate (congestion signals).
     pub pacing_cuts: u64,
     /// Connects that were still in flight after the stall threshold (a dropped SYN).
@@ -98,6 +102,8 @@ impl Default for Report {
             client_rss_kb: 0,
             client_rss_bytes_per_conn: None,
             server_rss_bytes_per_conn: None,
+            source_ips: None,
+            source_ips_automatic: false,
             pacing_cuts: 0,
             stalled_connects: 0,
             pacing_rate: None,
@@ -165,6 +171,8 @@ impl Report {
             "client_rss_kb": self.client_rss_kb,
             "client_rss_bytes_per_conn": self.client_rss_bytes_per_conn.map(round3),
             "server_rss_bytes_per_conn": self.server_rss_bytes_per_conn.map(round3),
+            "source_ips": self.source_ips,
+            "source_ips_automatic": self.source_ips_automatic,
             "pacing": {
                 "cuts": self.pacing_cuts,
                 "stalled_connects": self.stalled_connects,
@@ -224,6 +232,14 @@ impl Report {
             client_rss_kb: n("client_rss_kb")?,
             client_rss_bytes_per_conn: f("client_rss_bytes_per_conn"),
             server_rss_bytes_per_conn: f("server_rss_bytes_per_conn"),
+            source_ips: v
+                .get("source_ips")
+                .and_then(Value::as_str)
+                .map(String::from),
+            source_ips_automatic: v
+                .get("source_ips_automatic")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
             pacing_cuts: pacing("cuts").and_then(Value::as_u64).unwrap_or(0),
             stalled_connects: pacing("stalled_connects")
                 .and_then(Value::as_u64)
@@ -265,6 +281,10 @@ impl Report {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
         };
+        if self.source_ips.is_none() {
+            self.source_ips = other.source_ips.clone();
+            self.source_ips_automatic = other.source_ips_automatic;
+        }
         self.pacing_cuts += other.pacing_cuts;
         self.stalled_connects += other.stalled_connects;
         self.pacing_rate = match (self.pacing_rate, other.pacing_rate) {
@@ -291,6 +311,14 @@ impl Report {
         ));
         if let Some(err) = &self.first_error {
             s.push_str(&format!("first connect error: {err}\n"));
+        }
+        if let Some(ips) = &self.source_ips {
+            let how = if self.source_ips_automatic {
+                " (chosen automatically: one address's ports would not do)"
+            } else {
+                ""
+            };
+            s.push_str(&format!("source addresses: {ips}{how}\n"));
         }
         if self.pacing_cuts > 0 || self.stalled_connects > 0 {
             s.push_str(&format!(

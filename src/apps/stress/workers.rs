@@ -6,9 +6,9 @@
 //! gives each a share of the connections, and talks to each over two socket pairs (its
 //! stdin and stdout), all on the parent's own loop:
 //!
-//! - a worker prints JSON lines: `{"progress":…}` every `PROGRESS_EVERY` (a repeating
-//!   loop timer), `{"connected":…}` when its connect phase is over, and `{"report":…}`
-//!   (with its latency histogram) at the end;
+//! - a worker (`worker.rs`) prints JSON lines: `{"progress":…}` every 250 ms,
+//!   `{"connected":…}` when its connect phase is over, and `{"report":…}` (with its
+//!   latency histogram) at the end;
 //! - when **every** worker is connected, the parent writes `go` to each, so that all
 //!   holds — and all measurements — happen while all idle connections are open; half
 //!   way through the hold (a loop timer) it reads the target's memory (`--server-pid`);
@@ -27,21 +27,19 @@
 //! A worker stops when its stdin closes (the parent is gone), and the kernel sends it
 //! SIGTERM if the parent dies (`PR_SET_PDEATHSIG`).
 
-use std::io::{self, Write};
+use std::io;
 use std::time::Duration;
 
 use log::{debug, warn};
 use mio::Token;
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use crate::apps::stress::memory::{rss_kb, server_rss_per_conn, tree_rss_kb};
-use crate::apps::stress::probe::{Phase, ProbeState, Progress, Stress, FIRST_FREE_TIMER};
+use crate::apps::stress::memory::{server_rss_per_conn, tree_rss_kb};
+use crate::apps::stress::progress::Progress;
 use crate::apps::stress::report::Report;
-use crate::apps::stress::{plan, signal_name, ProgressLine, StressOptions};
+use crate::apps::stress::{signal_name, ProgressLine, StressOptions};
 use crate::core::{Closed, Ctx, EventLoop, Handler, LoopConfig, SignalAction};
-use crate::workers::spawn::{
-    add_to_loop, spawn_worker, stdin_from_parent, WorkerCommand, WorkerProcess, WorkerStdin,
-};
+use crate::workers::spawn::{add_to_loop, spawn_worker, WorkerCommand, WorkerProcess, WorkerStdin};
 
 /// Parent's timer key: half way through the hold; read the target's memory.
 const MEASURE_TIMER: u64 = 1;
@@ -49,11 +47,6 @@ const MEASURE_TIMER: u64 = 1;
 const STRAGGLER_TIMER: u64 = 2;
 /// How long a worker that sent its report may take to exit before it is killed.
 const STRAGGLER_PATIENCE: Duration = Duration::from_secs(10);
-
-/// Worker's timer key: time to tell the parent how far it is.
-const PROGRESS_TIMER: u64 = FIRST_FREE_TIMER;
-/// How often a worker tells the parent how far it is.
-const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
 /// Split `n` into `parts` shares that differ by at most one.
 fn share(n: usize, parts: usize, i: usize) -> usize {
@@ -119,7 +112,7 @@ impl Parent {
             return;
         };
         if let Some(p) = v.get("progress") {
-            self.workers[i].progress = progress_from_json(p);
+            self.workers[i].progress = Progress::from_json(p);
         }
         if v.get("connected").is_some() {
             self.workers[i].connected = true;
@@ -190,32 +183,10 @@ impl Parent {
     fn total_progress(&self) -> Progress {
         let mut total = Progress::default();
         for w in &self.workers {
-            total.open += w.progress.open;
-            total.requested += w.progress.requested;
-            total.connect_errors += w.progress.connect_errors;
-            total.round_trips += w.progress.round_trips;
-            total.p99_us = total.p99_us.max(w.progress.p99_us);
+            total.add(&w.progress);
         }
         total
     }
-}
-
-fn progress_from_json(p: &Value) -> Progress {
-    let n = |k: &str| p.get(k).and_then(Value::as_u64).unwrap_or(0);
-    Progress {
-        open: n("open"),
-        requested: n("requested"),
-        connect_errors: n("connect_errors"),
-        round_trips: n("round_trips"),
-        p99_us: n("p99_us"),
-    }
-}
-
-fn progress_to_json(p: &Progress) -> Value {
-    json!({
-        "open": p.open, "requested": p.requested, "connect_errors": p.connect_errors,
-        "round_trips": p.round_trips, "p99_us": p.p99_us,
-    })
 }
 
 impl Handler for Parent {
@@ -360,118 +331,6 @@ pub fn run_workers(
     }
     Ok(merged)
 }
-
-/// The worker side: the stress handler, plus the parent's `go` on stdin.
-struct Worker {
-    stress: Stress,
-    stdin: Token,
-    said_connected: bool,
-}
-
-fn emit(v: Value) {
-    let mut out = io::stdout().lock();
-    // If the parent is gone there is no one to tell; the stdin EOF ends the run.
-    let _ = writeln!(out, "{v}").and_then(|()| out.flush());
-}
-
-impl Worker {
-    /// Tell the parent once the connect phase is over (checked after each callback that
-    /// can end it: a connect completing, failing or timing out, a rate timer).
-    fn tell_when_connected(&mut self) {
-        if self.stress.phase() == Phase::Connected && !self.said_connected {
-            self.said_connected = true;
-            emit(json!({"connected": true, "progress": progress_to_json(&self.stress.progress())}));
-        }
-    }
-}
-
-impl Handler for Worker {
-    type State = ProbeState;
-
-    fn on_open(&mut self, ctx: &mut Ctx<ProbeState>, token: Token) {
-        self.stress.on_open(ctx, token);
-        self.tell_when_connected();
-    }
-
-    fn on_data(&mut self, ctx: &mut Ctx<ProbeState>, token: Token, data: &mut [u8]) -> usize {
-        if token != self.stdin {
-            return self.stress.on_data(ctx, token, data);
-        }
-        // Whole lines: `go` (hold now) or `stop SIGNAL` (end now, with a report).
-        let mut used = 0;
-        while let Some(end) = data[used..].iter().position(|&b| b == b'\n') {
-            let line = String::from_utf8_lossy(&data[used..used + end]).into_owned();
-            used += end + 1;
-            if line == "go" && self.stress.phase() == Phase::Connected {
-                self.stress.start_hold(ctx);
-            } else if let Some(signal) = line.strip_prefix("stop ") {
-                self.stress.interrupt(ctx, signal);
-            }
-        }
-        used
-    }
-
-    fn on_eof(&mut self, ctx: &mut Ctx<ProbeState>, token: Token) {
-        if token == self.stdin {
-            // The parent went away: stop now.
-            self.stress.end(ctx);
-        } else {
-            ctx.close_when_flushed(token);
-        }
-    }
-
-    fn on_deadline(&mut self, ctx: &mut Ctx<ProbeState>, token: Token) {
-        self.stress.on_deadline(ctx, token)
-    }
-
-    /// A signal sent to the worker itself (not through the parent): end with a report.
-    fn on_signal(&mut self, ctx: &mut Ctx<ProbeState>, signal: i32) -> SignalAction {
-        self.stress.on_signal(ctx, signal)
-    }
-
-    fn on_timer(&mut self, ctx: &mut Ctx<ProbeState>, key: u64) {
-        if key == PROGRESS_TIMER {
-            emit(json!({"progress": progress_to_json(&self.stress.progress())}));
-        } else {
-            self.stress.on_timer(ctx, key);
-            self.tell_when_connected();
-        }
-    }
-
-    fn on_close(&mut self, ctx: &mut Ctx<ProbeState>, token: Token, closed: Closed<ProbeState>) {
-        if token == self.stdin {
-            // Stdin failed rather than ended: the parent is gone all the same.
-            self.stress.end(ctx);
-        } else {
-            self.stress.on_close(ctx, token, closed);
-            self.tell_when_connected();
-        }
-    }
-}
-
-/// Run as a worker: stdin and stdout are socket pairs to the parent.
-pub fn run_as_worker(opts: &StressOptions) -> io::Result<()> {
-    let mut stress = Stress::new(plan(opts)?);
-    stress.auto_hold = false;
-    let mut event_loop: EventLoop<ProbeState> = EventLoop::new(LoopConfig::default())?;
-    event_loop.handle_signals()?;
-    let ctx = event_loop.ctx();
-    let stdin = add_to_loop(ctx, stdin_from_parent()?, ProbeState::default())?;
-    ctx.timer_every(PROGRESS_EVERY, PROGRESS_TIMER);
-    let mut worker = Worker {
-        stress,
-        stdin,
-        said_connected: false,
-    };
-    worker.stress.start(ctx);
-    worker.tell_when_connected();
-    event_loop.run(&mut worker)?;
-    let mut report = worker.stress.report;
-    report.client_rss_kb = rss_kb("self").unwrap_or(0);
-    emit(json!({"report": report.to_json(true)}));
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::share;
