@@ -139,29 +139,33 @@ fn a_signal_while_connecting_ends_the_run_with_a_report() {
 /// not exist is refused before any connect.
 #[test]
 fn server_pid_sums_a_process_tree_and_refuses_a_missing_pid() {
-    let server = Server::start(&["echo", "--listen", "127.0.0.1:0", "--workers", "2"]);
-    let addr = server.addr().to_string();
-    let workers = wait_until(TIMEOUT, || {
-        let pids = child_pids(server.pid());
-        (pids.len() == 2).then_some(pids)
-    })
-    .expect("two workers");
-    let supervisor = server.pid().to_string();
-    let list = format!("{},{}", workers[0], workers[1]);
-    for pids in [supervisor.as_str(), list.as_str()] {
-        let run = stress(&[&addr, "--idle", "1000", "--hold", "1", "--server-pid", pids]);
+    // A fresh server for each form: a slab grown by one run is reused by the next.
+    for form in ["supervisor", "workers"] {
+        let server = Server::start(&["echo", "--listen", "127.0.0.1:0", "--workers", "2"]);
+        let addr = server.addr().to_string();
+        let workers = wait_until(TIMEOUT, || {
+            let pids = child_pids(server.pid());
+            (pids.len() == 2).then_some(pids)
+        })
+        .expect("two workers");
+        let pids = match form {
+            "supervisor" => server.pid().to_string(),
+            _ => format!("{},{}", workers[0], workers[1]),
+        };
+        let run = stress(&[&addr, "--idle", "2000", "--hold", "1", "--server-pid", &pids]);
         assert_succeeded(&run);
         let v = run.report();
         let per_conn = v["server_rss_bytes_per_conn"]
             .as_f64()
-            .unwrap_or_else(|| panic!("--server-pid {pids}: no server memory in {v}"));
-        // 1,000 connections cost the workers some memory: more than nothing, and far
+            .unwrap_or_else(|| panic!("--server-pid {pids} ({form}): no server memory in {v}"));
+        // 2,000 connections cost the workers some memory: more than nothing, and far
         // less than a megabyte each.
         assert!(
             per_conn > 0.0 && per_conn < 1_000_000.0,
-            "--server-pid {pids}: {v}"
+            "--server-pid {pids} ({form}): {v}"
         );
     }
+    let addr = refused_port().to_string();
     let run = stress(&[&addr, "--idle", "1", "--server-pid", "999999999"]);
     assert_failed_with(&run, "--server-pid 999999999: no such process");
     assert!(run.json.is_none(), "{run:?}");

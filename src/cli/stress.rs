@@ -8,17 +8,25 @@
 
 use std::io;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use netloop::apps::stress::merge::merge_logs;
 use netloop::apps::stress::pacing::Pacing;
 use netloop::apps::stress::plan::ProbeKind;
+use netloop::apps::stress::report::Report;
+use netloop::apps::stress::run::verdict;
+use netloop::apps::stress::segment::Segment;
 use netloop::apps::stress::{self, worker, StressOptions};
 
 use super::args::secs;
 
 /// Options of `netloop stress`.
 #[derive(Clone, Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct Args {
+    /// `netloop stress merge FILE...` instead of a run.
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// Target HOST:PORT (not needed with --unix).
     #[arg(value_name = "ADDR", required_unless_present = "unix")]
     pub addr: Option<String>,
@@ -83,12 +91,93 @@ pub struct Args {
     /// the server's RSS growth per open connection, read half way through the hold.
     #[arg(long = "server-pid", value_name = "PID", value_delimiter = ',')]
     pub server_pid: Vec<u32>,
+    /// Do exactly this instance's share K of N (0 <= K < N) of --idle, --active, --rate
+    /// and --rate-limit, for a test split over N instances (or hosts); the N shares add
+    /// up to the whole for any N. Merge their --hdr-log files with `stress merge`.
+    #[arg(long, value_name = "K/N")]
+    pub segment: Option<Segment>,
+    /// Connect, then begin the measured hold at this wall-clock time (seconds since the
+    /// Unix epoch, fractions allowed), so instances on many hosts measure the same window.
+    #[arg(long, value_name = "UNIX_SECONDS", value_parser = unix_time)]
+    pub start_at: Option<SystemTime>,
+    /// Write the active connections' latency as an HdrHistogram interval log (V2, one
+    /// histogram per second, microseconds), with the report's counters as a comment.
+    #[arg(long, value_name = "FILE")]
+    pub hdr_log: Option<PathBuf>,
+    /// Internal: keep per-interval latency (workers of a run with --hdr-log).
+    #[arg(long, hide = true)]
+    pub log_intervals: bool,
     /// Internal (tests): plan as if one source address had N ephemeral ports.
     #[arg(long, hide = true, value_name = "N")]
     pub ports_per_source: Option<u64>,
     /// Internal: run as a worker of a parent `netloop stress`.
     #[arg(long, hide = true)]
     pub worker: bool,
+}
+
+/// `netloop stress`'s subcommands.
+#[derive(Clone, Debug, clap::Subcommand)]
+pub enum Command {
+    /// Add up the --hdr-log files of a split test (--segment K/N on each instance) and
+    /// print the report of the whole: counters summed, histograms merged exactly.
+    Merge(MergeArgs),
+}
+
+/// Options of `netloop stress merge`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct MergeArgs {
+    /// The --hdr-log files, one per instance.
+    #[arg(value_name = "FILE", required = true)]
+    pub files: Vec<PathBuf>,
+    /// Print exactly one JSON object on stdout (the human report goes to stderr).
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the merged interval log here.
+    #[arg(long, value_name = "FILE")]
+    pub hdr_log: Option<PathBuf>,
+}
+
+/// Seconds since the Unix epoch (fractions allowed), as a wall-clock time.
+fn unix_time(text: &str) -> Result<SystemTime, String> {
+    let secs: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of seconds since 1970 (e.g. `date +%s`)"))?;
+    Duration::try_from_secs_f64(secs)
+        .map(|d| UNIX_EPOCH + d)
+        .map_err(|_| format!("`{text}` is not a time after 1970"))
+}
+
+/// `netloop stress merge`: the report of the whole split test.
+fn merge(args: &MergeArgs) -> io::Result<()> {
+    let merged = merge_logs(&args.files)?;
+    for note in &merged.notes {
+        log::warn!("{note}");
+    }
+    if let Some(path) = &args.hdr_log {
+        netloop::apps::stress::hdrlog::write_log(path, &merged.report)?;
+    }
+    let opts = MergeOptions { json: args.json };
+    print_merged(&opts, &merged.report)?;
+    verdict(&merged.report)
+}
+
+/// What printing a merged report needs.
+struct MergeOptions {
+    json: bool,
+}
+
+fn print_merged(opts: &MergeOptions, report: &Report) -> io::Result<()> {
+    use std::io::Write;
+    if opts.json {
+        eprint!("{}", report.human());
+        let mut out = io::stdout().lock();
+        writeln!(out, "{}", report.to_json(false))?;
+        out.flush()
+    } else {
+        print!("{}", report.human());
+        io::stdout().flush()
+    }
 }
 
 /// `--pacing`.
@@ -148,6 +237,9 @@ impl Probe {
 
 /// Run `netloop stress` (or, with the hidden `--worker`, one of its workers).
 pub fn run(args: &Args) -> io::Result<()> {
+    if let Some(Command::Merge(m)) = &args.command {
+        return merge(m);
+    }
     let options = StressOptions {
         addr: args.addr.clone(),
         unix: args.unix.clone(),
@@ -160,6 +252,10 @@ pub fn run(args: &Args) -> io::Result<()> {
         rate: args.rate,
         max_inflight: args.max_inflight,
         pacing: args.pacing.pacing(),
+        segment: args.segment,
+        start_at: args.start_at,
+        hdr_log: args.hdr_log.clone(),
+        log_intervals: args.log_intervals,
         connect_timeout: args.connect_timeout,
         keepalive: args.keepalive,
         keepalive_data: args.keepalive_data.clone(),
@@ -194,6 +290,11 @@ fn worker_args(opts: &StressOptions) -> Vec<String> {
         rate,
         max_inflight,
         pacing,
+        // The parent's (`workers.rs` clears them for a worker), except this one.
+        segment: _,
+        start_at: _,
+        hdr_log: _,
+        log_intervals,
         connect_timeout,
         keepalive,
         keepalive_data,
@@ -232,6 +333,9 @@ fn worker_args(opts: &StressOptions) -> Vec<String> {
     }
     if let Some(r) = rate_limit {
         opt("rate-limit", r.to_string());
+    }
+    if *log_intervals {
+        v.push("--log-intervals".into());
     }
     if let Some(addr) = addr {
         v.push("--".into());

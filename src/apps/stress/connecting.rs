@@ -149,7 +149,7 @@ impl Stress {
             return;
         }
         if self.auto_hold {
-            self.start_hold(ctx);
+            self.hold_when_due(ctx);
         }
     }
 }

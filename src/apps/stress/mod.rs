@@ -25,34 +25,41 @@
 //! turns a worker's share of them back into a command line when workers are started.
 
 pub mod connecting;
+pub mod hdrlog;
+pub mod hold;
 pub mod memory;
+pub mod merge;
 pub mod pacing;
 pub mod plan;
 pub mod preflight;
 pub mod probe;
 pub mod progress;
 pub mod report;
+pub mod report_json;
+pub mod report_text;
 pub mod rounds;
+pub mod run;
+pub mod segment;
 pub mod sources;
 pub mod worker;
 pub mod workers;
 
-use std::io::{self, Write};
+use std::io;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use mio::Token;
 
-use crate::core::{Closed, Ctx, EventLoop, Handler, LoopConfig, SignalAction, Target};
+use crate::core::{Closed, Ctx, EventLoop, Handler, LoopConfig, SignalAction};
 use memory::rss_kb;
 use pacing::Pacing;
-use plan::invalid;
 use plan::ProbeKind;
 pub use plan::{parse_source_ips, plan};
-use preflight::{Ask, Limits};
 use probe::{ProbeState, Stress};
 pub use progress::ProgressLine;
 use report::Report;
+pub use run::{stress, RESERVED_FDS};
+use segment::Segment;
 
 /// Options of a stress run: the command line's, or one worker's share of them.
 #[derive(Clone, Debug)]
@@ -79,6 +86,14 @@ pub struct StressOptions {
     pub max_inflight: usize,
     /// Whether the in-flight window and the connect rate adapt to the target.
     pub pacing: Pacing,
+    /// This instance's share of a test split over N instances (`--segment K/N`).
+    pub segment: Option<Segment>,
+    /// Begin the hold at this wall-clock time (`--start-at`).
+    pub start_at: Option<SystemTime>,
+    /// Write the latency as an HdrHistogram interval log here (`--hdr-log`).
+    pub hdr_log: Option<PathBuf>,
+    /// Keep the latency per interval (set for the workers of a run with `hdr_log`).
+    pub log_intervals: bool,
     /// How long a connect may take before it counts as a timeout.
     pub connect_timeout: Duration,
     /// Idle connections send `keepalive_data` this often.
@@ -100,113 +115,6 @@ pub struct StressOptions {
     /// The target's process ids (each standing for its process tree), to report its
     /// memory growth per connection.
     pub server_pids: Vec<u32>,
-}
-
-/// Descriptors a process keeps for itself (stdio, epoll, pipes, ...).
-pub const RESERVED_FDS: u64 = 64;
-
-/// Run `netloop stress` and print the report; Err means the run failed. With worker
-/// processes, `worker_args` gives the command line (after the program) of a worker with
-/// the given share of the options: the command line is the caller's business.
-pub fn stress(
-    opts: &StressOptions,
-    worker_args: &dyn Fn(&StressOptions) -> Vec<String>,
-) -> io::Result<()> {
-    let total = (opts.idle + opts.active) as u64;
-    if total == 0 {
-        return Err(invalid(
-            "nothing to do: give --idle N and/or --active M".into(),
-        ));
-    }
-    // Check every option here, before any worker starts (each worker checks its share).
-    let checked = plan(opts)?;
-    memory::check_pids(&opts.server_pids)?;
-    // Preflight: the machine's limits, read once, and a refusal now rather than later.
-    let mut limits = Limits::read();
-    if let Some(ports) = opts.ports_per_source {
-        limits.port_range = Some((1, ports.max(1) as u32));
-    }
-    let loopback = match &checked.target {
-        Target::Tcp(addr) => addr.ip().is_loopback(),
-        Target::Unix(_) => true,
-    };
-    preflight::check(
-        Ask {
-            conns: total,
-            loopback,
-        },
-        &limits,
-    )?;
-    let sources = sources::choose(&checked.target, opts.source_ips.as_deref(), total, &limits)?;
-    if sources.automatic {
-        if let Some(text) = &sources.text {
-            log::info!(
-                "source addresses {text}: one address has {} ports towards one target",
-                limits.ports_per_source()
-            );
-        }
-    }
-    let opts = &StressOptions {
-        source_ips: sources.text.clone(),
-        ..opts.clone()
-    };
-    let limit = limits.nofile;
-    let per_process = limit.saturating_sub(RESERVED_FDS).max(1);
-    let workers = opts
-        .workers
-        .unwrap_or_else(|| total.div_ceil(per_process) as usize)
-        .max(1);
-    if total.div_ceil(workers as u64) > per_process {
-        return Err(invalid(format!(
-            "{total} connections over {workers} process(es) exceeds the open-file limit of \
-             {limit} per process; use --workers {}",
-            total.div_ceil(per_process)
-        )));
-    }
-    let mut report = if workers == 1 {
-        run_single(opts)?
-    } else {
-        workers::run_workers(opts, workers, worker_args)?
-    };
-    report.source_ips = sources.text;
-    report.source_ips_automatic = sources.automatic;
-    print_report(opts, &report)?;
-    verdict(&report)
-}
-
-/// Exit status: did the run hold what was asked?
-fn verdict(report: &Report) -> io::Result<()> {
-    if let Some(signal) = &report.interrupted {
-        return Err(io::Error::other(format!(
-            "interrupted by {signal}; the report above covers what was measured until then"
-        )));
-    }
-    if report.conns_open == 0 && report.conns_requested > 0 {
-        let why = report
-            .first_error
-            .clone()
-            .unwrap_or_else(|| "no connection opened".into());
-        return Err(io::Error::other(format!("target unreachable: {why}")));
-    }
-    if report.conns_open < report.conns_requested || report.still_open_at_end < report.conns_open {
-        return Err(io::Error::other(format!(
-            "could not hold what was asked: {} of {} connections opened, {} still open at the end",
-            report.conns_open, report.conns_requested, report.still_open_at_end
-        )));
-    }
-    Ok(())
-}
-
-fn print_report(opts: &StressOptions, report: &Report) -> io::Result<()> {
-    if opts.json {
-        eprint!("{}", report.human());
-        let mut out = io::stdout().lock();
-        writeln!(out, "{}", report.to_json(false))?;
-        out.flush()
-    } else {
-        print!("{}", report.human());
-        io::stdout().flush()
-    }
 }
 
 /// A signal's name for messages: `SIGINT`, `SIGTERM`, or its number.

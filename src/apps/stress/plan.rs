@@ -8,7 +8,7 @@
 
 use std::io;
 use std::net::IpAddr;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::apps::client::resolve_addr;
 use crate::apps::stress::pacing::Pacing;
@@ -49,6 +49,10 @@ pub struct Plan {
     pub max_inflight: usize,
     /// Whether the window and the rate adapt to the target (`pacing.rs`).
     pub pacing: Pacing,
+    /// Begin the hold at this wall-clock time (`--start-at`; None: once connected).
+    pub start_at: Option<SystemTime>,
+    /// Keep the hold's latency per interval too (`--hdr-log`).
+    pub log_intervals: bool,
     /// How long a connect may take.
     pub connect_timeout: Duration,
     /// Idle connections send `keepalive_data` this often.
@@ -115,6 +119,8 @@ pub fn plan(opts: &StressOptions) -> io::Result<Plan> {
         rate: opts.rate,
         max_inflight: opts.max_inflight.max(1),
         pacing: opts.pacing,
+        start_at: opts.start_at,
+        log_intervals: opts.log_intervals || opts.hdr_log.is_some(),
         connect_timeout: opts.connect_timeout,
         keepalive: opts.keepalive,
         keepalive_data: opts.keepalive_data.clone().into_bytes(),

@@ -39,17 +39,18 @@ use std::time::{Duration, Instant};
 use mio::Token;
 
 use crate::apps::stress::connecting::is_congestion;
+use crate::apps::stress::hdrlog::IntervalRecorder;
 use crate::apps::stress::memory::{rss_kb, server_rss_per_conn, tree_rss_kb};
 use crate::apps::stress::pacing::{Pacer, STALL_CHECK};
 use crate::apps::stress::plan::Plan;
 use crate::apps::stress::progress::Progress;
-use crate::apps::stress::report::{record_us, Report};
+use crate::apps::stress::report::Report;
 use crate::apps::stress::rounds::ActiveProbe;
 use crate::apps::stress::signal_name;
 use crate::core::{CloseReason, Closed, Ctx, Handler, Millis, SignalAction, TimerId};
 
 /// After the hold, how long to wait for replies to requests already sent.
-const DRAIN: Duration = Duration::from_secs(1);
+pub(super) const DRAIN: Duration = Duration::from_secs(1);
 
 /// Timer key: the `--rate` allows the next connect now.
 pub const LAUNCH_TIMER: u64 = 1;
@@ -62,6 +63,10 @@ pub const DRAIN_TIMER: u64 = 3;
 pub const MID_HOLD_TIMER: u64 = 4;
 /// Timer key (repeating, while connecting): look for stalled connects (`pacing.rs`).
 pub const STALL_TIMER: u64 = 5;
+/// Timer key: `--start-at` has come (checked against the wall clock; `hold.rs`).
+pub const START_TIMER: u64 = 6;
+/// Timer key (repeating, during the hold): close the `--hdr-log` interval.
+pub const INTERVAL_TIMER: u64 = 7;
 /// Timer keys below this one are `Stress`'s; a handler that wraps it uses keys from
 /// here up for its own timers and passes the others on.
 pub const FIRST_FREE_TIMER: u64 = 16;
@@ -126,6 +131,8 @@ pub struct Stress {
     pub(super) rss_before_kb: Option<u64>,
     /// The target's RSS before connecting, KiB (with `server_pid`).
     pub(super) server_rss_before_kb: Option<u64>,
+    /// The `--hdr-log` intervals of the hold, while it lasts.
+    pub(super) intervals: Option<IntervalRecorder>,
     /// A bad HTTP response was logged (once is enough).
     pub(super) http_error_logged: bool,
 }
@@ -160,6 +167,7 @@ impl Stress {
             stall_timer: None,
             auto_hold: true,
             rss_before_kb: rss_kb("self"),
+            intervals: None,
             http_error_logged: false,
         }
     }
@@ -189,110 +197,6 @@ impl Stress {
             } else {
                 self.report.latency.value_at_quantile(0.99)
             },
-        }
-    }
-
-    /// Start the hold: active connections begin their round trips, and the timers for
-    /// its end (and its middle, to measure the target) are set.
-    pub fn start_hold(&mut self, ctx: &mut Ctx<ProbeState>) {
-        self.hold_started = Some(ctx.now());
-        self.phase = Phase::Holding;
-        ctx.timer_after(self.plan.hold, HOLD_TIMER);
-        if !self.plan.server_pids.is_empty() {
-            ctx.timer_after(self.plan.hold / 2, MID_HOLD_TIMER);
-        }
-        let now = Instant::now();
-        for (i, token) in self.active_tokens.clone().into_iter().enumerate() {
-            self.begin_probing(ctx, token, now + self.stagger(i));
-        }
-    }
-
-    /// Close the books and stop the loop (once).
-    pub fn end(&mut self, ctx: &mut Ctx<ProbeState>) {
-        if self.phase != Phase::Done {
-            self.finish(ctx);
-            ctx.stop();
-        }
-    }
-
-    /// A signal (Ctrl-C, SIGTERM) cuts the run short, in whatever phase: close the books
-    /// on what was measured so far, marked as interrupted, and stop. Requests in flight
-    /// are not counted as unanswered: they were not given their chance.
-    pub fn interrupt(&mut self, ctx: &mut Ctx<ProbeState>, signal: &str) {
-        if self.phase == Phase::Done {
-            return;
-        }
-        self.report.interrupted = Some(signal.to_string());
-        if self.phase == Phase::Connecting {
-            if let Some(timer) = self.stall_timer.take() {
-                ctx.cancel_timer(timer);
-            }
-            self.report_pacing();
-            self.report.conns_open = self.open;
-            self.report.connect_secs = secs_since(ctx, self.started);
-            self.report.client_rss_bytes_per_conn = self.rss_growth_per_conn();
-        }
-        for &token in &self.active_tokens {
-            if let Some(Some(probe)) = ctx.state_mut(token).map(|s| s.active.as_mut()) {
-                probe.in_flight = false;
-            }
-        }
-        self.end(ctx);
-    }
-
-    /// Count connections that are still open and close the books. A request still
-    /// unanswered is recorded with the time it has waited so far: a stalled server
-    /// must show up as latency, not as silence.
-    pub(super) fn finish(&mut self, ctx: &mut Ctx<ProbeState>) {
-        let now = Instant::now();
-        if matches!(self.phase, Phase::Holding | Phase::Draining) {
-            for &token in &self.active_tokens {
-                if let Some(Some(probe)) = ctx.state(token).map(|s| s.active.as_ref()) {
-                    if probe.in_flight {
-                        let us = now.saturating_duration_since(probe.from).as_micros() as u64;
-                        record_us(&mut self.report.latency, us);
-                        self.report.unanswered += 1;
-                    }
-                }
-            }
-        }
-        self.report.still_open_at_end = self.open;
-        if let (Some(t), 0.0) = (self.hold_started, self.report.hold_secs) {
-            self.report.hold_secs = secs_since(ctx, t);
-        }
-        self.phase = Phase::Done;
-    }
-
-    /// `HOLD_TIMER`: the hold is what the rate is measured over; replies to requests sent
-    /// during it still count, so wait a little for them before closing the books.
-    pub(super) fn hold_over(&mut self, ctx: &mut Ctx<ProbeState>) {
-        if let Some(t) = self.hold_started {
-            self.report.hold_secs = secs_since(ctx, t);
-        }
-        self.phase = Phase::Draining;
-        if self.in_flight(ctx) == 0 {
-            self.end(ctx);
-        } else {
-            ctx.timer_after(DRAIN, DRAIN_TIMER);
-        }
-    }
-
-    /// Requests sent and not yet answered.
-    pub(super) fn in_flight(&self, ctx: &Ctx<ProbeState>) -> usize {
-        self.active_tokens
-            .iter()
-            .filter(|&&t| {
-                ctx.state(t)
-                    .and_then(|s| s.active.as_ref())
-                    .is_some_and(|p| p.in_flight)
-            })
-            .count()
-    }
-
-    /// While draining: end as soon as nothing is owed any more.
-    pub(super) fn end_if_drained(&mut self, ctx: &mut Ctx<ProbeState>) {
-        if self.phase == Phase::Draining && self.in_flight(ctx) == 0 {
-            self.end(ctx);
         }
     }
 
@@ -368,6 +272,8 @@ impl Handler for Stress {
             }
             HOLD_TIMER if self.phase == Phase::Holding => self.hold_over(ctx),
             DRAIN_TIMER if self.phase == Phase::Draining => self.end(ctx),
+            START_TIMER if self.phase == Phase::Connected => self.hold_when_due(ctx),
+            INTERVAL_TIMER => self.cut_interval(),
             MID_HOLD_TIMER if self.phase == Phase::Holding => {
                 self.report.server_rss_bytes_per_conn = server_rss_per_conn(
                     &self.plan.server_pids,

@@ -23,6 +23,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use crate::apps::stress::plan::parse_source_ips;
 use crate::apps::stress::preflight::Limits;
+use crate::apps::stress::segment::Segment;
 use crate::core::Target;
 
 /// Share of one address's port range a run plans to use.
@@ -54,6 +55,7 @@ pub fn choose(
     target: &Target,
     given: Option<&str>,
     conns: u64,
+    segment: Option<Segment>,
     limits: &Limits,
 ) -> io::Result<Sources> {
     let Target::Tcp(addr) = target else {
@@ -92,10 +94,23 @@ pub fn choose(
     }
     match addr.ip() {
         IpAddr::V4(ip) if ip.is_loopback() => {
-            let first = u32::from(FIRST_AUTO);
-            let last = Ipv4Addr::from(first + (needed as u32 - 1));
+            // Segment K of a test split on this one machine takes the addresses after
+            // those of segments 0..K (each needs about as many), so they do not share.
+            let skip = segment.map_or(0, |s| s.k) * needed;
+            let first = u32::from(FIRST_AUTO) + skip as u32;
+            let last = first + (needed as u32 - 1);
+            if last > u32::from(Ipv4Addr::new(127, 255, 255, 254)) {
+                return Err(invalid(format!(
+                    "{conns} connections to {addr} need {needed} source addresses past \
+                     127.0.0.2 for this segment: more than 127/8 holds; {why}"
+                )));
+            }
             Ok(Sources {
-                text: Some(format!("{FIRST_AUTO}-{last}")),
+                text: Some(format!(
+                    "{}-{}",
+                    Ipv4Addr::from(first),
+                    Ipv4Addr::from(last)
+                )),
                 automatic: true,
             })
         }
@@ -123,25 +138,31 @@ mod tests {
         let m = limits();
         let lo = Target::Tcp("127.0.0.1:8888".parse().unwrap());
         assert_eq!(conns_per_source(&m), 26_820);
-        let few = choose(&lo, None, 20_000, &m).unwrap();
+        let few = choose(&lo, None, 20_000, None, &m).unwrap();
         assert_eq!(few.text, None);
-        let million = choose(&lo, None, 1_000_010, &m).unwrap();
+        let million = choose(&lo, None, 1_000_010, None, &m).unwrap();
         assert_eq!(million.text.as_deref(), Some("127.0.0.2-127.0.0.39"));
         assert!(million.automatic);
         // 38 addresses hold the million.
         assert!(38 * conns_per_source(&m) >= 1_000_010);
+        // Segment 2 of a split on this machine takes the addresses after 0's and 1's.
+        let seg = Some(Segment { k: 2, n: 4 });
+        let third = choose(&lo, None, 250_003, seg, &m).unwrap();
+        assert_eq!(third.text.as_deref(), Some("127.0.0.22-127.0.0.31"));
 
         let far = Target::Tcp("10.1.2.3:80".parse().unwrap());
-        assert_eq!(choose(&far, None, 26_000, &m).unwrap().text, None);
-        let e = choose(&far, None, 100_000, &m).unwrap_err().to_string();
+        assert_eq!(choose(&far, None, 26_000, None, &m).unwrap().text, None);
+        let e = choose(&far, None, 100_000, None, &m)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("need at least 4 source addresses"), "{e}");
         assert!(e.contains("--source-ips"), "{e}");
         assert!(e.contains("ip_local_port_range 32768-60999"), "{e}");
-        let e = choose(&far, Some("10.0.0.1,10.0.0.2"), 100_000, &m)
+        let e = choose(&far, Some("10.0.0.1,10.0.0.2"), 100_000, None, &m)
             .unwrap_err()
             .to_string();
         assert!(e.contains("gives 2 address(es)"), "{e}");
-        let ok = choose(&far, Some("10.0.0.1-10.0.0.4"), 100_000, &m).unwrap();
+        let ok = choose(&far, Some("10.0.0.1-10.0.0.4"), 100_000, None, &m).unwrap();
         assert_eq!(ok.text.as_deref(), Some("10.0.0.1-10.0.0.4"));
     }
 }

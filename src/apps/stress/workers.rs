@@ -28,7 +28,7 @@
 //! SIGTERM if the parent dies (`PR_SET_PDEATHSIG`).
 
 use std::io;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use log::{debug, warn};
 use mio::Token;
@@ -37,6 +37,7 @@ use serde_json::Value;
 use crate::apps::stress::memory::{server_rss_per_conn, tree_rss_kb};
 use crate::apps::stress::progress::Progress;
 use crate::apps::stress::report::Report;
+use crate::apps::stress::segment::Segment;
 use crate::apps::stress::{signal_name, ProgressLine, StressOptions};
 use crate::core::{Closed, Ctx, EventLoop, Handler, LoopConfig, SignalAction};
 use crate::workers::spawn::{add_to_loop, spawn_worker, WorkerCommand, WorkerProcess, WorkerStdin};
@@ -45,18 +46,23 @@ use crate::workers::spawn::{add_to_loop, spawn_worker, WorkerCommand, WorkerProc
 const MEASURE_TIMER: u64 = 1;
 /// Parent's timer key: a worker reported `STRAGGLER_PATIENCE` ago and has not exited.
 const STRAGGLER_TIMER: u64 = 2;
+/// Parent's timer key: `--start-at` has come; release the workers.
+const START_TIMER: u64 = 3;
 /// How long a worker that sent its report may take to exit before it is killed.
 const STRAGGLER_PATIENCE: Duration = Duration::from_secs(10);
-
-/// Split `n` into `parts` shares that differ by at most one.
-fn share(n: usize, parts: usize, i: usize) -> usize {
-    n / parts + usize::from(i < n % parts)
-}
 
 /// Worker `i` of `count`'s options: its share of the connections and of the rates. The
 /// parent alone measures the target and prints, so a worker gets neither job.
 fn worker_options(opts: &StressOptions, count: usize, i: usize) -> StressOptions {
-    let (idle, active) = (share(opts.idle, count, i), share(opts.active, count, i));
+    // The same exact split as `--segment` (shares that add up, differing by one at most).
+    let part = Segment {
+        k: i as u64,
+        n: count.max(1) as u64,
+    };
+    let (idle, active) = (
+        part.share(opts.idle as u64) as usize,
+        part.share(opts.active as u64) as usize,
+    );
     StressOptions {
         idle,
         active,
@@ -68,6 +74,12 @@ fn worker_options(opts: &StressOptions, count: usize, i: usize) -> StressOptions
         workers: None,
         json: false,
         server_pids: Vec::new(),
+        // The parent's: it releases the workers at --start-at, writes the log (from
+        // their intervals) and notes the segment.
+        segment: None,
+        start_at: None,
+        hdr_log: None,
+        log_intervals: opts.log_intervals || opts.hdr_log.is_some(),
         ..opts.clone()
     }
 }
@@ -97,6 +109,8 @@ struct Parent {
     server_rss_before: Option<u64>,
     server_rss_per_conn: Option<f64>,
     hold: Duration,
+    /// `--start-at`: release the workers then, not before.
+    start_at: Option<SystemTime>,
     /// The `STRAGGLER_TIMER` is set (once is enough: it checks every worker).
     straggler_timer: bool,
     failure: Option<String>,
@@ -137,6 +151,16 @@ impl Parent {
             .all(|w| w.connected || w.stdout.is_none())
         {
             return;
+        }
+        if let Some(at) = self.start_at {
+            // --start-at: not before that wall-clock moment (checked again on the timer).
+            if let Ok(wait) = at.duration_since(SystemTime::now()) {
+                if !wait.is_zero() {
+                    let ms = wait.as_micros().div_ceil(1000) as u64;
+                    ctx.timer_after(Duration::from_millis(ms.max(1)), START_TIMER);
+                    return;
+                }
+            }
         }
         self.released = true;
         if !self.server_pids.is_empty() {
@@ -246,6 +270,7 @@ impl Handler for Parent {
 
     fn on_timer(&mut self, ctx: &mut Ctx<Option<usize>>, key: u64) {
         match key {
+            START_TIMER => self.release_when_all_connected(ctx),
             MEASURE_TIMER => {
                 let open = self.total_progress().open;
                 self.server_rss_per_conn =
@@ -290,6 +315,7 @@ pub fn run_workers(
         server_rss_before: tree_rss_kb(&opts.server_pids),
         server_rss_per_conn: None,
         hold: opts.hold,
+        start_at: opts.start_at,
         straggler_timer: false,
         failure: None,
     };
@@ -330,16 +356,4 @@ pub fn run_workers(
         merged.interrupted = parent.interrupted;
     }
     Ok(merged)
-}
-#[cfg(test)]
-mod tests {
-    use super::share;
-
-    #[test]
-    fn shares_add_up() {
-        for (n, parts) in [(10, 3), (0, 4), (60_010, 4), (1, 2)] {
-            let sum: usize = (0..parts).map(|i| share(n, parts, i)).sum();
-            assert_eq!(sum, n);
-        }
-    }
 }
