@@ -152,7 +152,15 @@ fn server_pid_sums_a_process_tree_and_refuses_a_missing_pid() {
             "supervisor" => server.pid().to_string(),
             _ => format!("{},{}", workers[0], workers[1]),
         };
-        let run = stress(&[&addr, "--idle", "2000", "--hold", "1", "--server-pid", &pids]);
+        let run = stress(&[
+            &addr,
+            "--idle",
+            "2000",
+            "--hold",
+            "1",
+            "--server-pid",
+            &pids,
+        ]);
         assert_succeeded(&run);
         let v = run.report();
         let per_conn = v["server_rss_bytes_per_conn"]

@@ -15,6 +15,7 @@
 use std::io;
 use std::time::Instant;
 
+use crate::apps::stress::netstat;
 use crate::apps::stress::probe::{secs_since, Phase, ProbeState, Stress, LAUNCH_TIMER};
 use crate::apps::stress::rounds::ActiveProbe;
 use crate::core::{Ctx, Millis};
@@ -68,7 +69,11 @@ impl Stress {
             self.next_source = (self.next_source + 1) % self.plan.sources.len();
             Some(self.plan.sources[self.next_source])
         };
-        let started = ctx.now() as u32;
+        // The time of this very call, on the loop's clock: the turn's own time may be
+        // a long turn old (launching thousands of connects takes a while), and that
+        // wait is ours, not the target's. The completion is timed at the turn that
+        // sees it (when the poll returned), for the same reason.
+        let started = (ctx.now() + ctx.instant().elapsed().as_millis() as Millis) as u32;
         let state = ProbeState {
             active: is_active.then(|| Box::new(ActiveProbe::new(Instant::now()))),
             started,
@@ -108,6 +113,16 @@ impl Stress {
     /// lost its SYN (a full accept queue): a congestion signal, one per such connect.
     pub(super) fn check_stalls(&mut self, ctx: &mut Ctx<ProbeState>) {
         let now = ctx.now();
+        if let Some(before) = self.syn_counters {
+            if let Some(counters) = netstat::read() {
+                let lost = counters.losses_since(&before, self.loopback);
+                // A listener's drop is seen at once; a retransmission a second after
+                // the connect began.
+                let age = if self.loopback { 100 } else { 1_000 };
+                self.pacer.lost(lost, now.saturating_sub(age), now);
+                self.syn_counters = Some(counters);
+            }
+        }
         let stall = self.pacer.stall_ms();
         while let Some(&(token, started)) = self.pending.front() {
             let pending = ctx
@@ -117,7 +132,9 @@ impl Stress {
                 match stall {
                     Some(stall) if now.saturating_sub(started as Millis) > stall => {
                         self.report.stalled_connects += 1;
-                        self.pacer.congested(started as Millis, now);
+                        if self.pacer.timing_losses {
+                            self.pacer.congested(started as Millis, now);
+                        }
                     }
                     _ => return, // the oldest is not stalled, so none is
                 }

@@ -29,6 +29,7 @@ pub mod hdrlog;
 pub mod hold;
 pub mod memory;
 pub mod merge;
+pub mod netstat;
 pub mod pacing;
 pub mod plan;
 pub mod preflight;

@@ -41,13 +41,14 @@ use mio::Token;
 use crate::apps::stress::connecting::is_congestion;
 use crate::apps::stress::hdrlog::IntervalRecorder;
 use crate::apps::stress::memory::{rss_kb, server_rss_per_conn, tree_rss_kb};
+use crate::apps::stress::netstat::{self, SynCounters};
 use crate::apps::stress::pacing::{Pacer, STALL_CHECK};
 use crate::apps::stress::plan::Plan;
 use crate::apps::stress::progress::Progress;
 use crate::apps::stress::report::Report;
 use crate::apps::stress::rounds::ActiveProbe;
 use crate::apps::stress::signal_name;
-use crate::core::{CloseReason, Closed, Ctx, Handler, Millis, SignalAction, TimerId};
+use crate::core::{CloseReason, Closed, Ctx, Handler, Millis, SignalAction, Target, TimerId};
 
 /// After the hold, how long to wait for replies to requests already sent.
 pub(super) const DRAIN: Duration = Duration::from_secs(1);
@@ -124,6 +125,11 @@ pub struct Stress {
     pub(super) pending: VecDeque<(Token, u32)>,
     /// The repeating `STALL_TIMER`, while connecting.
     pub(super) stall_timer: Option<TimerId>,
+    /// The kernel's count of lost SYNs at the last check (None: not readable; then
+    /// stalled connects are the loss signal).
+    pub(super) syn_counters: Option<SynCounters>,
+    /// The target is on this machine: its listeners' drops are ours to count.
+    pub(super) loopback: bool,
     /// Hold automatically when connected (single process); workers wait for `go`.
     pub auto_hold: bool,
     pub(super) payload: Vec<u8>,
@@ -147,6 +153,7 @@ impl Stress {
         };
         let (plan_pacing, plan_max_inflight, plan_rate) =
             (plan.pacing, plan.max_inflight, plan.rate);
+        let loopback = matches!(&plan.target, Target::Tcp(a) if a.ip().is_loopback());
         Stress {
             payload: vec![0; plan.size],
             server_rss_before_kb: tree_rss_kb(&plan.server_pids),
@@ -165,6 +172,8 @@ impl Stress {
             pacer: Pacer::new(plan_pacing, plan_max_inflight, plan_rate),
             pending: VecDeque::new(),
             stall_timer: None,
+            syn_counters: None,
+            loopback,
             auto_hold: true,
             rss_before_kb: rss_kb("self"),
             intervals: None,
@@ -176,6 +185,10 @@ impl Stress {
     /// is over at once and the loop is stopped.
     pub fn start(&mut self, ctx: &mut Ctx<ProbeState>) {
         self.started = ctx.now();
+        if matches!(self.plan.target, Target::Tcp(_)) {
+            self.syn_counters = netstat::read();
+            self.pacer.timing_losses = self.syn_counters.is_none();
+        }
         self.stall_timer = Some(ctx.timer_every(STALL_CHECK, STALL_TIMER));
         self.advance(ctx);
     }
@@ -224,7 +237,8 @@ impl Handler for Stress {
             return;
         };
         state.connected = true;
-        self.pacer.opened(state.started as Millis, now);
+        self.pacer
+            .opened(state.started as Millis, now, self.inflight);
         if state.active.is_some() {
             self.active_tokens.push(token);
             if self.phase == Phase::Holding {
