@@ -40,11 +40,24 @@ fn hold_echoing(addr: SocketAddr, n: usize, tag: &str) -> Vec<TcpStream> {
     ctx
 }
 
+/// The server's children that are workers already: a child between fork and exec is
+/// still a copy of the parent (with the parent's sockets), so it only counts once its
+/// command line is a worker's.
+fn worker_pids(server: &Server) -> Vec<u32> {
+    child_pids(server.pid())
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.split(|&b| b == 0).any(|arg| arg == b"--reuse-port"))
+        })
+        .collect()
+}
+
 /// Wait until the server has exactly `n` live worker processes; returns their pids.
 #[track_caller]
 fn workers(server: &Server, n: usize) -> Vec<u32> {
     wait_until(TIMEOUT, || {
-        let pids = child_pids(server.pid());
+        let pids = worker_pids(server);
         (pids.len() == n).then_some(pids)
     })
     .unwrap_or_else(|| panic!("expected {n} workers, have {:?}", child_pids(server.pid())))
@@ -164,7 +177,7 @@ fn a_killed_worker_is_restarted() {
 
     kill(victim, libc::SIGKILL);
     let replacement = wait_until(TIMEOUT, || {
-        let now = child_pids(server.pid());
+        let now = worker_pids(&server);
         let fresh: Vec<u32> = now.into_iter().filter(|p| !pids.contains(p)).collect();
         fresh.first().copied()
     })
@@ -205,7 +218,7 @@ fn a_worker_that_keeps_dying_is_restarted_after_a_back_off() {
     for round in 0..2 {
         kill(victim, libc::SIGKILL);
         let fresh = wait_until(TIMEOUT, || {
-            let now = child_pids(server.pid());
+            let now = worker_pids(&server);
             now.into_iter().find(|p| !seen.contains(p))
         })
         .unwrap_or_else(|| panic!("round {round}: no new worker after killing {victim}"));
@@ -246,7 +259,8 @@ fn sigterm_stops_every_worker_and_exits_zero() {
     server.signal(libc::SIGTERM);
     let (status, stderr) = server.wait_exit();
     assert!(status.success(), "{status}: {stderr}");
-    assert_eq!(stderr.matches("summary:").count(), 2, "{stderr}");
+    // One line for the whole server (the workers' counters added up), not one per worker.
+    assert_eq!(stderr.matches("summary:").count(), 1, "{stderr}");
     assert!(stderr.contains("all 2 workers exited cleanly"), "{stderr}");
     for pid in pids {
         assert!(!process_alive(pid), "worker {pid} outlived the parent");
@@ -313,7 +327,9 @@ fn a_port_in_use_fails_before_any_worker_starts() {
     let out = common::run_netloop(&["serve", "--workers", "2", "--listen", &addr], b"");
     assert!(!out.status.success());
     assert!(
-        out.stderr.contains("Address already in use"),
+        out.stderr.contains(&format!(
+            "{addr}: address already in use (another server listens there)"
+        )),
         "{}",
         out.stderr
     );
@@ -346,4 +362,142 @@ fn a_worker_that_cannot_start_fails_the_server() {
         "{}",
         out.stderr
     );
+}
+
+/// The `summary:` value of `key` in the one summary line of `stderr`.
+#[track_caller]
+fn summary_value(stderr: &str, key: &str) -> u64 {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("summary:"))
+        .unwrap_or_else(|| panic!("no summary line in {stderr}"));
+    let word = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no {key}= in {line}"));
+    word.parse()
+        .unwrap_or_else(|_| panic!("{key}={word} in {line}"))
+}
+
+/// The parent logs one total `summary:` line: the sum of what each worker counted.
+#[test]
+fn the_summary_line_adds_up_every_worker() {
+    let mut server = Server::start(TWO_WORKERS);
+    let pids = workers(&server, 2);
+    let _ = idle_sockets(&pids);
+    let conns = hold_echoing(server.addr(), 40, "counted");
+    // Make sure both workers served some, so the total really is a sum.
+    let per_worker: Vec<usize> = pids.iter().map(|&p| socket_count(p)).collect();
+    drop(conns);
+
+    server.signal(libc::SIGTERM);
+    let (status, stderr) = server.wait_exit();
+    assert!(status.success(), "{status}: {stderr}");
+    assert_eq!(stderr.matches("summary:").count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("(2 workers, 0 restarts, 2 processes reported)"),
+        "{stderr}"
+    );
+    assert_eq!(
+        summary_value(&stderr, "accepted"),
+        40,
+        "{per_worker:?}\n{stderr}"
+    );
+    // Each connection sent one line, `counted N\n`, and got it back.
+    let sent: u64 = (0..40).map(|i| format!("counted {i}\n").len() as u64).sum();
+    assert_eq!(summary_value(&stderr, "bytes_in"), sent, "{stderr}");
+    assert_eq!(summary_value(&stderr, "bytes_out"), sent, "{stderr}");
+}
+
+/// A second `serve --workers` on a port the first one serves is refused (it would
+/// otherwise join the first one's SO_REUSEPORT group and take half its connections),
+/// and so is a single `serve` there; the first one keeps serving.
+#[test]
+fn a_second_server_on_a_workers_port_is_refused() {
+    let server = Server::start(TWO_WORKERS);
+    let _ = workers(&server, 2);
+    let addr = server.addr().to_string();
+    for args in [
+        vec!["serve", "--workers", "2", "--listen", addr.as_str()],
+        vec!["serve", "--listen", addr.as_str()],
+    ] {
+        let out = common::run_netloop(&args, b"");
+        assert!(!out.status.success(), "{args:?} started beside the first");
+        assert!(
+            out.stderr.to_lowercase().contains("address already in use")
+                && out.stderr.contains(&addr),
+            "{args:?}: {}",
+            out.stderr
+        );
+        assert!(!out.stderr.contains("worker 0: started"), "{}", out.stderr);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(!stdout.contains("listening on"), "{stdout}");
+    }
+    let mut conn = connect(server.addr());
+    echo(&mut conn, "still the first one's");
+}
+
+/// The claim on the address covers what a probe bind cannot see: another supervisor
+/// whose workers are all dead (restarting) at this moment. Its claim is simulated here
+/// by binding the same abstract socket name.
+#[test]
+fn a_claimed_address_is_refused_even_with_nothing_listening() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = free.local_addr().unwrap();
+    drop(free);
+    use std::os::linux::net::SocketAddrExt;
+    let name = netloop::workers::ports::claim_name(addr);
+    let unix = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let _claim = std::os::unix::net::UnixDatagram::bind_addr(&unix).unwrap();
+    let text = addr.to_string();
+    let out = common::run_netloop(&["serve", "--workers", "2", "--listen", &text], b"");
+    assert!(!out.status.success());
+    assert!(
+        out.stderr
+            .contains(&format!("{text}: address already in use"))
+            && out.stderr.contains("another `netloop serve --workers`"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// `--workers auto`: at least one worker per core, and with `--max-conns` (the server's
+/// total, with `auto`) each worker gets its share.
+#[test]
+fn auto_starts_a_worker_per_core_and_splits_max_conns() {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut server = Server::start(&[
+        "echo",
+        "--listen",
+        "127.0.0.1:0",
+        "--workers",
+        "auto",
+        "--max-conns",
+        "10",
+    ]);
+    let pids = workers(&server, cpus);
+    let share = format!("--max-conns={}", 10usize.div_ceil(cpus));
+    for pid in &pids {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+        assert!(
+            cmdline.split(|&b| b == 0).any(|a| a == share.as_bytes()),
+            "worker {pid}: {}",
+            String::from_utf8_lossy(&cmdline)
+        );
+    }
+    hold_echoing(server.addr(), 4, "auto");
+    server.signal(libc::SIGTERM);
+    let (status, stderr) = server.wait_exit();
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "--workers auto: {cpus} workers: 10 connections (--max-conns 10)"
+        )),
+        "{stderr}"
+    );
+    for bad in ["0", "many"] {
+        let out = common::run_netloop(&["serve", "--workers", bad], b"");
+        assert!(!out.status.success(), "--workers {bad}");
+        assert!(out.stderr.contains("(or `auto`)"), "{}", out.stderr);
+    }
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 use log::info;
 
 use super::args::{at_least_one, listen_addr, secs};
+use super::serve_workers::{worker_count, WorkerCount};
 
 use netloop::core::listen::{bind_tcp, bind_udp, bind_unix, Listener, TcpOptions};
 use netloop::core::{EventLoop, Handler, LoopConfig};
@@ -83,9 +84,11 @@ pub struct ServeArgs {
     pub exec: super::serve_exec::ExecArgs,
     /// Run N worker processes, each its own loop, sharing the TCP port(s) with
     /// SO_REUSEPORT (the nginx model: more cores, and more than one process's open files).
-    /// 1 (the default) serves in this process. TCP only: --udp and --unix are refused.
-    #[arg(long, default_value_t = 1, value_name = "N", value_parser = at_least_one)]
-    pub workers: usize,
+    /// 1 (the default) serves in this process; `auto`: enough for the open-file limit
+    /// (for --max-conns, then the server's total, or half of fs.file-max), at least one
+    /// per core. TCP only: --udp and --unix are refused.
+    #[arg(long, default_value = "1", value_name = "N|auto", value_parser = worker_count)]
+    pub workers: WorkerCount,
     /// Record the loop's events (each turn, each read, write, WouldBlock, pause, close...)
     /// as JSON lines into this new file, for `netloop timeline` (see NOTES.md).
     #[arg(long, value_name = "FILE")]
@@ -127,20 +130,20 @@ pub fn serve(args: &ServeArgs) -> io::Result<()> {
             "the upload service runs over TCP and Unix sockets, not UDP",
         ));
     }
-    if args.workers > 1 && args.record.is_some() {
+    if args.workers != WorkerCount::N(1) && args.record.is_some() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "--record records one loop; --workers runs several: record without --workers",
         ));
     }
-    if args.workers > 1 && args.metrics.is_some() {
+    if args.workers != WorkerCount::N(1) && args.metrics.is_some() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "--metrics reports one loop; --workers runs several, each with its own counts: \
              use --metrics without --workers",
         ));
     }
-    if args.workers > 1 {
+    if args.workers != WorkerCount::N(1) {
         return super::serve_workers::serve_workers(args);
     }
     match args.service {
@@ -262,6 +265,17 @@ fn run<H: Handler>(args: &ServeArgs, mut handler: H) -> io::Result<()> {
         None => event_loop.run(&mut handler)?,
     }
     event_loop.finish_recording()?;
-    info!("summary: {}", event_loop.stats());
+    if args.reuse_port {
+        // A worker of `serve --workers`: the parent adds the counters up (summary.rs).
+        let mut out = io::stdout().lock();
+        writeln!(
+            out,
+            "{}",
+            netloop::workers::summary::stats_line(event_loop.stats())
+        )?;
+        out.flush()?;
+    } else {
+        info!("summary: {}", event_loop.stats());
+    }
     Ok(())
 }

@@ -123,7 +123,7 @@ pub fn check(args: &ServeArgs) -> io::Result<()> {
             "the exec service runs over TCP and Unix sockets, not UDP".into(),
         ));
     }
-    if args.workers > 1 {
+    if args.workers != super::serve_workers::WorkerCount::N(1) {
         return Err(invalid(
             "the exec service runs in one process (--max-children bounds the whole \
              server): --workers is refused"

@@ -12,12 +12,49 @@ use log::{debug, info};
 
 use netloop::core::{EventLoop, LoopConfig};
 use netloop::workers::ports::reserve_port;
+use netloop::workers::sizing::auto_workers;
 use netloop::workers::spawn::{WorkerCommand, WorkerStdin};
 use netloop::workers::supervisor::Supervisor;
 
 use super::serve::ServeArgs;
 
-/// Run `args.workers` worker processes and supervise them until they are all done.
+/// `--workers`: a count, or `auto`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkerCount {
+    /// This many worker processes (1: serve in this process).
+    N(usize),
+    /// As many as the open-file limit calls for (`workers/sizing.rs`).
+    Auto,
+}
+
+/// Parse `--workers`: a whole number of at least 1, or `auto`.
+pub fn worker_count(text: &str) -> Result<WorkerCount, String> {
+    if text.trim().eq_ignore_ascii_case("auto") {
+        return Ok(WorkerCount::Auto);
+    }
+    super::args::at_least_one(text)
+        .map(WorkerCount::N)
+        .map_err(|e| format!("{e} (or `auto`)"))
+}
+
+/// How many workers, and each one's `--max-conns` (a total with `auto`, split).
+fn resolve(args: &ServeArgs) -> (usize, Option<usize>) {
+    match args.workers {
+        WorkerCount::N(n) => (n, args.max_conns),
+        WorkerCount::Auto => {
+            let nofile = netloop::core::io_util::raise_nofile_limit();
+            let file_max = std::fs::read_to_string("/proc/sys/fs/file-max")
+                .ok()
+                .and_then(|t| t.trim().parse().ok());
+            let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let auto = auto_workers(nofile, file_max, cpus, args.max_conns);
+            info!("--workers auto: {} workers: {}", auto.workers, auto.why);
+            (auto.workers, auto.max_conns_each)
+        }
+    }
+}
+
+/// Run the worker processes and supervise them until they are all done.
 pub fn serve_workers(args: &ServeArgs) -> io::Result<()> {
     if !args.udp.is_empty() || !args.unix.is_empty() {
         return Err(io::Error::new(
@@ -33,29 +70,32 @@ pub fn serve_workers(args: &ServeArgs) -> io::Result<()> {
         // The same default as a single server.
         listen.push(SocketAddr::from(([127, 0, 0, 1], 8888)));
     }
-    // Never read: owning these sockets is what keeps the ports ours.
+    // Never read: owning these is what keeps the ports ours (and only ours).
     let mut reservations = Vec::with_capacity(listen.len());
     let mut addrs = Vec::with_capacity(listen.len());
     for addr in listen {
-        let (socket, local) = reserve_port(addr)?;
-        debug!("reserved {local} for the workers");
-        reservations.push(socket);
-        addrs.push(local);
+        let reservation = reserve_port(addr)?;
+        debug!("reserved {} for the workers", reservation.local);
+        addrs.push(reservation.local);
+        reservations.push(reservation);
     }
+    let (count, max_conns_each) = resolve(args);
     // A server worker takes no orders on stdin: signals tell it to stop.
-    let command = WorkerCommand::ours(worker_args(args, &addrs)?, WorkerStdin::Null)?;
+    let command = WorkerCommand::ours(
+        worker_args(args, &addrs, max_conns_each)?,
+        WorkerStdin::Null,
+    )?;
 
     let mut event_loop = EventLoop::new(LoopConfig::default())?;
     // Before any child exists, so no SIGCHLD and no SIGTERM can be missed.
     event_loop.handle_signals_from(&[libc::SIGINT, libc::SIGTERM, libc::SIGCHLD])?;
     info!(
-        "starting {} workers: {} {}",
-        args.workers,
+        "starting {count} workers: {} {}",
         command.exe.display(),
         command.args.join(" ")
     );
     // One `listening on` line per `--listen`, and so per reserved address.
-    let mut supervisor = Supervisor::new(command, args.workers, addrs.len(), grace);
+    let mut supervisor = Supervisor::new(command, count, addrs.len(), grace);
     supervisor.start_all(event_loop.ctx());
     event_loop.run(&mut supervisor)?;
     // Only now, with every worker gone, may the ports go.
@@ -63,8 +103,13 @@ pub fn serve_workers(args: &ServeArgs) -> io::Result<()> {
     supervisor.outcome()
 }
 
-/// The command line of one worker: `serve` with our options, one worker, shared ports.
-fn worker_args(args: &ServeArgs, addrs: &[SocketAddr]) -> io::Result<Vec<String>> {
+/// The command line of one worker: `serve` with our options, one worker, shared ports,
+/// and its `--max-conns`.
+fn worker_args(
+    args: &ServeArgs,
+    addrs: &[SocketAddr],
+    max_conns: Option<usize>,
+) -> io::Result<Vec<String>> {
     // Destructured without `..`: a new `serve` option fails to compile here until someone
     // decides how workers get it.
     let ServeArgs {
@@ -75,7 +120,8 @@ fn worker_args(args: &ServeArgs, addrs: &[SocketAddr]) -> io::Result<Vec<String>
         backlog,
         max_queue,
         max_input_total,
-        max_conns,
+        // Given separately: with `auto` it is the worker's share of the total.
+        max_conns: _,
         idle_timeout,
         grace,
         suffix,

@@ -8,16 +8,25 @@
 
 use std::io;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use netloop::apps::stress::probe::ProbeKind;
-use netloop::apps::stress::{self, workers, StressOptions};
+use netloop::apps::stress::merge::merge_logs;
+use netloop::apps::stress::pacing::Pacing;
+use netloop::apps::stress::plan::ProbeKind;
+use netloop::apps::stress::report::Report;
+use netloop::apps::stress::run::verdict;
+use netloop::apps::stress::segment::Segment;
+use netloop::apps::stress::{self, worker, StressOptions};
 
 use super::args::secs;
 
 /// Options of `netloop stress`.
 #[derive(Clone, Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct Args {
+    /// `netloop stress merge FILE...` instead of a run.
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// Target HOST:PORT (not needed with --unix).
     #[arg(value_name = "ADDR", required_unless_present = "unix")]
     pub addr: Option<String>,
@@ -45,9 +54,15 @@ pub struct Args {
     /// New connections per second (default: as fast as the target accepts).
     #[arg(long, value_name = "R")]
     pub rate: Option<f64>,
-    /// Most connects started but not yet completed at any time.
+    /// Most connects started but not yet completed at any time (the cap of the adaptive
+    /// window; with --pacing fixed, the window itself).
     #[arg(long, default_value_t = 256, value_name = "N")]
     pub max_inflight: usize,
+    /// adaptive: find the target's pace (an in-flight window and a connect rate that grow
+    /// while connects complete quickly and halve on stalls, timeouts, resets, refusals;
+    /// --max-inflight and --rate cap them); fixed: exactly --max-inflight and --rate.
+    #[arg(long, value_enum, default_value = "adaptive")]
+    pub pacing: PacingArg,
     /// Seconds a connect may take before it counts as a timeout.
     #[arg(long, default_value = "10", value_name = "SECS", value_parser = secs)]
     pub connect_timeout: Duration,
@@ -71,13 +86,123 @@ pub struct Args {
     /// Print exactly one JSON object on stdout (the human report goes to stderr).
     #[arg(long)]
     pub json: bool,
-    /// The target's process id (same machine): report its RSS growth per open
-    /// connection, read half way through the hold.
-    #[arg(long, value_name = "PID")]
-    pub server_pid: Option<u32>,
+    /// The target's process id(s) on this machine, comma-separated or repeated; each
+    /// counts with all its descendants (a supervisor's PID covers its workers): report
+    /// the server's RSS growth per open connection, read half way through the hold.
+    #[arg(long = "server-pid", value_name = "PID", value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
+    /// Do exactly this instance's share K of N (0 <= K < N) of --idle, --active, --rate
+    /// and --rate-limit, for a test split over N instances (or hosts); the N shares add
+    /// up to the whole for any N. Merge their --hdr-log files with `stress merge`.
+    #[arg(long, value_name = "K/N")]
+    pub segment: Option<Segment>,
+    /// Connect, then begin the measured hold at this wall-clock time (seconds since the
+    /// Unix epoch, fractions allowed), so instances on many hosts measure the same window.
+    #[arg(long, value_name = "UNIX_SECONDS", value_parser = unix_time)]
+    pub start_at: Option<SystemTime>,
+    /// Write the active connections' latency as an HdrHistogram interval log (V2, one
+    /// histogram per second, microseconds), with the report's counters as a comment.
+    #[arg(long, value_name = "FILE")]
+    pub hdr_log: Option<PathBuf>,
+    /// Internal: keep per-interval latency (workers of a run with --hdr-log).
+    #[arg(long, hide = true)]
+    pub log_intervals: bool,
+    /// Internal (tests): plan as if one source address had N ephemeral ports.
+    #[arg(long, hide = true, value_name = "N")]
+    pub ports_per_source: Option<u64>,
     /// Internal: run as a worker of a parent `netloop stress`.
     #[arg(long, hide = true)]
     pub worker: bool,
+}
+
+/// `netloop stress`'s subcommands.
+#[derive(Clone, Debug, clap::Subcommand)]
+pub enum Command {
+    /// Add up the --hdr-log files of a split test (--segment K/N on each instance) and
+    /// print the report of the whole: counters summed, histograms merged exactly.
+    Merge(MergeArgs),
+}
+
+/// Options of `netloop stress merge`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct MergeArgs {
+    /// The --hdr-log files, one per instance.
+    #[arg(value_name = "FILE", required = true)]
+    pub files: Vec<PathBuf>,
+    /// Print exactly one JSON object on stdout (the human report goes to stderr).
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the merged interval log here.
+    #[arg(long, value_name = "FILE")]
+    pub hdr_log: Option<PathBuf>,
+}
+
+/// Seconds since the Unix epoch (fractions allowed), as a wall-clock time.
+fn unix_time(text: &str) -> Result<SystemTime, String> {
+    let secs: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of seconds since 1970 (e.g. `date +%s`)"))?;
+    Duration::try_from_secs_f64(secs)
+        .map(|d| UNIX_EPOCH + d)
+        .map_err(|_| format!("`{text}` is not a time after 1970"))
+}
+
+/// `netloop stress merge`: the report of the whole split test.
+fn merge(args: &MergeArgs) -> io::Result<()> {
+    let merged = merge_logs(&args.files)?;
+    for note in &merged.notes {
+        log::warn!("{note}");
+    }
+    if let Some(path) = &args.hdr_log {
+        netloop::apps::stress::hdrlog::write_log(path, &merged.report)?;
+    }
+    let opts = MergeOptions { json: args.json };
+    print_merged(&opts, &merged.report)?;
+    verdict(&merged.report)
+}
+
+/// What printing a merged report needs.
+struct MergeOptions {
+    json: bool,
+}
+
+fn print_merged(opts: &MergeOptions, report: &Report) -> io::Result<()> {
+    use std::io::Write;
+    if opts.json {
+        eprint!("{}", report.human());
+        let mut out = io::stdout().lock();
+        writeln!(out, "{}", report.to_json(false))?;
+        out.flush()
+    } else {
+        print!("{}", report.human());
+        io::stdout().flush()
+    }
+}
+
+/// `--pacing`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PacingArg {
+    /// Adapt the window and the rate to the target.
+    Adaptive,
+    /// Exactly --max-inflight and --rate.
+    Fixed,
+}
+
+impl PacingArg {
+    fn pacing(self) -> Pacing {
+        match self {
+            PacingArg::Adaptive => Pacing::Adaptive,
+            PacingArg::Fixed => Pacing::Fixed,
+        }
+    }
+
+    fn name(pacing: Pacing) -> &'static str {
+        match pacing {
+            Pacing::Adaptive => "adaptive",
+            Pacing::Fixed => "fixed",
+        }
+    }
 }
 
 /// What active connections send and expect (`--probe`).
@@ -112,6 +237,9 @@ impl Probe {
 
 /// Run `netloop stress` (or, with the hidden `--worker`, one of its workers).
 pub fn run(args: &Args) -> io::Result<()> {
+    if let Some(Command::Merge(m)) = &args.command {
+        return merge(m);
+    }
     let options = StressOptions {
         addr: args.addr.clone(),
         unix: args.unix.clone(),
@@ -123,17 +251,23 @@ pub fn run(args: &Args) -> io::Result<()> {
         hold: args.hold,
         rate: args.rate,
         max_inflight: args.max_inflight,
+        pacing: args.pacing.pacing(),
+        segment: args.segment,
+        start_at: args.start_at,
+        hdr_log: args.hdr_log.clone(),
+        log_intervals: args.log_intervals,
         connect_timeout: args.connect_timeout,
         keepalive: args.keepalive,
         keepalive_data: args.keepalive_data.clone(),
         source_ips: args.source_ips.clone(),
+        ports_per_source: args.ports_per_source,
         workers: args.workers,
         rate_limit: args.rate_limit,
         json: args.json,
-        server_pid: args.server_pid,
+        server_pids: args.server_pid.clone(),
     };
     if args.worker {
-        workers::run_as_worker(&options)
+        worker::run_as_worker(&options)
     } else {
         stress::stress(&options, &worker_args)
     }
@@ -155,14 +289,22 @@ fn worker_args(opts: &StressOptions) -> Vec<String> {
         hold,
         rate,
         max_inflight,
+        pacing,
+        // The parent's (`workers.rs` clears them for a worker), except this one.
+        segment: _,
+        start_at: _,
+        hdr_log: _,
+        log_intervals,
         connect_timeout,
         keepalive,
         keepalive_data,
         source_ips,
-        // The parent's business: how many workers, printing, measuring the target.
+        // The parent's business: how many workers, printing, measuring the target, the
+        // source addresses (decided by then: `source_ips` holds them).
+        ports_per_source: _,
         workers: _,
         json: _,
-        server_pid: _,
+        server_pids: _,
         rate_limit,
     } = opts;
     let mut v: Vec<String> = vec!["stress".into(), "--worker".into()];
@@ -177,6 +319,7 @@ fn worker_args(opts: &StressOptions) -> Vec<String> {
     opt("path", path.clone());
     opt("hold", hold.as_secs_f64().to_string());
     opt("max-inflight", max_inflight.to_string());
+    opt("pacing", PacingArg::name(*pacing).to_string());
     opt("connect-timeout", connect_timeout.as_secs_f64().to_string());
     opt("keepalive-data", keepalive_data.clone());
     if let Some(r) = rate {
@@ -190,6 +333,9 @@ fn worker_args(opts: &StressOptions) -> Vec<String> {
     }
     if let Some(r) = rate_limit {
         opt("rate-limit", r.to_string());
+    }
+    if *log_intervals {
+        v.push("--log-intervals".into());
     }
     if let Some(addr) = addr {
         v.push("--".into());

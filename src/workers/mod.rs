@@ -15,7 +15,9 @@
 //!   `listening on` work unchanged), then **supervises** (`supervisor.rs`): restarts a
 //!   worker that dies, with a back-off (`slot.rs`); on SIGINT/SIGTERM sends SIGTERM to
 //!   each, SIGKILL to any still there after `--grace` plus a margin, and exits 0 only if
-//!   every worker stopped cleanly. Options such as `--max-conns` apply to each worker.
+//!   every worker stopped cleanly, logging one `summary:` line with the workers'
+//!   counters added up (`summary.rs`). Options such as `--max-conns` apply to each
+//!   worker. A port another server uses is refused, never shared (`ports.rs`).
 //! - `stress --workers W` (`apps/stress/workers.rs`): W workers each open a share of the
 //!   connections and report back; the parent releases them together and merges reports.
 //!
@@ -25,11 +27,15 @@
 //!
 //! - [`spawn`]: starting a worker (the one place that does it), its stdin and stdout as
 //!   sockets on the loop, reaping it.
-//! - [`ports`]: reserving a port for `serve` workers to share.
+//! - [`ports`]: reserving a port for `serve` workers to share, and only them.
+//! - [`sizing`]: how many workers `serve --workers auto` starts.
 //! - [`slot`]: one `serve` worker slot and its restart back-off.
 //! - [`supervisor`]: the `serve` parent, a handler on the loop.
+//! - [`summary`]: a worker's counters on its stdout, added up into one `summary:` line.
 
 pub mod ports;
+pub mod sizing;
 mod slot;
 pub mod spawn;
+pub mod summary;
 pub mod supervisor;

@@ -14,8 +14,9 @@
 //!   for several exits).
 //! - **each worker's stdout** is a connection: our end of its socket pair, with the
 //!   worker's slot number as the connection's state. `on_data` consumes whole lines
-//!   (`listening on` lines are collected, anything else is passed on to our stdout) and
-//!   leaves an unfinished line to the loop, which offers it again with the rest.
+//!   (`listening on` lines are collected, the worker's closing counters line is added to
+//!   the total — `summary.rs` —, anything else is passed on to our stdout) and leaves an
+//!   unfinished line to the loop, which offers it again with the rest.
 //! - **the clock** is the loop's timers, each with a key of its own (`on_timer`): the
 //!   startup timeout, one restart timer per slot waiting out its back-off, and the
 //!   SIGKILL deadline after the grace period.
@@ -45,9 +46,10 @@ use std::time::Duration;
 use log::{debug, error, info, warn};
 use mio::Token;
 
-use crate::core::{Closed, Ctx, Handler, SignalAction, TimerId};
+use crate::core::{Closed, Ctx, Handler, SignalAction, Stats, TimerId};
 use crate::workers::slot::WorkerSlot;
 use crate::workers::spawn::{add_to_loop, spawn_worker, WorkerCommand};
+use crate::workers::summary::{self, STATS_PREFIX};
 
 /// How long all workers together may take to report that they listen.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -89,6 +91,10 @@ pub struct Supervisor {
     failure: Option<io::Error>,
     /// Workers that did not stop cleanly when told to.
     unclean: Vec<String>,
+    /// Every worker process's counters, added up as their closing lines come.
+    total: Stats,
+    /// How many worker processes sent their counters.
+    reported: usize,
 }
 
 impl Supervisor {
@@ -107,6 +113,8 @@ impl Supervisor {
             phase: Phase::Starting { timer: None },
             failure: None,
             unclean: Vec::new(),
+            total: Stats::default(),
+            reported: 0,
         }
     }
 
@@ -126,10 +134,19 @@ impl Supervisor {
 
     /// After `run`: the failure, if any, else whether every worker stopped cleanly.
     pub fn outcome(&mut self) -> io::Result<()> {
+        let restarts: u64 = self.workers.iter().map(|w| w.restarts).sum();
+        if self.reported > 0 {
+            // The single server's line, for the whole server; see `summary.rs`.
+            info!(
+                "summary: {} ({} workers, {restarts} restarts, {} processes reported)",
+                self.total,
+                self.workers.len(),
+                self.reported
+            );
+        }
         if let Some(e) = self.failure.take() {
             return Err(e);
         }
-        let restarts: u64 = self.workers.iter().map(|w| w.restarts).sum();
         if self.unclean.is_empty() {
             info!(
                 "all {} workers exited cleanly ({restarts} restarts)",
@@ -160,6 +177,17 @@ impl Supervisor {
     /// A line of a worker's stdout: collect `listening on` lines, pass anything else on.
     fn on_line(&mut self, ctx: &mut Ctx<Slot>, slot: usize, line: &[u8]) {
         let line = String::from_utf8_lossy(line);
+        if line.starts_with(STATS_PREFIX) {
+            match summary::parse_stats_line(&line) {
+                Some(stats) => {
+                    debug!("worker {slot}: summary: {stats}");
+                    summary::add(&mut self.total, &stats);
+                    self.reported += 1;
+                }
+                None => warn!("worker {slot}: unreadable counters line {line:?}"),
+            }
+            return;
+        }
         let expected = self.expected_lines;
         let w = &mut self.workers[slot];
         if !line.starts_with(LISTENING) || w.listening.len() >= expected {

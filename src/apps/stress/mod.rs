@@ -24,21 +24,43 @@
 //! The command line is not here: `cli/stress.rs` parses it into `StressOptions`, and
 //! turns a worker's share of them back into a command line when workers are started.
 
+pub mod connecting;
+pub mod hdrlog;
+pub mod hold;
+pub mod memory;
+pub mod merge;
+pub mod netstat;
+pub mod pacing;
+pub mod plan;
+pub mod preflight;
 pub mod probe;
+pub mod progress;
 pub mod report;
+pub mod report_json;
+pub mod report_text;
+pub mod rounds;
+pub mod run;
+pub mod segment;
+pub mod sources;
+pub mod worker;
 pub mod workers;
 
-use std::io::{self, IsTerminal, Write};
-use std::net::IpAddr;
+use std::io;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime};
 
 use mio::Token;
 
-use crate::apps::client::resolve_addr;
-use crate::core::{Closed, Ctx, EventLoop, Handler, LoopConfig, Target};
-use probe::{Plan, ProbeKind, ProbeState, Stress};
-use report::{rss_kb, Report};
+use crate::core::{Closed, Ctx, EventLoop, Handler, LoopConfig, SignalAction};
+use memory::rss_kb;
+use pacing::Pacing;
+use plan::ProbeKind;
+pub use plan::{parse_source_ips, plan};
+use probe::{ProbeState, Stress};
+pub use progress::ProgressLine;
+use report::Report;
+pub use run::{stress, RESERVED_FDS};
+use segment::Segment;
 
 /// Options of a stress run: the command line's, or one worker's share of them.
 #[derive(Clone, Debug)]
@@ -63,6 +85,16 @@ pub struct StressOptions {
     pub rate: Option<f64>,
     /// Most connects started but not yet completed at any time.
     pub max_inflight: usize,
+    /// Whether the in-flight window and the connect rate adapt to the target.
+    pub pacing: Pacing,
+    /// This instance's share of a test split over N instances (`--segment K/N`).
+    pub segment: Option<Segment>,
+    /// Begin the hold at this wall-clock time (`--start-at`).
+    pub start_at: Option<SystemTime>,
+    /// Write the latency as an HdrHistogram interval log here (`--hdr-log`).
+    pub hdr_log: Option<PathBuf>,
+    /// Keep the latency per interval (set for the workers of a run with `hdr_log`).
+    pub log_intervals: bool,
     /// How long a connect may take before it counts as a timeout.
     pub connect_timeout: Duration,
     /// Idle connections send `keepalive_data` this often.
@@ -72,199 +104,27 @@ pub struct StressOptions {
     /// Source addresses, as given (`A-B` or `A,B,C`): kept as text so a worker's command
     /// line stays short however many addresses a range holds.
     pub source_ips: Option<String>,
+    /// Plan as if one source address had this many ephemeral ports (None: the kernel's
+    /// range). For tests of the automatic source addresses with small numbers.
+    pub ports_per_source: Option<u64>,
     /// Worker processes (None: enough for the open-file limit).
     pub workers: Option<usize>,
     /// Total round trips per second over all active connections (None: back to back).
     pub rate_limit: Option<f64>,
     /// Print one JSON object on stdout (the human report goes to stderr).
     pub json: bool,
-    /// The target's process id, to report its memory growth per connection.
-    pub server_pid: Option<u32>,
+    /// The target's process ids (each standing for its process tree), to report its
+    /// memory growth per connection.
+    pub server_pids: Vec<u32>,
 }
 
-fn invalid(msg: String) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidInput, msg)
-}
-
-/// Parse `127.0.0.2-127.0.0.40` or `127.0.0.2,127.0.0.3` into addresses.
-pub fn parse_source_ips(text: &str) -> io::Result<Vec<IpAddr>> {
-    let bad = || invalid(format!("--source-ips {text:?}: expected A-B or A,B,C"));
-    if let Some((a, b)) = text.split_once('-') {
-        let a: std::net::Ipv4Addr = a.trim().parse().map_err(|_| bad())?;
-        let b: std::net::Ipv4Addr = b.trim().parse().map_err(|_| bad())?;
-        let (a, b) = (u32::from(a), u32::from(b));
-        if b < a || b - a > 65_536 {
-            return Err(bad());
-        }
-        return Ok((a..=b).map(|n| IpAddr::V4(n.into())).collect());
-    }
-    text.split(',')
-        .map(|s| s.trim().parse().map_err(|_| bad()))
-        .collect()
-}
-
-/// Check the options and turn them into the plan of one process.
-pub fn plan(opts: &StressOptions) -> io::Result<Plan> {
-    let (target, host) = match (&opts.unix, &opts.addr) {
-        (Some(path), _) => (Target::Unix(path.clone()), "localhost".to_string()),
-        (None, Some(text)) => (Target::Tcp(resolve_addr(text)?), text.clone()),
-        (None, None) => return Err(invalid("give ADDR or --unix PATH".into())),
-    };
-    if opts.probe == ProbeKind::Echo && opts.active > 0 && opts.size == 0 {
-        return Err(invalid("--size must be at least 1 for --probe echo".into()));
-    }
-    if matches!(opts.rate, Some(r) if r <= 0.0) || matches!(opts.rate_limit, Some(r) if r <= 0.0) {
-        return Err(invalid("--rate and --rate-limit must be positive".into()));
-    }
-    let http_request = format!(
-        "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: netloop-stress\r\n\r\n",
-        opts.path
-    )
-    .into_bytes();
-    Ok(Plan {
-        target,
-        idle: opts.idle,
-        active: opts.active,
-        size: opts.size,
-        probe: opts.probe,
-        http_request,
-        hold: opts.hold,
-        rate: opts.rate,
-        max_inflight: opts.max_inflight.max(1),
-        connect_timeout: opts.connect_timeout,
-        keepalive: opts.keepalive,
-        keepalive_data: opts.keepalive_data.clone().into_bytes(),
-        sources: match &opts.source_ips {
-            Some(text) => parse_source_ips(text)?,
-            None => Vec::new(),
-        },
-        rate_limit: opts.rate_limit,
-        server_pid: opts.server_pid,
-    })
-}
-
-/// Descriptors a process keeps for itself (stdio, epoll, pipes, ...).
-const RESERVED_FDS: u64 = 64;
-
-/// Run `netloop stress` and print the report; Err means the run failed. With worker
-/// processes, `worker_args` gives the command line (after the program) of a worker with
-/// the given share of the options: the command line is the caller's business.
-pub fn stress(
-    opts: &StressOptions,
-    worker_args: &dyn Fn(&StressOptions) -> Vec<String>,
-) -> io::Result<()> {
-    let total = (opts.idle + opts.active) as u64;
-    if total == 0 {
-        return Err(invalid(
-            "nothing to do: give --idle N and/or --active M".into(),
-        ));
-    }
-    // Check every option here, before any worker starts (each worker checks its share).
-    plan(opts)?;
-    let limit = crate::core::io_util::raise_nofile_limit();
-    let per_process = limit.saturating_sub(RESERVED_FDS).max(1);
-    let workers = opts
-        .workers
-        .unwrap_or_else(|| total.div_ceil(per_process) as usize)
-        .max(1);
-    if total.div_ceil(workers as u64) > per_process {
-        return Err(invalid(format!(
-            "{total} connections over {workers} process(es) exceeds the open-file limit of \
-             {limit} per process; use --workers {}",
-            total.div_ceil(per_process)
-        )));
-    }
-    let report = if workers == 1 {
-        run_single(opts)?
-    } else {
-        workers::run_workers(opts, workers, worker_args)?
-    };
-    print_report(opts, &report)?;
-    verdict(&report)
-}
-
-/// Exit status: did the run hold what was asked?
-fn verdict(report: &Report) -> io::Result<()> {
-    if report.conns_open == 0 && report.conns_requested > 0 {
-        let why = report
-            .first_error
-            .clone()
-            .unwrap_or_else(|| "no connection opened".into());
-        return Err(io::Error::other(format!("target unreachable: {why}")));
-    }
-    if report.conns_open < report.conns_requested || report.still_open_at_end < report.conns_open {
-        return Err(io::Error::other(format!(
-            "could not hold what was asked: {} of {} connections opened, {} still open at the end",
-            report.conns_open, report.conns_requested, report.still_open_at_end
-        )));
-    }
-    Ok(())
-}
-
-fn print_report(opts: &StressOptions, report: &Report) -> io::Result<()> {
-    if opts.json {
-        eprint!("{}", report.human());
-        let mut out = io::stdout().lock();
-        writeln!(out, "{}", report.to_json(false))?;
-        out.flush()
-    } else {
-        print!("{}", report.human());
-        io::stdout().flush()
-    }
-}
-
-/// Live progress on a terminal; nothing otherwise. Updated from `on_turn`, the one
-/// thing `on_turn` is for; it redraws at most five times a second, whatever the turns.
-pub struct ProgressLine {
-    bar: Option<indicatif::ProgressBar>,
-    last: Instant,
-    last_round_trips: u64,
-}
-
-impl ProgressLine {
-    /// A progress line on stderr when it is a terminal.
-    pub fn new() -> ProgressLine {
-        let bar = io::stderr()
-            .is_terminal()
-            .then(indicatif::ProgressBar::new_spinner);
-        ProgressLine {
-            bar,
-            last: Instant::now(),
-            last_round_trips: 0,
-        }
-    }
-
-    /// Redraw (at most five times a second).
-    pub fn update(&mut self, p: probe::Progress) {
-        let Some(bar) = &self.bar else {
-            return;
-        };
-        let elapsed = self.last.elapsed();
-        if elapsed < Duration::from_millis(200) {
-            return;
-        }
-        let rate =
-            (p.round_trips.saturating_sub(self.last_round_trips)) as f64 / elapsed.as_secs_f64();
-        self.last = Instant::now();
-        self.last_round_trips = p.round_trips;
-        bar.set_message(format!(
-            "open {}/{}  connect errors {}  round trips/s {:.0}  p99 {} us",
-            p.open, p.requested, p.connect_errors, rate, p.p99_us
-        ));
-        bar.tick();
-    }
-
-    /// Remove the line.
-    pub fn finish(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        }
-    }
-}
-
-impl Default for ProgressLine {
-    fn default() -> Self {
-        ProgressLine::new()
+/// A signal's name for messages: `SIGINT`, `SIGTERM`, or its number.
+pub fn signal_name(signal: i32) -> String {
+    match signal {
+        libc::SIGINT => "SIGINT".into(),
+        libc::SIGTERM => "SIGTERM".into(),
+        libc::SIGHUP => "SIGHUP".into(),
+        n => format!("signal {n}"),
     }
 }
 
@@ -292,6 +152,9 @@ impl Handler for Single {
     fn on_timer(&mut self, ctx: &mut Ctx<ProbeState>, key: u64) {
         self.stress.on_timer(ctx, key)
     }
+    fn on_signal(&mut self, ctx: &mut Ctx<ProbeState>, signal: i32) -> SignalAction {
+        self.stress.on_signal(ctx, signal)
+    }
     fn on_turn(&mut self, _: &mut Ctx<ProbeState>) {
         self.progress.update(self.stress.progress());
     }
@@ -304,6 +167,8 @@ pub fn run_single(opts: &StressOptions) -> io::Result<Report> {
         progress: ProgressLine::new(),
     };
     let mut event_loop: EventLoop<ProbeState> = EventLoop::new(LoopConfig::default())?;
+    // Ctrl-C and SIGTERM end the run early, with a report (`Stress::interrupt`).
+    event_loop.handle_signals()?;
     handler.stress.start(event_loop.ctx());
     event_loop.run(&mut handler)?;
     handler.progress.finish();

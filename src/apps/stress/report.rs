@@ -3,13 +3,16 @@
 //! Latency goes into an HDR histogram (microseconds, 3 significant digits), so p99 and
 //! p99.9 are exact to 0.1 % whatever the number of round trips, in constant memory.
 //! Workers send their report to the parent as one JSON line that includes the
-//! histogram's non-empty buckets; the parent adds the buckets and the counters up.
+//! histogram's non-empty buckets (`report_json.rs`); the parent adds the buckets and the
+//! counters up (`merge`), and so does `stress merge` for the logs of several hosts. The
+//! text for people is in `report_text.rs`.
 
 use hdrhistogram::Histogram;
-use serde_json::{json, Value};
+
+use crate::apps::stress::hdrlog::{add_interval, Interval};
 
 /// Highest latency the histogram tracks (60 s in microseconds); above is clamped.
-const MAX_US: u64 = 60_000_000;
+pub const MAX_US: u64 = 60_000_000;
 
 /// Connect failures by kind.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -58,12 +61,36 @@ pub struct Report {
     pub mismatches: u64,
     /// Requests still unanswered when the hold ended (recorded with their wait so far).
     pub unanswered: u64,
+    /// The run was cut short by this signal (Ctrl-C, SIGTERM): the figures cover what
+    /// was measured until then.
+    pub interrupted: Option<String>,
     /// Resident memory of the stress process(es), KiB.
     pub client_rss_kb: u64,
     /// This process's RSS growth per connection opened (a worker's, or the largest).
     pub client_rss_bytes_per_conn: Option<f64>,
     /// Target's RSS growth per connection opened, when `--server-pid` was given.
     pub server_rss_bytes_per_conn: Option<f64>,
+    /// The source addresses connections were spread over (None: the kernel's choice).
+    pub source_ips: Option<String>,
+    /// Those were chosen by the tester (a loopback target needing more than one).
+    pub source_ips_automatic: bool,
+    /// Times the pacer halved its window and rate (congestion signals).
+    pub pacing_cuts: u64,
+    /// Connects that were still in flight after the stall threshold (a dropped SYN).
+    pub stalled_connects: u64,
+    /// The pacer's connect rate when the connect phase ended (summed over workers).
+    pub pacing_rate: Option<f64>,
+    /// The pacer's in-flight window when the connect phase ended (summed over workers).
+    pub pacing_window: u64,
+    /// The `--segment K/N` this run was (several, once merged).
+    pub segments: Vec<String>,
+    /// `--start-at`, seconds since the Unix epoch.
+    pub start_at: Option<f64>,
+    /// When the hold began, seconds since the Unix epoch: the earliest and the latest
+    /// over the processes (or hosts) merged, which says how well they were aligned.
+    pub hold_began: Option<(f64, f64)>,
+    /// The hold's latency per `hdrlog::INTERVAL` (with `--hdr-log`).
+    pub intervals: Vec<Interval>,
     /// Round-trip latency, microseconds.
     pub latency: Histogram<u64>,
 }
@@ -83,9 +110,20 @@ impl Default for Report {
             hold_secs: 0.0,
             mismatches: 0,
             unanswered: 0,
+            interrupted: None,
             client_rss_kb: 0,
             client_rss_bytes_per_conn: None,
             server_rss_bytes_per_conn: None,
+            source_ips: None,
+            source_ips_automatic: false,
+            pacing_cuts: 0,
+            stalled_connects: 0,
+            pacing_rate: None,
+            pacing_window: 0,
+            segments: Vec::new(),
+            start_at: None,
+            hold_began: None,
+            intervals: Vec::new(),
             latency: new_histogram(),
         }
     }
@@ -112,92 +150,13 @@ impl Report {
         }
     }
 
-    fn quantile(&self, q: f64) -> u64 {
+    /// The latency at quantile `q` (0 with no samples), microseconds.
+    pub fn quantile(&self, q: f64) -> u64 {
         if self.latency.is_empty() {
             0
         } else {
             self.latency.value_at_quantile(q)
         }
-    }
-
-    /// The JSON object printed by `--json` (and, with `buckets`, sent by workers).
-    pub fn to_json(&self, buckets: bool) -> Value {
-        let e = &self.connect_errors;
-        let mut v = json!({
-            "conns_requested": self.conns_requested,
-            "conns_open": self.conns_open,
-            "connect_errors": {
-                "refused": e.refused, "timeout": e.timeout, "reset": e.reset, "other": e.other,
-                "total": e.total(),
-            },
-            "first_error": self.first_error,
-            "connect_secs": round3(self.connect_secs),
-            "closed_by_peer": self.closed_by_peer,
-            "still_open_at_end": self.still_open_at_end,
-            "active": self.active,
-            "round_trips": self.round_trips,
-            "hold_secs": round3(self.hold_secs),
-            "rps": round3(self.rps()),
-            "p50_us": self.quantile(0.50),
-            "p90_us": self.quantile(0.90),
-            "p99_us": self.quantile(0.99),
-            "p999_us": self.quantile(0.999),
-            "max_us": if self.latency.is_empty() { 0 } else { self.latency.max() },
-            "mismatches": self.mismatches,
-            "unanswered": self.unanswered,
-            "client_rss_kb": self.client_rss_kb,
-            "client_rss_bytes_per_conn": self.client_rss_bytes_per_conn.map(round3),
-            "server_rss_bytes_per_conn": self.server_rss_bytes_per_conn.map(round3),
-        });
-        if buckets {
-            let pairs: Vec<[u64; 2]> = self
-                .latency
-                .iter_recorded()
-                .map(|b| [b.value_iterated_to(), b.count_at_value()])
-                .collect();
-            v["latency_buckets"] = json!(pairs);
-        }
-        v
-    }
-
-    /// Read a worker's JSON report back.
-    pub fn from_json(v: &Value) -> Option<Report> {
-        let n = |k: &str| v.get(k).and_then(Value::as_u64);
-        let f = |k: &str| v.get(k).and_then(Value::as_f64);
-        let e = v.get("connect_errors")?;
-        let en = |k: &str| e.get(k).and_then(Value::as_u64).unwrap_or(0);
-        let mut latency = new_histogram();
-        for pair in v.get("latency_buckets")?.as_array()? {
-            let value = pair.get(0).and_then(Value::as_u64)?;
-            let count = pair.get(1).and_then(Value::as_u64)?;
-            let _ = latency.record_n(value.clamp(1, MAX_US), count);
-        }
-        Some(Report {
-            conns_requested: n("conns_requested")?,
-            conns_open: n("conns_open")?,
-            connect_errors: ConnectErrors {
-                refused: en("refused"),
-                timeout: en("timeout"),
-                reset: en("reset"),
-                other: en("other"),
-            },
-            first_error: v
-                .get("first_error")
-                .and_then(Value::as_str)
-                .map(String::from),
-            connect_secs: f("connect_secs")?,
-            closed_by_peer: n("closed_by_peer")?,
-            still_open_at_end: n("still_open_at_end")?,
-            active: n("active")?,
-            round_trips: n("round_trips")?,
-            hold_secs: f("hold_secs")?,
-            mismatches: n("mismatches")?,
-            unanswered: n("unanswered").unwrap_or(0),
-            client_rss_kb: n("client_rss_kb")?,
-            client_rss_bytes_per_conn: f("client_rss_bytes_per_conn"),
-            server_rss_bytes_per_conn: f("server_rss_bytes_per_conn"),
-            latency,
-        })
     }
 
     /// Add another worker's results to these.
@@ -220,6 +179,9 @@ impl Report {
         self.hold_secs = self.hold_secs.max(other.hold_secs);
         self.mismatches += other.mismatches;
         self.unanswered += other.unanswered;
+        if self.interrupted.is_none() {
+            self.interrupted = other.interrupted.clone();
+        }
         self.client_rss_kb += other.client_rss_kb;
         self.client_rss_bytes_per_conn = match (
             self.client_rss_bytes_per_conn,
@@ -228,79 +190,36 @@ impl Report {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
         };
+        if self.source_ips.is_none() {
+            self.source_ips = other.source_ips.clone();
+            self.source_ips_automatic = other.source_ips_automatic;
+        }
+        self.pacing_cuts += other.pacing_cuts;
+        self.stalled_connects += other.stalled_connects;
+        self.pacing_rate = match (self.pacing_rate, other.pacing_rate) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
+        self.pacing_window += other.pacing_window;
+        self.segments.extend(other.segments.iter().cloned());
+        self.start_at = self.start_at.or(other.start_at);
+        self.hold_began = match (self.hold_began, other.hold_began) {
+            (Some((a0, a1)), Some((b0, b1))) => Some((a0.min(b0), a1.max(b1))),
+            (a, b) => a.or(b),
+        };
+        // Interval i of every process is the same window (their holds began together).
+        for (i, theirs) in other.intervals.iter().enumerate() {
+            match self.intervals.get_mut(i) {
+                Some(ours) => {
+                    if let Err(e) = add_interval(ours, theirs) {
+                        log::warn!("interval {i} not merged: {e}");
+                    }
+                }
+                None => self.intervals.push(theirs.clone()),
+            }
+        }
         let _ = self.latency.add(&other.latency);
     }
-
-    /// The report for people.
-    pub fn human(&self) -> String {
-        let e = &self.connect_errors;
-        let mut s = format!(
-            "connections: {} of {} open after {:.2}s; connect errors {} (refused {}, timeout {}, reset {}, other {})\n",
-            self.conns_open, self.conns_requested, self.connect_secs, e.total(), e.refused,
-            e.timeout, e.reset, e.other
-        );
-        if let Some(err) = &self.first_error {
-            s.push_str(&format!("first connect error: {err}\n"));
-        }
-        s.push_str(&format!(
-            "hold: {:.2}s; closed by peer {}; still open at end {}\n",
-            self.hold_secs, self.closed_by_peer, self.still_open_at_end
-        ));
-        if self.active > 0 {
-            s.push_str(&format!(
-                "active: {} connections, {} round trips, {:.0}/s, mismatches {}, unanswered {}\n\
-                 latency us: p50 {}  p90 {}  p99 {}  p99.9 {}  max {}\n",
-                self.active,
-                self.round_trips,
-                self.rps(),
-                self.mismatches,
-                self.unanswered,
-                self.quantile(0.5),
-                self.quantile(0.9),
-                self.quantile(0.99),
-                self.quantile(0.999),
-                if self.latency.is_empty() {
-                    0
-                } else {
-                    self.latency.max()
-                },
-            ));
-        }
-        s.push_str(&format!("client RSS: {} KiB", self.client_rss_kb));
-        if let Some(per) = self.client_rss_bytes_per_conn {
-            s.push_str(&format!(" (grew {per:.0} bytes per connection)"));
-        }
-        s.push('\n');
-        if let Some(per) = self.server_rss_bytes_per_conn {
-            s.push_str(&format!(
-                "server RSS growth: {per:.1} bytes per connection\n"
-            ));
-        }
-        s
-    }
-}
-
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
-}
-
-/// Resident set size of a process (`self` for this one), KiB.
-pub fn rss_kb(pid: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
-/// The target's RSS growth per connection since `before_kb`, from /proc (`--server-pid`).
-pub fn server_rss_per_conn(pid: Option<u32>, before_kb: Option<u64>, conns: u64) -> Option<f64> {
-    let after = rss_kb(&pid?.to_string())?;
-    let before = before_kb?;
-    (conns > 0).then(|| (after as f64 - before as f64) * 1024.0 / conns as f64)
 }
 
 #[cfg(test)]

@@ -6,12 +6,17 @@
 //! gives each a share of the connections, and talks to each over two socket pairs (its
 //! stdin and stdout), all on the parent's own loop:
 //!
-//! - a worker prints JSON lines: `{"progress":…}` every `PROGRESS_EVERY` (a repeating
-//!   loop timer), `{"connected":…}` when its connect phase is over, and `{"report":…}`
-//!   (with its latency histogram) at the end;
+//! - a worker (`worker.rs`) prints JSON lines: `{"progress":…}` every 250 ms,
+//!   `{"connected":…}` when its connect phase is over, and `{"report":…}` (with its
+//!   latency histogram) at the end;
 //! - when **every** worker is connected, the parent writes `go` to each, so that all
 //!   holds — and all measurements — happen while all idle connections are open; half
-//!   way through the hold (a loop timer) it reads the target's memory (`--server-pid`).
+//!   way through the hold (a loop timer) it reads the target's memory (`--server-pid`);
+//! - on Ctrl-C or SIGTERM (which reach only the parent: workers have their own process
+//!   group) the parent writes `stop SIGINT` to each; a worker then ends at once and
+//!   sends its report, marked as interrupted, and the parent prints the merged report
+//!   of what was measured so far (and exits non-zero). A second signal kills the
+//!   workers without waiting for their reports.
 //!
 //! A worker's exit is an event for the parent, not a wait: SIGCHLD comes through the
 //! loop and each worker is reaped with a non-blocking `waitpid`. A worker is done when it
@@ -22,42 +27,42 @@
 //! A worker stops when its stdin closes (the parent is gone), and the kernel sends it
 //! SIGTERM if the parent dies (`PR_SET_PDEATHSIG`).
 
-use std::io::{self, Write};
-use std::time::Duration;
+use std::io;
+use std::time::{Duration, SystemTime};
 
 use log::{debug, warn};
 use mio::Token;
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use crate::apps::stress::probe::{Phase, ProbeState, Progress, Stress, FIRST_FREE_TIMER};
-use crate::apps::stress::report::{rss_kb, server_rss_per_conn, Report};
-use crate::apps::stress::{plan, ProgressLine, StressOptions};
+use crate::apps::stress::memory::{server_rss_per_conn, tree_rss_kb};
+use crate::apps::stress::progress::Progress;
+use crate::apps::stress::report::Report;
+use crate::apps::stress::segment::Segment;
+use crate::apps::stress::{signal_name, ProgressLine, StressOptions};
 use crate::core::{Closed, Ctx, EventLoop, Handler, LoopConfig, SignalAction};
-use crate::workers::spawn::{
-    add_to_loop, spawn_worker, stdin_from_parent, WorkerCommand, WorkerProcess, WorkerStdin,
-};
+use crate::workers::spawn::{add_to_loop, spawn_worker, WorkerCommand, WorkerProcess, WorkerStdin};
 
 /// Parent's timer key: half way through the hold; read the target's memory.
 const MEASURE_TIMER: u64 = 1;
 /// Parent's timer key: a worker reported `STRAGGLER_PATIENCE` ago and has not exited.
 const STRAGGLER_TIMER: u64 = 2;
+/// Parent's timer key: `--start-at` has come; release the workers.
+const START_TIMER: u64 = 3;
 /// How long a worker that sent its report may take to exit before it is killed.
 const STRAGGLER_PATIENCE: Duration = Duration::from_secs(10);
-
-/// Worker's timer key: time to tell the parent how far it is.
-const PROGRESS_TIMER: u64 = FIRST_FREE_TIMER;
-/// How often a worker tells the parent how far it is.
-const PROGRESS_EVERY: Duration = Duration::from_millis(250);
-
-/// Split `n` into `parts` shares that differ by at most one.
-fn share(n: usize, parts: usize, i: usize) -> usize {
-    n / parts + usize::from(i < n % parts)
-}
 
 /// Worker `i` of `count`'s options: its share of the connections and of the rates. The
 /// parent alone measures the target and prints, so a worker gets neither job.
 fn worker_options(opts: &StressOptions, count: usize, i: usize) -> StressOptions {
-    let (idle, active) = (share(opts.idle, count, i), share(opts.active, count, i));
+    // The same exact split as `--segment` (shares that add up, differing by one at most).
+    let part = Segment {
+        k: i as u64,
+        n: count.max(1) as u64,
+    };
+    let (idle, active) = (
+        part.share(opts.idle as u64) as usize,
+        part.share(opts.active as u64) as usize,
+    );
     StressOptions {
         idle,
         active,
@@ -68,7 +73,13 @@ fn worker_options(opts: &StressOptions, count: usize, i: usize) -> StressOptions
             .map(|r| r * active as f64 / opts.active.max(1) as f64),
         workers: None,
         json: false,
-        server_pid: None,
+        server_pids: Vec::new(),
+        // The parent's: it releases the workers at --start-at, writes the log (from
+        // their intervals) and notes the segment.
+        segment: None,
+        start_at: None,
+        hdr_log: None,
+        log_intervals: opts.log_intervals || opts.hdr_log.is_some(),
         ..opts.clone()
     }
 }
@@ -92,10 +103,14 @@ struct Parent {
     workers: Vec<WorkerRun>,
     progress: ProgressLine,
     released: bool,
-    server_pid: Option<u32>,
+    /// The signal that cut the run short (`stop` was sent to every worker).
+    interrupted: Option<String>,
+    server_pids: Vec<u32>,
     server_rss_before: Option<u64>,
     server_rss_per_conn: Option<f64>,
     hold: Duration,
+    /// `--start-at`: release the workers then, not before.
+    start_at: Option<SystemTime>,
     /// The `STRAGGLER_TIMER` is set (once is enough: it checks every worker).
     straggler_timer: bool,
     failure: Option<String>,
@@ -111,7 +126,7 @@ impl Parent {
             return;
         };
         if let Some(p) = v.get("progress") {
-            self.workers[i].progress = progress_from_json(p);
+            self.workers[i].progress = Progress::from_json(p);
         }
         if v.get("connected").is_some() {
             self.workers[i].connected = true;
@@ -127,7 +142,7 @@ impl Parent {
 
     /// Once every worker is connected (or gone), tell them all to hold.
     fn release_when_all_connected(&mut self, ctx: &mut Ctx<Option<usize>>) {
-        if self.released || self.failure.is_some() {
+        if self.released || self.failure.is_some() || self.interrupted.is_some() {
             return;
         }
         if !self
@@ -137,8 +152,18 @@ impl Parent {
         {
             return;
         }
+        if let Some(at) = self.start_at {
+            // --start-at: not before that wall-clock moment (checked again on the timer).
+            if let Ok(wait) = at.duration_since(SystemTime::now()) {
+                if !wait.is_zero() {
+                    let ms = wait.as_micros().div_ceil(1000) as u64;
+                    ctx.timer_after(Duration::from_millis(ms.max(1)), START_TIMER);
+                    return;
+                }
+            }
+        }
         self.released = true;
-        if self.server_pid.is_some() {
+        if !self.server_pids.is_empty() {
             // By then the target has accepted every connection, and none has closed.
             ctx.timer_after(self.hold / 2, MEASURE_TIMER);
         }
@@ -182,32 +207,10 @@ impl Parent {
     fn total_progress(&self) -> Progress {
         let mut total = Progress::default();
         for w in &self.workers {
-            total.open += w.progress.open;
-            total.requested += w.progress.requested;
-            total.connect_errors += w.progress.connect_errors;
-            total.round_trips += w.progress.round_trips;
-            total.p99_us = total.p99_us.max(w.progress.p99_us);
+            total.add(&w.progress);
         }
         total
     }
-}
-
-fn progress_from_json(p: &Value) -> Progress {
-    let n = |k: &str| p.get(k).and_then(Value::as_u64).unwrap_or(0);
-    Progress {
-        open: n("open"),
-        requested: n("requested"),
-        connect_errors: n("connect_errors"),
-        round_trips: n("round_trips"),
-        p99_us: n("p99_us"),
-    }
-}
-
-fn progress_to_json(p: &Progress) -> Value {
-    json!({
-        "open": p.open, "requested": p.requested, "connect_errors": p.connect_errors,
-        "round_trips": p.round_trips, "p99_us": p.p99_us,
-    })
 }
 
 impl Handler for Parent {
@@ -247,17 +250,31 @@ impl Handler for Parent {
     fn on_signal(&mut self, ctx: &mut Ctx<Option<usize>>, signal: i32) -> SignalAction {
         if signal == libc::SIGCHLD {
             self.reap();
-            self.stop_when_done(ctx);
+        } else if self.interrupted.is_none() {
+            // Ctrl-C or SIGTERM: every worker ends now and reports what it measured.
+            let name = signal_name(signal);
+            let line = format!("stop {name}\n");
+            for w in &self.workers {
+                ctx.send(w.stdin, line.as_bytes());
+            }
+            self.interrupted = Some(name);
+        } else {
+            self.fail(format!(
+                "{} again: workers killed without waiting for their reports",
+                signal_name(signal)
+            ));
         }
+        self.stop_when_done(ctx);
         SignalAction::Handled
     }
 
     fn on_timer(&mut self, ctx: &mut Ctx<Option<usize>>, key: u64) {
         match key {
+            START_TIMER => self.release_when_all_connected(ctx),
             MEASURE_TIMER => {
                 let open = self.total_progress().open;
                 self.server_rss_per_conn =
-                    server_rss_per_conn(self.server_pid, self.server_rss_before, open);
+                    server_rss_per_conn(&self.server_pids, self.server_rss_before, open);
             }
             STRAGGLER_TIMER => {
                 for (i, w) in self.workers.iter().enumerate() {
@@ -287,16 +304,18 @@ pub fn run_workers(
     worker_args: &dyn Fn(&StressOptions) -> Vec<String>,
 ) -> io::Result<Report> {
     let mut event_loop: EventLoop<Option<usize>> = EventLoop::new(LoopConfig::default())?;
-    // Before any child exists, so no exit can be missed.
-    event_loop.handle_signals_from(&[libc::SIGCHLD])?;
+    // Before any child exists, so no exit (and no Ctrl-C) can be missed.
+    event_loop.handle_signals_from(&[libc::SIGCHLD, libc::SIGINT, libc::SIGTERM])?;
     let mut parent = Parent {
         workers: Vec::new(),
         progress: ProgressLine::new(),
         released: false,
-        server_pid: opts.server_pid,
-        server_rss_before: opts.server_pid.and_then(|p| rss_kb(&p.to_string())),
+        interrupted: None,
+        server_pids: opts.server_pids.clone(),
+        server_rss_before: tree_rss_kb(&opts.server_pids),
         server_rss_per_conn: None,
         hold: opts.hold,
+        start_at: opts.start_at,
         straggler_timer: false,
         failure: None,
     };
@@ -333,115 +352,8 @@ pub fn run_workers(
         }
     }
     merged.server_rss_bytes_per_conn = parent.server_rss_per_conn;
+    if merged.interrupted.is_none() {
+        merged.interrupted = parent.interrupted;
+    }
     Ok(merged)
-}
-
-/// The worker side: the stress handler, plus the parent's `go` on stdin.
-struct Worker {
-    stress: Stress,
-    stdin: Token,
-    said_connected: bool,
-}
-
-fn emit(v: Value) {
-    let mut out = io::stdout().lock();
-    // If the parent is gone there is no one to tell; the stdin EOF ends the run.
-    let _ = writeln!(out, "{v}").and_then(|()| out.flush());
-}
-
-impl Worker {
-    /// Tell the parent once the connect phase is over (checked after each callback that
-    /// can end it: a connect completing, failing or timing out, a rate timer).
-    fn tell_when_connected(&mut self) {
-        if self.stress.phase() == Phase::Connected && !self.said_connected {
-            self.said_connected = true;
-            emit(json!({"connected": true, "progress": progress_to_json(&self.stress.progress())}));
-        }
-    }
-}
-
-impl Handler for Worker {
-    type State = ProbeState;
-
-    fn on_open(&mut self, ctx: &mut Ctx<ProbeState>, token: Token) {
-        self.stress.on_open(ctx, token);
-        self.tell_when_connected();
-    }
-
-    fn on_data(&mut self, ctx: &mut Ctx<ProbeState>, token: Token, data: &mut [u8]) -> usize {
-        if token != self.stdin {
-            return self.stress.on_data(ctx, token, data);
-        }
-        if data.windows(2).any(|w| w == b"go") && self.stress.phase() == Phase::Connected {
-            self.stress.start_hold(ctx);
-        }
-        data.len()
-    }
-
-    fn on_eof(&mut self, ctx: &mut Ctx<ProbeState>, token: Token) {
-        if token == self.stdin {
-            // The parent went away: stop now.
-            self.stress.end(ctx);
-        } else {
-            ctx.close_when_flushed(token);
-        }
-    }
-
-    fn on_deadline(&mut self, ctx: &mut Ctx<ProbeState>, token: Token) {
-        self.stress.on_deadline(ctx, token)
-    }
-
-    fn on_timer(&mut self, ctx: &mut Ctx<ProbeState>, key: u64) {
-        if key == PROGRESS_TIMER {
-            emit(json!({"progress": progress_to_json(&self.stress.progress())}));
-        } else {
-            self.stress.on_timer(ctx, key);
-            self.tell_when_connected();
-        }
-    }
-
-    fn on_close(&mut self, ctx: &mut Ctx<ProbeState>, token: Token, closed: Closed<ProbeState>) {
-        if token == self.stdin {
-            // Stdin failed rather than ended: the parent is gone all the same.
-            self.stress.end(ctx);
-        } else {
-            self.stress.on_close(ctx, token, closed);
-            self.tell_when_connected();
-        }
-    }
-}
-
-/// Run as a worker: stdin and stdout are socket pairs to the parent.
-pub fn run_as_worker(opts: &StressOptions) -> io::Result<()> {
-    let mut stress = Stress::new(plan(opts)?);
-    stress.auto_hold = false;
-    let mut event_loop: EventLoop<ProbeState> = EventLoop::new(LoopConfig::default())?;
-    let ctx = event_loop.ctx();
-    let stdin = add_to_loop(ctx, stdin_from_parent()?, ProbeState::default())?;
-    ctx.timer_every(PROGRESS_EVERY, PROGRESS_TIMER);
-    let mut worker = Worker {
-        stress,
-        stdin,
-        said_connected: false,
-    };
-    worker.stress.start(ctx);
-    worker.tell_when_connected();
-    event_loop.run(&mut worker)?;
-    let mut report = worker.stress.report;
-    report.client_rss_kb = rss_kb("self").unwrap_or(0);
-    emit(json!({"report": report.to_json(true)}));
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::share;
-
-    #[test]
-    fn shares_add_up() {
-        for (n, parts) in [(10, 3), (0, 4), (60_010, 4), (1, 2)] {
-            let sum: usize = (0..parts).map(|i| share(n, parts, i)).sum();
-            assert_eq!(sum, n);
-        }
-    }
 }
