@@ -26,6 +26,7 @@ use std::sync::Arc;
 
 use log::{info, warn};
 use sha2::{Digest, Sha256};
+use unicode_general_category::{get_general_category, GeneralCategory};
 
 /// Names of temporary files start with this; clients may not use it.
 pub const TEMP_PREFIX: &str = ".netloop-upload-";
@@ -55,9 +56,12 @@ pub fn check_file_name(name: &str) -> Result<(), String> {
     if name.chars().any(char::is_control) {
         return Err(format!("file name {name:?} contains a control character"));
     }
-    if let Some(c) = name.chars().find(|&c| is_format_char(c)) {
+    if let Some((c, class)) = name
+        .chars()
+        .find_map(|c| invisible_class(c).map(|k| (c, k)))
+    {
         return Err(format!(
-            "file name {name:?} contains an invisible formatting character (U+{:04X})",
+            "file name {name:?} contains {class} (U+{:04X})",
             c as u32
         ));
     }
@@ -75,21 +79,27 @@ pub fn check_file_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Unicode format and bidi characters that make a shown name differ from the stored
-/// one: `evil\u{202E}gpj.exe` displays as `evilexe.jpg`. Soft hyphen, Arabic letter mark,
-/// zero-width space/joiners and LRM/RLM, the bidi embeddings/overrides and isolates, word
-/// joiner and invisible operators, and the BOM.
-fn is_format_char(c: char) -> bool {
-    matches!(
-        c,
-        '\u{00AD}'
-            | '\u{061C}'
-            | '\u{200B}'..='\u{200F}'
-            | '\u{202A}'..='\u{202E}'
-            | '\u{2060}'..='\u{2064}'
-            | '\u{2066}'..='\u{2069}'
-            | '\u{FEFF}'
-    )
+/// Characters that make a shown name differ from the stored one, or hide part of it:
+/// `evil\u{202E}gpj.exe` displays as `evilexe.jpg`. The rule is by Unicode general
+/// category, from the `unicode-general-category` crate's tables (Unicode 16), not a list
+/// kept by hand: every **format** character (Cf: bidi controls and isolates, zero-width
+/// characters, the BOM, tag characters U+E0000–U+E007F, interlinear annotation marks
+/// U+FFF9–U+FFFB, the deprecated U+206A–U+206F, U+180E), the **line and paragraph
+/// separators** (Zl U+2028, Zp U+2029: a line break inside a log line or a listing), and
+/// the Hangul **fillers** (U+115F, U+1160, U+3164, U+FFA0), letters (Lo) that render as
+/// nothing, so a name made of them looks empty. Returns a description of the class.
+fn invisible_class(c: char) -> Option<&'static str> {
+    match c {
+        '\u{115F}' | '\u{1160}' | '\u{3164}' | '\u{FFA0}' => return Some("an invisible filler"),
+        _ => {}
+    }
+    match get_general_category(c) {
+        GeneralCategory::Format => Some("an invisible formatting character"),
+        GeneralCategory::LineSeparator | GeneralCategory::ParagraphSeparator => {
+            Some("a line or paragraph separator")
+        }
+        _ => None,
+    }
 }
 
 /// The `n`th alternative to `name`: `report.pdf` -> `report (n).pdf`; `.bashrc` ->
@@ -321,4 +331,42 @@ pub fn hex(bytes: &[u8]) -> String {
         out.push(DIGITS[usize::from(b & 15)] as char);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invisible_characters_are_refused_by_category() {
+        let cases = [
+            ('\u{E0041}', "formatting"), // TAG LATIN CAPITAL LETTER A (Cf)
+            ('\u{180E}', "formatting"),  // MONGOLIAN VOWEL SEPARATOR (Cf since Unicode 6.3)
+            ('\u{206A}', "formatting"),  // INHIBIT SYMMETRIC SWAPPING (Cf)
+            ('\u{FFF9}', "formatting"),  // INTERLINEAR ANNOTATION ANCHOR (Cf)
+            ('\u{202E}', "formatting"),  // RIGHT-TO-LEFT OVERRIDE (Cf)
+            ('\u{2028}', "separator"),   // LINE SEPARATOR (Zl)
+            ('\u{2029}', "separator"),   // PARAGRAPH SEPARATOR (Zp)
+            ('\u{3164}', "filler"),      // HANGUL FILLER (Lo)
+            ('\u{115F}', "filler"),
+            ('\u{1160}', "filler"),
+            ('\u{FFA0}', "filler"),
+        ];
+        for (c, want) in cases {
+            let name = format!("a{c}b.txt");
+            let err = check_file_name(&name).expect_err(&format!("U+{:04X}", c as u32));
+            assert!(err.contains(want), "U+{:04X}: {err}", c as u32);
+            assert!(err.contains(&format!("U+{:04X}", c as u32)), "{err}");
+        }
+        // Visible non-ASCII names are fine.
+        for ok in [
+            "résumé.pdf",
+            "日本語.txt",
+            "한글.txt",
+            "a b.txt",
+            "emoji-🙂.png",
+        ] {
+            assert_eq!(check_file_name(ok), Ok(()), "{ok}");
+        }
+    }
 }
