@@ -16,7 +16,7 @@
 
 use std::mem;
 
-use log::{debug, info, warn};
+use log::debug;
 use mio::Token;
 
 use super::hold;
@@ -116,7 +116,8 @@ impl Upload {
             let item = match state.decoder.decode(&input[used..], &self.limits) {
                 Err(FrameError::Incomplete) => return (used, Stop::Incomplete),
                 Err(FrameError::Invalid(e)) => {
-                    warn!("{}: refused: {e}", peer_name(ctx, token));
+                    let peer = peer_name(ctx, token);
+                    self.report.warn(ctx, format_args!("{peer}: refused: {e}"));
                     self.refuse(ctx, token, e.to_string());
                     return (input.len(), Stop::Refused);
                 }
@@ -128,7 +129,9 @@ impl Upload {
             match item {
                 Item::Header(header) => {
                     if let Err(why) = check_file_name(&header.file_name) {
-                        warn!("{}: refused: {why}", peer_name(ctx, token));
+                        let peer = peer_name(ctx, token);
+                        self.report
+                            .warn(ctx, format_args!("{peer}: refused: {why}"));
                         self.refuse(ctx, token, why);
                         return (input.len(), Stop::Refused);
                     }
@@ -213,10 +216,11 @@ impl Upload {
         if secret.verify(&challenge, answer) {
             state.challenge = None;
             ctx.clear_deadline(token);
-            info!("{peer}: authenticated");
+            debug!("{peer}: authenticated");
             Some(CHALLENGE_LEN)
         } else {
-            warn!("{peer}: authentication failed (wrong answer)");
+            let message = format_args!("{peer}: authentication failed (wrong answer)");
+            self.report.warn(ctx, message);
             self.refuse(ctx, token, "authentication failed".into());
             None
         }
@@ -250,7 +254,7 @@ impl Upload {
         match why {
             Some(why) => {
                 // The peer only half-closed: it can still read why nothing was stored.
-                info!("{peer}: {why}; discarded");
+                debug!("{peer}: {why}; discarded");
                 self.refuse(ctx, token, why);
             }
             None => ctx.close_when_flushed(token),

@@ -40,6 +40,7 @@
 
 mod input;
 mod jobs;
+mod report;
 pub mod store;
 pub mod writer;
 
@@ -48,7 +49,7 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use log::{info, warn};
+use log::{debug, info, warn};
 use mio::Token;
 
 use crate::core::{CloseReason, Closed, Ctx, Handler, Peer, Pool, SignalAction};
@@ -56,6 +57,7 @@ use crate::proto::frames::{Limits, Reply, UploadDecoder};
 use crate::proto::frames::{DEFAULT_MAX_FILE_SIZE, DEFAULT_MAX_HEADER};
 use crate::proto::hmac_auth::{self, Secret, CHALLENGE_LEN};
 use jobs::owner_of;
+use report::{Report, REPORT_TIMER};
 use store::Store;
 use writer::{Done, Writer};
 
@@ -173,6 +175,9 @@ pub struct Upload {
     stored: u64,
     refusals: u64,
     bytes: u64,
+    /// The same counts since the last per-minute INFO line, and the refusal warnings'
+    /// rate limit.
+    report: Report,
 }
 
 impl std::fmt::Debug for Upload {
@@ -213,6 +218,7 @@ impl Upload {
             stored: 0,
             refusals: 0,
             bytes: 0,
+            report: Report::default(),
         })
     }
 
@@ -224,6 +230,7 @@ impl Upload {
     /// Send an error reply, drop any partial file, and close after the reply is out.
     fn refuse(&mut self, ctx: &mut Ctx<UploadConn>, token: Token, error: String) {
         self.refusals += 1;
+        self.report.refused();
         let Some(state) = ctx.state_mut(token) else {
             return;
         };
@@ -248,6 +255,7 @@ impl Handler for Upload {
     type State = UploadConn;
 
     fn on_open(&mut self, ctx: &mut Ctx<UploadConn>, token: Token) {
+        self.report.start(ctx);
         let id = self.next_serial();
         let peer = ctx.peer(token);
         if let Some(state) = ctx.state_mut(token) {
@@ -306,16 +314,24 @@ impl Handler for Upload {
             return;
         };
         if state.challenge.is_some() && !state.refused {
-            warn!(
-                "{}: no authentication answer within {:?}; dropped",
-                peer_name(ctx, token),
+            let peer = peer_name(ctx, token);
+            let message = format_args!(
+                "{peer}: no authentication answer within {:?}; dropped",
                 self.auth_timeout
             );
+            self.report.warn(ctx, message);
             self.refuse(ctx, token, "authentication timed out".into());
         } else if state.idle_deferred {
             self.on_idle(ctx, token);
         } else {
             ctx.close(token, CloseReason::Timeout);
+        }
+    }
+
+    fn on_timer(&mut self, ctx: &mut Ctx<UploadConn>, key: u64) {
+        let _ = ctx;
+        if key == REPORT_TIMER {
+            self.report.tick();
         }
     }
 
@@ -334,12 +350,12 @@ impl Handler for Upload {
             if writer.is_last() {
                 // Every byte is here and the finishing job runs on: the file is stored
                 // whole (or not at all), only its reply has nobody to go to.
-                info!(
+                debug!(
                     "{peer}: connection closed while {:?} was being stored: {reason}",
                     writer.name
                 );
             } else {
-                info!(
+                debug!(
                     "{peer}: partial upload {:?} discarded ({} of {} bytes): {reason}",
                     writer.name, writer.received, writer.size
                 );

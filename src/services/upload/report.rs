@@ -1,0 +1,76 @@
+//! The upload service's log volume: one INFO line per minute, not one per upload.
+//!
+//! A client can store thousands of small files a second, and refused requests cost it
+//! even less: a log line for each would let it fill the disk with log instead of uploads
+//! (issue 9). So each stored file is a DEBUG line, refusals are warnings that go through
+//! a [`RateLimit`] (at most one per 10 s, with a count of those suppressed), and a loop
+//! timer (`Ctx::timer_every`, the loop's `report_every` or one minute) logs what happened
+//! since the last line: files stored, bytes, refusals. Nothing happened: no line.
+
+use std::fmt;
+use std::time::Duration;
+
+use log::info;
+
+use super::UploadConn;
+use crate::core::log_limit::RateLimit;
+use crate::core::timers::TimerId;
+use crate::core::Ctx;
+
+/// The `on_timer` key of the report timer (the service's only loop timer).
+pub const REPORT_TIMER: u64 = 1;
+/// How often the aggregate line is due when the loop's `report_every` is not set.
+const REPORT_EVERY: Duration = Duration::from_secs(60);
+
+/// Counts since the last report line, and the rate limit for refusal warnings.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// The report timer, once started (with the first connection: timers need the loop).
+    timer: Option<TimerId>,
+    stored: u64,
+    bytes: u64,
+    refused: u64,
+    /// Refusal warnings (hostile names, bad headers, failed answers).
+    refusals: RateLimit,
+}
+
+impl Report {
+    /// Start the report timer if it is not running yet.
+    pub fn start(&mut self, ctx: &mut Ctx<UploadConn>) {
+        if self.timer.is_none() {
+            let every = ctx.config().report_every.unwrap_or(REPORT_EVERY);
+            self.timer = Some(ctx.timer_every(every, REPORT_TIMER));
+        }
+    }
+
+    /// A file was stored.
+    pub fn stored(&mut self, bytes: u64) {
+        self.stored += 1;
+        self.bytes += bytes;
+    }
+
+    /// A request was refused (`Upload::refuse`).
+    pub fn refused(&mut self) {
+        self.refused += 1;
+    }
+
+    /// A warning about one connection (a refusal, a failed store): logged unless one was
+    /// logged recently, else counted.
+    pub fn warn(&mut self, ctx: &Ctx<UploadConn>, message: fmt::Arguments<'_>) {
+        self.refusals.warn(ctx.now(), message);
+    }
+
+    /// The timer came: log the counts since the last line, if any, and start again.
+    pub fn tick(&mut self) {
+        if self.stored == 0 && self.refused == 0 {
+            return;
+        }
+        info!(
+            "uploads since the last report: stored={} bytes={} refused={}",
+            self.stored, self.bytes, self.refused
+        );
+        self.stored = 0;
+        self.bytes = 0;
+        self.refused = 0;
+    }
+}

