@@ -166,3 +166,42 @@ fn stored_uploads_and_refusals_do_not_log_a_line_each() {
         "refusal warnings are rate-limited:\n{stderr}"
     );
 }
+
+#[test]
+fn shutdown_sends_in_flight_uploads_an_error_frame_and_leaves_no_temp_file() {
+    let dir = Dir::new("hard-shutdown");
+    let mut server = start(&dir, &[]);
+    // One client mid-body (its temporary file exists), one mid-header.
+    let mut body = connect(server.addr());
+    let bytes = upload("big.bin", &vec![7u8; 1_000_000]);
+    body.write_all(&bytes[..500_000]).expect("send");
+    let mut header = connect(server.addr());
+    header.write_all(&bytes[..6]).expect("send");
+    // Between uploads: gets a plain close.
+    let mut idle = connect(server.addr());
+    idle.write_all(&upload("done.txt", b"done")).expect("send");
+    assert_eq!(read_reply(&mut idle).expect("reply")["ok"], json!(true));
+    let temp = common::wait_until(TIMEOUT, || (!dir.temps().is_empty()).then_some(()));
+    assert!(temp.is_some(), "the body is streamed to a temporary file");
+
+    server.signal(libc::SIGTERM);
+    for s in [&mut body, &mut header] {
+        let reply = read_reply(s).expect("an error frame before the close");
+        assert_eq!(
+            reply,
+            json!({"ok": false, "error": "server shutting down"}),
+            "{reply}"
+        );
+        assert_closed(s);
+    }
+    assert_closed(&mut idle);
+    let (status, stderr) = server.wait_exit();
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(
+        dir.temps().is_empty(),
+        "temporary files left: {:?}",
+        dir.names()
+    );
+    assert_eq!(dir.names(), vec!["done.txt"]);
+    assert!(stderr.contains("cut off by shutdown=2"), "{stderr}");
+}

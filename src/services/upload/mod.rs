@@ -52,7 +52,7 @@ use std::time::Duration;
 use log::{debug, info, warn};
 use mio::Token;
 
-use crate::core::{CloseReason, Closed, Ctx, Handler, Peer, Pool, SignalAction};
+use crate::core::{CloseReason, Closed, Ctx, Handler, Peer, Pool};
 use crate::proto::frames::{Limits, Reply, UploadDecoder};
 use crate::proto::frames::{DEFAULT_MAX_FILE_SIZE, DEFAULT_MAX_HEADER};
 use crate::proto::hmac_auth::{self, Secret, CHALLENGE_LEN};
@@ -175,6 +175,8 @@ pub struct Upload {
     stored: u64,
     refusals: u64,
     bytes: u64,
+    /// Uploads cut off by shutdown (counted apart from refusals).
+    shutdown_cuts: u64,
     /// The same counts since the last per-minute INFO line, and the refusal warnings'
     /// rate limit.
     report: Report,
@@ -219,6 +221,7 @@ impl Upload {
             refusals: 0,
             bytes: 0,
             report: Report::default(),
+            shutdown_cuts: 0,
         })
     }
 
@@ -231,6 +234,11 @@ impl Upload {
     fn refuse(&mut self, ctx: &mut Ctx<UploadConn>, token: Token, error: String) {
         self.refusals += 1;
         self.report.refused();
+        self.cut_off(ctx, token, error);
+    }
+
+    /// `refuse` without counting a refusal (shutdown is not the client's fault).
+    fn cut_off(&mut self, ctx: &mut Ctx<UploadConn>, token: Token, error: String) {
         let Some(state) = ctx.state_mut(token) else {
             return;
         };
@@ -365,19 +373,33 @@ impl Handler for Upload {
         }
     }
 
-    fn on_signal(&mut self, ctx: &mut Ctx<UploadConn>, signal: i32) -> SignalAction {
-        let _ = ctx;
-        if signal == libc::SIGINT || signal == libc::SIGTERM {
-            info!(
-                "upload summary: stored={} bytes={} refused={} dir={}",
-                self.stored,
-                self.bytes,
-                self.refusals,
-                self.store.dir().display()
-            );
-            SignalAction::Shutdown
-        } else {
-            SignalAction::Handled
+    fn on_shutdown(&mut self, ctx: &mut Ctx<UploadConn>) {
+        // Uploads still arriving (a partial header or body) will not be finished: say so,
+        // and drop their temporary files (on the pool, which is joined before the process
+        // exits). An upload whose last byte is here is finished as usual (stored whole),
+        // but its reply is lost if the connection's queue empties, and it closes, first.
+        let tokens: Vec<Token> = ctx.tokens().collect();
+        for token in tokens {
+            let partial_header = !ctx.unconsumed(token).is_empty();
+            let Some(state) = ctx.state(token) else {
+                continue;
+            };
+            let receiving = state.current.as_ref().is_some_and(|w| !w.is_last());
+            let header = partial_header || (state.current.is_none() && !state.carry.is_empty());
+            if state.refused || !(receiving || header) {
+                continue;
+            }
+            debug!("{}: upload cut off by shutdown", peer_name(ctx, token));
+            self.shutdown_cuts += 1;
+            self.cut_off(ctx, token, "server shutting down".into());
         }
+        info!(
+            "upload summary: stored={} bytes={} refused={} cut off by shutdown={} dir={}",
+            self.stored,
+            self.bytes,
+            self.refusals,
+            self.shutdown_cuts,
+            self.store.dir().display()
+        );
     }
 }
