@@ -205,3 +205,48 @@ fn shutdown_sends_in_flight_uploads_an_error_frame_and_leaves_no_temp_file() {
     assert_eq!(dir.names(), vec!["done.txt"]);
     assert!(stderr.contains("cut off by shutdown=2"), "{stderr}");
 }
+
+#[test]
+fn five_hundred_pipelined_duplicates_get_distinct_names() {
+    let dir = Dir::new("hard-dups");
+    std::fs::write(dir.0.join("x.bin"), b"first").expect("existing file");
+    let server = start(&dir, &[]);
+    let mut s = connect(server.addr());
+    let mut all = Vec::new();
+    for i in 0..500u32 {
+        all.extend_from_slice(&upload("x.bin", &i.to_le_bytes()));
+    }
+    s.write_all(&all).expect("send");
+    for i in 1..=500u32 {
+        let reply = read_reply(&mut s).unwrap_or_else(|| panic!("reply {i}"));
+        assert_eq!(reply["ok"], json!(true), "{reply}");
+        let name = format!("x ({i}).bin");
+        assert_eq!(reply["file_name"], json!(name), "{reply}");
+        let stored = std::fs::read(dir.0.join(&name)).expect("read copy");
+        assert_eq!(stored, (i - 1).to_le_bytes(), "{name}");
+    }
+    assert_eq!(std::fs::read(dir.0.join("x.bin")).expect("read"), b"first");
+    assert_eq!(dir.names().len(), 501);
+}
+
+#[test]
+fn a_longest_name_is_decided_at_the_header_and_stored_shortened() {
+    let dir = Dir::new("hard-long");
+    let server = start(&dir, &[]);
+    let name = format!("{}.txt", "n".repeat(251)); // 255 bytes
+    let mut s = connect(server.addr());
+    for (i, body) in [b"one", b"two"].iter().enumerate() {
+        s.write_all(&upload(&name, *body)).expect("send");
+        let reply = read_reply(&mut s).unwrap_or_else(|| panic!("reply {i}"));
+        assert_eq!(reply["ok"], json!(true), "{reply}");
+        let stored = reply["file_name"].as_str().expect("file_name").to_string();
+        assert!(stored.len() <= 255, "{stored}");
+        if i == 0 {
+            assert_eq!(stored, name);
+        } else {
+            assert_eq!(stored, format!("{} (1).txt", "n".repeat(247)));
+        }
+        assert_eq!(&std::fs::read(dir.0.join(&stored)).expect("read"), body);
+    }
+    assert!(dir.temps().is_empty());
+}
