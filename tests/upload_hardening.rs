@@ -13,6 +13,7 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use common::{Server, TIMEOUT};
 use serde_json::{json, Value};
@@ -249,4 +250,42 @@ fn a_longest_name_is_decided_at_the_header_and_stored_shortened() {
         assert_eq!(&std::fs::read(dir.0.join(&stored)).expect("read"), body);
     }
     assert!(dir.temps().is_empty());
+}
+
+#[test]
+fn a_trickled_header_cannot_outlast_the_header_timeout() {
+    let dir = Dir::new("hard-trickle");
+    let server = start(&dir, &["--header-timeout", "1"]);
+    // A 250-byte header: at one byte per read timeout below (100 ms), 25 s to deliver,
+    // far past the 1 s header timeout but never idle long enough for the idle timeout.
+    let bytes = upload(&format!("{}.txt", "t".repeat(200)), b"body");
+    let header = &bytes[..bytes.len() - 4];
+    assert!(header.len() > 200);
+    let mut s = connect(server.addr());
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    for byte in header {
+        if s.write_all(&[*byte]).is_err() {
+            break; // closed already: the reply is waiting to be read
+        }
+        let mut peek = [0u8; 1];
+        match s.peek(&mut peek) {
+            Ok(_) => break, // the server spoke (or closed) before the header was whole
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break,
+        }
+    }
+    s.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    // Had the whole header gone through, the server would now wait for the body and no
+    // reply would come.
+    let reply = read_reply(&mut s).expect("an error frame before the header was complete");
+    assert_eq!(reply["ok"], json!(false), "{reply}");
+    let error = reply["error"].as_str().unwrap_or_default();
+    assert!(error.contains("header not complete"), "{error}");
+    assert_closed(&mut s);
+    assert!(dir.names().is_empty());
 }

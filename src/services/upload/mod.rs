@@ -52,6 +52,7 @@ use std::time::Duration;
 use log::{debug, info, warn};
 use mio::Token;
 
+use crate::core::timers::Millis;
 use crate::core::{CloseReason, Closed, Ctx, Handler, Peer, Pool};
 use crate::proto::frames::{Limits, Reply, UploadDecoder};
 use crate::proto::frames::{DEFAULT_MAX_FILE_SIZE, DEFAULT_MAX_HEADER};
@@ -66,6 +67,9 @@ use writer::{Done, Writer};
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a client has to answer the challenge unless told otherwise.
 pub const DEFAULT_AUTH_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a client has to deliver a whole frame header (length prefix and JSON),
+/// counted from its first byte, unless told otherwise.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Helper threads for disk work. More than the cores: most of their time is spent
 /// waiting for the disk (`fsync`), and 100 uploads finishing at once should not wait in
@@ -112,6 +116,9 @@ pub struct UploadOptions {
     pub secret_file: Option<PathBuf>,
     /// How long a client has to answer the challenge.
     pub auth_timeout: Duration,
+    /// How long a client has to deliver a whole frame header, from its first byte: a
+    /// byte now and then keeps the idle timeout away, but cannot extend this.
+    pub header_timeout: Duration,
 }
 
 impl UploadOptions {
@@ -123,6 +130,7 @@ impl UploadOptions {
             max_header: DEFAULT_MAX_HEADER,
             secret_file: None,
             auth_timeout: DEFAULT_AUTH_TIMEOUT,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
         }
     }
 }
@@ -147,6 +155,9 @@ pub struct UploadConn {
     /// The idle timeout came while we held reading (not the peer's fault): it was put
     /// off with a handler deadline, which new input cancels.
     idle_deferred: bool,
+    /// When the first byte of a header still incomplete arrived (loop clock): the
+    /// header deadline counts from here, whatever trickles in after it.
+    header_since: Option<Millis>,
     /// An error reply was sent: discard everything else.
     refused: bool,
     /// The peer, for the log line when a partial upload is discarded in `on_close`
@@ -160,6 +171,7 @@ pub struct Upload {
     limits: Limits,
     secret: Option<Secret>,
     auth_timeout: Duration,
+    header_timeout: Duration,
     /// Helper threads for the disk, started with the first job (they need the loop's
     /// waker, which exists only once the loop runs).
     pool: Option<Pool<Done>>,
@@ -212,6 +224,7 @@ impl Upload {
             },
             secret,
             auth_timeout: opts.auth_timeout,
+            header_timeout: opts.header_timeout,
             pool: None,
             serial: 0,
             buffered: 0,
@@ -331,6 +344,16 @@ impl Handler for Upload {
             self.refuse(ctx, token, "authentication timed out".into());
         } else if state.idle_deferred {
             self.on_idle(ctx, token);
+        } else if let Some(since) = state.header_since.filter(|_| !state.refused) {
+            let limit = self.header_timeout;
+            let late = ctx.now().saturating_sub(since);
+            let message = format_args!(
+                "{}: frame header not complete {late} ms after its first byte; dropped",
+                peer_name(ctx, token)
+            );
+            self.report.warn(ctx, message);
+            let error = format!("frame header not complete within {limit:?}");
+            self.refuse(ctx, token, error);
         } else {
             ctx.close(token, CloseReason::Timeout);
         }
