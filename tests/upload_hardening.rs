@@ -289,3 +289,48 @@ fn a_trickled_header_cannot_outlast_the_header_timeout() {
     assert_closed(&mut s);
     assert!(dir.names().is_empty());
 }
+
+#[test]
+fn a_pipelining_client_does_not_stall_another() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    const N: usize = 20_000;
+    let dir = Dir::new("hard-fair");
+    let server = start(&dir, &[]);
+    let mut other = connect(server.addr());
+    let mut flood = connect(server.addr());
+    let mut all = Vec::new();
+    for i in 0..N {
+        all.extend_from_slice(&upload(&format!("f{i}"), b"x"));
+    }
+    // The first client's replies are counted as they come, on a thread of their own.
+    let replies = Arc::new(AtomicUsize::new(0));
+    let mut reader = flood.try_clone().expect("clone");
+    let counted = Arc::clone(&replies);
+    let counter = std::thread::spawn(move || {
+        while let Some(reply) = read_reply(&mut reader) {
+            if reply["ok"] != json!(true) {
+                break;
+            }
+            counted.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    flood.write_all(&all).expect("send the flood");
+    let sent = std::time::Instant::now(); // measured for the log, never asserted
+    other
+        .write_all(&upload("other.txt", b"mine"))
+        .expect("send");
+    let reply = read_reply(&mut other).expect("the other client's reply");
+    let flood_done = replies.load(Ordering::SeqCst);
+    let waited = sent.elapsed();
+    assert_eq!(reply["ok"], json!(true), "{reply}");
+    assert_eq!(reply["file_name"], json!("other.txt"));
+    assert!(
+        flood_done < N,
+        "the other client waited for all {N} pipelined uploads"
+    );
+    eprintln!("the other client's reply came after {flood_done} of the flood's {N}, in {waited:?}");
+    drop(server); // kills it: the flood need not finish
+    let _ = counter.join();
+}
