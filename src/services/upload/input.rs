@@ -21,6 +21,7 @@ use mio::Token;
 
 use super::hold;
 use super::jobs::set_hold;
+use super::report::Warn;
 use super::store::check_file_name;
 use super::writer::Writer;
 use super::{peer_name, Upload, UploadConn, BATCH, CONN_PENDING_MAX, TOTAL_MAX};
@@ -133,7 +134,8 @@ impl Upload {
                 }
                 Err(FrameError::Invalid(e)) => {
                     let peer = peer_name(ctx, token);
-                    self.report.warn(ctx, format_args!("{peer}: refused: {e}"));
+                    self.report
+                        .warn(ctx, Warn::Refused, format_args!("{peer}: refused: {e}"));
                     self.refuse(ctx, token, e.to_string());
                     return (input.len(), Stop::Refused);
                 }
@@ -149,8 +151,11 @@ impl Upload {
                     }
                     if let Err(why) = check_file_name(&header.file_name) {
                         let peer = peer_name(ctx, token);
-                        self.report
-                            .warn(ctx, format_args!("{peer}: refused: {why}"));
+                        self.report.warn(
+                            ctx,
+                            Warn::Refused,
+                            format_args!("{peer}: refused: {why}"),
+                        );
                         self.refuse(ctx, token, why);
                         return (input.len(), Stop::Refused);
                     }
@@ -246,7 +251,7 @@ impl Upload {
             Some(CHALLENGE_LEN)
         } else {
             let message = format_args!("{peer}: authentication failed (wrong answer)");
-            self.report.warn(ctx, message);
+            self.report.warn(ctx, Warn::AuthFailed, message);
             self.refuse(ctx, token, "authentication failed".into());
             None
         }

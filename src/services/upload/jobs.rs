@@ -17,6 +17,7 @@ use std::io;
 use log::{debug, warn};
 use mio::Token;
 
+use super::report::Warn;
 use super::writer::{discard_job, reusable, Done, Outcome, Owner, Writer};
 use super::{hold, peer_name, Upload, UploadConn, DEFAULT_IDLE_TIMEOUT};
 use super::{POOL_THREADS, RESUME_ALLOWANCE, SPARES, TOTAL_MAX};
@@ -128,8 +129,11 @@ impl Upload {
                     .map(|w| w.name.clone())
                     .unwrap_or_default();
                 // The log gets the paths, the client the file name and the cause.
-                self.report
-                    .warn(ctx, format_args!("{peer}: cannot store {name:?}: {e}"));
+                self.report.warn(
+                    ctx,
+                    Warn::Store,
+                    format_args!("{peer}: cannot store {name:?}: {e}"),
+                );
                 let cause = io::Error::from(e.kind());
                 self.refuse(ctx, token, format!("cannot store {name:?}: {cause}"));
             }

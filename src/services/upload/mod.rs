@@ -58,7 +58,7 @@ use crate::proto::frames::{Limits, Reply, UploadDecoder};
 use crate::proto::frames::{DEFAULT_MAX_FILE_SIZE, DEFAULT_MAX_HEADER};
 use crate::proto::hmac_auth::{self, Secret, CHALLENGE_LEN};
 use jobs::owner_of;
-use report::{Report, REPORT_TIMER};
+use report::{Report, Warn, REPORT_TIMER};
 use store::Store;
 use writer::{Done, Writer};
 
@@ -340,7 +340,7 @@ impl Handler for Upload {
                 "{peer}: no authentication answer within {:?}; dropped",
                 self.auth_timeout
             );
-            self.report.warn(ctx, message);
+            self.report.warn(ctx, Warn::AuthTimeout, message);
             self.refuse(ctx, token, "authentication timed out".into());
         } else if state.idle_deferred {
             self.on_idle(ctx, token);
@@ -351,7 +351,7 @@ impl Handler for Upload {
                 "{}: frame header not complete {late} ms after its first byte; dropped",
                 peer_name(ctx, token)
             );
-            self.report.warn(ctx, message);
+            self.report.warn(ctx, Warn::HeaderTimeout, message);
             let error = format!("frame header not complete within {limit:?}");
             self.refuse(ctx, token, error);
         } else {

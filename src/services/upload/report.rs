@@ -3,7 +3,7 @@
 //! A client can store thousands of small files a second, and refused requests cost it
 //! even less: a log line for each would let it fill the disk with log instead of uploads
 //! (issue 9). So each stored file is a DEBUG line, refusals are warnings that go through
-//! a [`RateLimit`] (at most one per 10 s, with a count of those suppressed), and a loop
+//! a [`RateLimit`] per kind (at most one per 10 s, with a count of those suppressed), and a loop
 //! timer (`Ctx::timer_every`, the loop's `report_every` or one minute) logs what happened
 //! since the last line: files stored, bytes, refusals. Nothing happened: no line.
 
@@ -22,7 +22,7 @@ pub const REPORT_TIMER: u64 = 1;
 /// How often the aggregate line is due when the loop's `report_every` is not set.
 const REPORT_EVERY: Duration = Duration::from_secs(60);
 
-/// Counts since the last report line, and the rate limit for refusal warnings.
+/// Counts since the last report line, and the rate limits for warnings.
 #[derive(Debug, Default)]
 pub struct Report {
     /// The report timer, once started (with the first connection: timers need the loop).
@@ -30,8 +30,24 @@ pub struct Report {
     stored: u64,
     bytes: u64,
     refused: u64,
-    /// Refusal warnings (hostile names, bad headers, failed answers).
-    refusals: RateLimit,
+    /// One rate limit per kind of warning (`Warn`), so a flood of one kind does not
+    /// hide the first of another.
+    limits: [RateLimit; 5],
+}
+
+/// Kinds of per-connection warnings, each rate-limited on its own.
+#[derive(Clone, Copy, Debug)]
+pub enum Warn {
+    /// A bad frame or name.
+    Refused,
+    /// A wrong answer to the challenge.
+    AuthFailed,
+    /// No answer to the challenge in time.
+    AuthTimeout,
+    /// A header not complete in time.
+    HeaderTimeout,
+    /// A disk error storing a file.
+    Store,
 }
 
 impl Report {
@@ -56,8 +72,8 @@ impl Report {
 
     /// A warning about one connection (a refusal, a failed store): logged unless one was
     /// logged recently, else counted.
-    pub fn warn(&mut self, ctx: &Ctx<UploadConn>, message: fmt::Arguments<'_>) {
-        self.refusals.warn(ctx.now(), message);
+    pub fn warn(&mut self, ctx: &Ctx<UploadConn>, kind: Warn, message: fmt::Arguments<'_>) {
+        self.limits[kind as usize].warn(ctx.now(), message);
     }
 
     /// The timer came: log the counts since the last line, if any, and start again.
