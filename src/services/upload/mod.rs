@@ -11,7 +11,11 @@
 //! With a secret (`--secret-file`) every connection first gets a 32-byte challenge
 //! (`proto/hmac_auth.rs`) and must answer it within the auth timeout: a handler deadline
 //! (`Ctx::set_deadline`), separate from the loop's idle timeout, which keeps counting
-//! the peer's input on its own.
+//! the peer's input on its own. The same deadline then bounds each frame header: it
+//! must be whole `--header-timeout` after its first byte (a trickle that keeps the idle
+//! timeout away cannot extend it). At shutdown (`Handler::on_shutdown`) uploads still
+//! arriving get `{"ok":false,"error":"server shutting down"}` and lose their temporary
+//! file. Logging is per minute, not per upload (`report.rs`).
 //!
 //! **Where the loop thread stops and the pool starts.** On the loop: decoding frames,
 //! checking names, copying body bytes into the upload's pending batch, replies, timers,
@@ -40,6 +44,7 @@
 
 mod input;
 mod jobs;
+mod names;
 mod report;
 pub mod store;
 pub mod writer;
