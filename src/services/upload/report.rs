@@ -78,15 +78,44 @@ impl Report {
 
     /// The timer came: log the counts since the last line, if any, and start again.
     pub fn tick(&mut self) {
-        if self.stored == 0 && self.refused == 0 {
-            return;
+        if let Some(line) = self.take_line() {
+            info!("{line}");
         }
-        info!(
+    }
+
+    /// The report line for the counts since the last one (`None`: nothing happened),
+    /// and the counts start again from zero.
+    fn take_line(&mut self) -> Option<String> {
+        if self.stored == 0 && self.refused == 0 {
+            return None;
+        }
+        let line = format!(
             "uploads since the last report: stored={} bytes={} refused={}",
             self.stored, self.bytes, self.refused
         );
         self.stored = 0;
         self.bytes = 0;
         self.refused = 0;
+        Some(line)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_line_per_interval_and_none_when_idle() {
+        let mut report = Report::default();
+        assert_eq!(report.take_line(), None);
+        for _ in 0..1000 {
+            report.stored(10);
+        }
+        report.refused();
+        assert_eq!(
+            report.take_line().as_deref(),
+            Some("uploads since the last report: stored=1000 bytes=10000 refused=1")
+        );
+        assert_eq!(report.take_line(), None, "counts start again");
     }
 }
