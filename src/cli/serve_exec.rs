@@ -113,9 +113,12 @@ pub fn check(args: &ServeArgs) -> io::Result<()> {
     let upload = &args.upload;
     if upload.max_file_size != netloop::proto::frames::DEFAULT_MAX_FILE_SIZE
         || upload.max_header != netloop::proto::frames::DEFAULT_MAX_HEADER
+        || upload.header_timeout != netloop::services::upload::DEFAULT_HEADER_TIMEOUT
     {
         return Err(invalid(
-            "--max-file-size and --max-header only apply to the upload service".into(),
+            "--max-file-size, --max-header and --header-timeout only apply to the upload \
+             service"
+                .into(),
         ));
     }
     if !args.udp.is_empty() {

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use netloop::proto::frames::{DEFAULT_MAX_FILE_SIZE, DEFAULT_MAX_HEADER};
-use netloop::services::upload::{UploadOptions, DEFAULT_AUTH_TIMEOUT};
+use netloop::services::upload::{UploadOptions, DEFAULT_AUTH_TIMEOUT, DEFAULT_HEADER_TIMEOUT};
 
 use super::args::secs;
 
@@ -33,6 +33,10 @@ pub struct Args {
     /// upload: seconds a client has to answer the challenge.
     #[arg(long, default_value = "5", value_name = "SECS", value_parser = secs)]
     pub auth_timeout: Duration,
+    /// upload: seconds a client has to deliver a whole frame header, counted from its
+    /// first byte (a byte now and then does not extend it).
+    #[arg(long, default_value = "10", value_name = "SECS", value_parser = secs)]
+    pub header_timeout: Duration,
 }
 
 impl Args {
@@ -43,6 +47,7 @@ impl Args {
             || self.max_file_size != DEFAULT_MAX_FILE_SIZE
             || self.max_header != DEFAULT_MAX_HEADER
             || self.auth_timeout != DEFAULT_AUTH_TIMEOUT
+            || self.header_timeout != DEFAULT_HEADER_TIMEOUT
     }
 
     /// The library's options (`--dir` is required).
@@ -66,6 +71,7 @@ impl Args {
             max_header: self.max_header,
             secret_file: self.secret_file.clone(),
             auth_timeout: self.auth_timeout,
+            header_timeout: self.header_timeout,
         })
     }
 
@@ -83,6 +89,10 @@ impl Args {
         out.push(format!(
             "--auth-timeout={}",
             self.auth_timeout.as_secs_f64()
+        ));
+        out.push(format!(
+            "--header-timeout={}",
+            self.header_timeout.as_secs_f64()
         ));
         out
     }

@@ -8,7 +8,8 @@
 //! token valid, and not reused, while a callback still holds it.
 //!
 //! Shutdown (SIGINT/SIGTERM) is the same thing for everyone at once: stop accepting,
-//! close each connection once its queue is flushed, give up after the grace period.
+//! let the handler have its last word (`Handler::on_shutdown`), close each connection
+//! once its queue is flushed, give up after the grace period.
 
 use log::{debug, info, warn};
 use mio::Token;
@@ -148,6 +149,10 @@ impl<S: Default> EventLoop<S> {
         self.ctx.udp.clear();
         self.accept_paused_until = None;
         self.shutdown_deadline = Some(self.ctx.clock.after(self.ctx.config.shutdown_grace));
+        // The handler's last word to connections in the middle of something (an error
+        // frame, say), queued before the close below, which waits for it to flush.
+        handler.on_shutdown(&mut self.ctx);
+        self.reap(handler);
         let keys: Vec<usize> = self.ctx.slab.iter().map(|(k, _)| k).collect();
         for key in keys {
             self.ctx.close_when_flushed(Token(key));

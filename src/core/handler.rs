@@ -108,6 +108,16 @@ pub trait Handler {
         }
     }
 
+    /// Graceful shutdown began (`EventLoop::begin_shutdown`: a SIGINT/SIGTERM whose
+    /// `on_signal` said `Shutdown`). Listeners are already closed and every connection is
+    /// still open; right after this returns, each one is closed as soon as its queue is
+    /// flushed. So this is the place to tell peers in the middle of something why they
+    /// are about to be cut off (a `send` here goes out before the close) and to drop
+    /// their half-done work. By default: nothing.
+    fn on_shutdown(&mut self, ctx: &mut Ctx<Self::State>) {
+        let _ = ctx;
+    }
+
     /// Another thread called `wake()` on the loop's waker (`Ctx::waker`): an offload
     /// pool finished a job, a resolver thread has addresses.
     fn on_wake(&mut self, ctx: &mut Ctx<Self::State>) {

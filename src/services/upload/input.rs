@@ -16,14 +16,18 @@
 
 use std::mem;
 
-use log::{debug, info, warn};
+use log::debug;
 use mio::Token;
 
 use super::hold;
 use super::jobs::set_hold;
+use super::report::Warn;
 use super::store::check_file_name;
 use super::writer::Writer;
 use super::{peer_name, Upload, UploadConn, BATCH, CONN_PENDING_MAX, TOTAL_MAX};
+use std::time::Duration;
+
+use crate::core::timers::Millis;
 use crate::core::Ctx;
 use crate::proto::frames::{FrameError, Item};
 use crate::proto::hmac_auth::CHALLENGE_LEN;
@@ -46,9 +50,14 @@ impl Upload {
             return data.len();
         };
         if state.idle_deferred {
-            // The peer sent something: the loop's idle timeout counts again on its own.
+            // The peer sent something: the loop's idle timeout counts again on its own;
+            // a header deadline that idle deferral displaced is set again.
             state.idle_deferred = false;
+            let since = state.header_since;
             ctx.clear_deadline(token);
+            if let Some(since) = since {
+                self.arm_header_deadline(ctx, token, since);
+            }
         }
         let Some(state) = ctx.state_mut(token) else {
             return data.len();
@@ -96,6 +105,7 @@ impl Upload {
     /// upload is complete, or the connection is refused. Returns the bytes used.
     fn feed(&mut self, ctx: &mut Ctx<UploadConn>, token: Token, input: &[u8]) -> (usize, Stop) {
         let mut used = 0;
+        let now = ctx.now();
         loop {
             let Some(state) = ctx.state_mut(token) else {
                 return (input.len(), Stop::Refused);
@@ -114,9 +124,18 @@ impl Upload {
                 }
             }
             let item = match state.decoder.decode(&input[used..], &self.limits) {
-                Err(FrameError::Incomplete) => return (used, Stop::Incomplete),
+                Err(FrameError::Incomplete) => {
+                    // Bytes left over are part of a header (body bytes are always taken).
+                    if used < input.len() && state.header_since.is_none() {
+                        state.header_since = Some(now);
+                        self.arm_header_deadline(ctx, token, now);
+                    }
+                    return (used, Stop::Incomplete);
+                }
                 Err(FrameError::Invalid(e)) => {
-                    warn!("{}: refused: {e}", peer_name(ctx, token));
+                    let peer = peer_name(ctx, token);
+                    self.report
+                        .warn(ctx, Warn::Refused, format_args!("{peer}: refused: {e}"));
                     self.refuse(ctx, token, e.to_string());
                     return (input.len(), Stop::Refused);
                 }
@@ -127,8 +146,16 @@ impl Upload {
             };
             match item {
                 Item::Header(header) => {
+                    if state.header_since.take().is_some() && !state.idle_deferred {
+                        ctx.clear_deadline(token);
+                    }
                     if let Err(why) = check_file_name(&header.file_name) {
-                        warn!("{}: refused: {why}", peer_name(ctx, token));
+                        let peer = peer_name(ctx, token);
+                        self.report.warn(
+                            ctx,
+                            Warn::Refused,
+                            format_args!("{peer}: refused: {why}"),
+                        );
                         self.refuse(ctx, token, why);
                         return (input.len(), Stop::Refused);
                     }
@@ -160,6 +187,13 @@ impl Upload {
                 }
             }
         }
+    }
+
+    /// Set the connection's handler deadline to the header timeout counted from `since`
+    /// (the header's first byte): a trickle of bytes cannot push it back.
+    fn arm_header_deadline(&mut self, ctx: &mut Ctx<UploadConn>, token: Token, since: Millis) {
+        let spent = Duration::from_millis(ctx.now().saturating_sub(since));
+        ctx.set_deadline(token, self.header_timeout.saturating_sub(spent));
     }
 
     /// After consuming input: pause reading if all uploads together hold too much, send
@@ -213,10 +247,11 @@ impl Upload {
         if secret.verify(&challenge, answer) {
             state.challenge = None;
             ctx.clear_deadline(token);
-            info!("{peer}: authenticated");
+            debug!("{peer}: authenticated");
             Some(CHALLENGE_LEN)
         } else {
-            warn!("{peer}: authentication failed (wrong answer)");
+            let message = format_args!("{peer}: authentication failed (wrong answer)");
+            self.report.warn(ctx, Warn::AuthFailed, message);
             self.refuse(ctx, token, "authentication failed".into());
             None
         }
@@ -250,7 +285,7 @@ impl Upload {
         match why {
             Some(why) => {
                 // The peer only half-closed: it can still read why nothing was stored.
-                info!("{peer}: {why}; discarded");
+                debug!("{peer}: {why}; discarded");
                 self.refuse(ctx, token, why);
             }
             None => ctx.close_when_flushed(token),

@@ -14,9 +14,10 @@
 
 use std::io;
 
-use log::{debug, info, warn};
+use log::{debug, warn};
 use mio::Token;
 
+use super::report::Warn;
 use super::writer::{discard_job, reusable, Done, Outcome, Owner, Writer};
 use super::{hold, peer_name, Upload, UploadConn, DEFAULT_IDLE_TIMEOUT};
 use super::{POOL_THREADS, RESUME_ALLOWANCE, SPARES, TOTAL_MAX};
@@ -95,12 +96,13 @@ impl Upload {
                 set_hold(ctx, token, hold::FULL, false);
             }
             Outcome::Stored(stored) => {
-                info!(
+                debug!(
                     "{peer}: stored {:?} ({} bytes, sha256 {})",
                     stored.name, stored.bytes, stored.sha256
                 );
                 self.stored += 1;
                 self.bytes += stored.bytes;
+                self.report.stored(stored.bytes);
                 let reply = Reply::Stored {
                     file_name: stored.name,
                     bytes: stored.bytes,
@@ -127,7 +129,11 @@ impl Upload {
                     .map(|w| w.name.clone())
                     .unwrap_or_default();
                 // The log gets the paths, the client the file name and the cause.
-                warn!("{peer}: cannot store {name:?}: {e}");
+                self.report.warn(
+                    ctx,
+                    Warn::Store,
+                    format_args!("{peer}: cannot store {name:?}: {e}"),
+                );
                 let cause = io::Error::from(e.kind());
                 self.refuse(ctx, token, format!("cannot store {name:?}: {cause}"));
             }
@@ -146,12 +152,13 @@ impl Upload {
             Outcome::Stored(stored) => {
                 // The last byte had arrived: the file is whole and in place, only the
                 // reply is lost.
-                info!(
+                debug!(
                     "stored {:?} ({} bytes), but its connection closed before the reply",
                     stored.name, stored.bytes
                 );
                 self.stored += 1;
                 self.bytes += stored.bytes;
+                self.report.stored(stored.bytes);
             }
             Outcome::Failed(e) => debug!("abandoned upload: {e}"),
             Outcome::Discarded => {}

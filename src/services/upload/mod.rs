@@ -11,7 +11,11 @@
 //! With a secret (`--secret-file`) every connection first gets a 32-byte challenge
 //! (`proto/hmac_auth.rs`) and must answer it within the auth timeout: a handler deadline
 //! (`Ctx::set_deadline`), separate from the loop's idle timeout, which keeps counting
-//! the peer's input on its own.
+//! the peer's input on its own. The same deadline then bounds each frame header: it
+//! must be whole `--header-timeout` after its first byte (a trickle that keeps the idle
+//! timeout away cannot extend it). At shutdown (`Handler::on_shutdown`) uploads still
+//! arriving get `{"ok":false,"error":"server shutting down"}` and lose their temporary
+//! file. Logging is per minute, not per upload (`report.rs`).
 //!
 //! **Where the loop thread stops and the pool starts.** On the loop: decoding frames,
 //! checking names, copying body bytes into the upload's pending batch, replies, timers,
@@ -40,6 +44,8 @@
 
 mod input;
 mod jobs;
+mod names;
+mod report;
 pub mod store;
 pub mod writer;
 
@@ -48,14 +54,16 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use log::{info, warn};
+use log::{debug, info, warn};
 use mio::Token;
 
-use crate::core::{CloseReason, Closed, Ctx, Handler, Peer, Pool, SignalAction};
+use crate::core::timers::Millis;
+use crate::core::{CloseReason, Closed, Ctx, Handler, Peer, Pool};
 use crate::proto::frames::{Limits, Reply, UploadDecoder};
 use crate::proto::frames::{DEFAULT_MAX_FILE_SIZE, DEFAULT_MAX_HEADER};
 use crate::proto::hmac_auth::{self, Secret, CHALLENGE_LEN};
 use jobs::owner_of;
+use report::{Report, Warn, REPORT_TIMER};
 use store::Store;
 use writer::{Done, Writer};
 
@@ -64,6 +72,9 @@ use writer::{Done, Writer};
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a client has to answer the challenge unless told otherwise.
 pub const DEFAULT_AUTH_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a client has to deliver a whole frame header (length prefix and JSON),
+/// counted from its first byte, unless told otherwise.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Helper threads for disk work. More than the cores: most of their time is spent
 /// waiting for the disk (`fsync`), and 100 uploads finishing at once should not wait in
@@ -110,6 +121,9 @@ pub struct UploadOptions {
     pub secret_file: Option<PathBuf>,
     /// How long a client has to answer the challenge.
     pub auth_timeout: Duration,
+    /// How long a client has to deliver a whole frame header, from its first byte: a
+    /// byte now and then keeps the idle timeout away, but cannot extend this.
+    pub header_timeout: Duration,
 }
 
 impl UploadOptions {
@@ -121,6 +135,7 @@ impl UploadOptions {
             max_header: DEFAULT_MAX_HEADER,
             secret_file: None,
             auth_timeout: DEFAULT_AUTH_TIMEOUT,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
         }
     }
 }
@@ -145,6 +160,9 @@ pub struct UploadConn {
     /// The idle timeout came while we held reading (not the peer's fault): it was put
     /// off with a handler deadline, which new input cancels.
     idle_deferred: bool,
+    /// When the first byte of a header still incomplete arrived (loop clock): the
+    /// header deadline counts from here, whatever trickles in after it.
+    header_since: Option<Millis>,
     /// An error reply was sent: discard everything else.
     refused: bool,
     /// The peer, for the log line when a partial upload is discarded in `on_close`
@@ -158,6 +176,7 @@ pub struct Upload {
     limits: Limits,
     secret: Option<Secret>,
     auth_timeout: Duration,
+    header_timeout: Duration,
     /// Helper threads for the disk, started with the first job (they need the loop's
     /// waker, which exists only once the loop runs).
     pool: Option<Pool<Done>>,
@@ -173,6 +192,11 @@ pub struct Upload {
     stored: u64,
     refusals: u64,
     bytes: u64,
+    /// Uploads cut off by shutdown (counted apart from refusals).
+    shutdown_cuts: u64,
+    /// The same counts since the last per-minute INFO line, and the refusal warnings'
+    /// rate limit.
+    report: Report,
 }
 
 impl std::fmt::Debug for Upload {
@@ -205,6 +229,7 @@ impl Upload {
             },
             secret,
             auth_timeout: opts.auth_timeout,
+            header_timeout: opts.header_timeout,
             pool: None,
             serial: 0,
             buffered: 0,
@@ -213,6 +238,8 @@ impl Upload {
             stored: 0,
             refusals: 0,
             bytes: 0,
+            report: Report::default(),
+            shutdown_cuts: 0,
         })
     }
 
@@ -224,6 +251,12 @@ impl Upload {
     /// Send an error reply, drop any partial file, and close after the reply is out.
     fn refuse(&mut self, ctx: &mut Ctx<UploadConn>, token: Token, error: String) {
         self.refusals += 1;
+        self.report.refused();
+        self.cut_off(ctx, token, error);
+    }
+
+    /// `refuse` without counting a refusal (shutdown is not the client's fault).
+    fn cut_off(&mut self, ctx: &mut Ctx<UploadConn>, token: Token, error: String) {
         let Some(state) = ctx.state_mut(token) else {
             return;
         };
@@ -248,6 +281,7 @@ impl Handler for Upload {
     type State = UploadConn;
 
     fn on_open(&mut self, ctx: &mut Ctx<UploadConn>, token: Token) {
+        self.report.start(ctx);
         let id = self.next_serial();
         let peer = ctx.peer(token);
         if let Some(state) = ctx.state_mut(token) {
@@ -306,16 +340,34 @@ impl Handler for Upload {
             return;
         };
         if state.challenge.is_some() && !state.refused {
-            warn!(
-                "{}: no authentication answer within {:?}; dropped",
-                peer_name(ctx, token),
+            let peer = peer_name(ctx, token);
+            let message = format_args!(
+                "{peer}: no authentication answer within {:?}; dropped",
                 self.auth_timeout
             );
+            self.report.warn(ctx, Warn::AuthTimeout, message);
             self.refuse(ctx, token, "authentication timed out".into());
         } else if state.idle_deferred {
             self.on_idle(ctx, token);
+        } else if let Some(since) = state.header_since.filter(|_| !state.refused) {
+            let limit = self.header_timeout;
+            let late = ctx.now().saturating_sub(since);
+            let message = format_args!(
+                "{}: frame header not complete {late} ms after its first byte; dropped",
+                peer_name(ctx, token)
+            );
+            self.report.warn(ctx, Warn::HeaderTimeout, message);
+            let error = format!("frame header not complete within {limit:?}");
+            self.refuse(ctx, token, error);
         } else {
             ctx.close(token, CloseReason::Timeout);
+        }
+    }
+
+    fn on_timer(&mut self, ctx: &mut Ctx<UploadConn>, key: u64) {
+        let _ = ctx;
+        if key == REPORT_TIMER {
+            self.report.tick();
         }
     }
 
@@ -334,12 +386,12 @@ impl Handler for Upload {
             if writer.is_last() {
                 // Every byte is here and the finishing job runs on: the file is stored
                 // whole (or not at all), only its reply has nobody to go to.
-                info!(
+                debug!(
                     "{peer}: connection closed while {:?} was being stored: {reason}",
                     writer.name
                 );
             } else {
-                info!(
+                debug!(
                     "{peer}: partial upload {:?} discarded ({} of {} bytes): {reason}",
                     writer.name, writer.received, writer.size
                 );
@@ -349,19 +401,33 @@ impl Handler for Upload {
         }
     }
 
-    fn on_signal(&mut self, ctx: &mut Ctx<UploadConn>, signal: i32) -> SignalAction {
-        let _ = ctx;
-        if signal == libc::SIGINT || signal == libc::SIGTERM {
-            info!(
-                "upload summary: stored={} bytes={} refused={} dir={}",
-                self.stored,
-                self.bytes,
-                self.refusals,
-                self.store.dir().display()
-            );
-            SignalAction::Shutdown
-        } else {
-            SignalAction::Handled
+    fn on_shutdown(&mut self, ctx: &mut Ctx<UploadConn>) {
+        // Uploads still arriving (a partial header or body) will not be finished: say so,
+        // and drop their temporary files (on the pool, which is joined before the process
+        // exits). An upload whose last byte is here is finished as usual (stored whole),
+        // but its reply is lost if the connection's queue empties, and it closes, first.
+        let tokens: Vec<Token> = ctx.tokens().collect();
+        for token in tokens {
+            let partial_header = !ctx.unconsumed(token).is_empty();
+            let Some(state) = ctx.state(token) else {
+                continue;
+            };
+            let receiving = state.current.as_ref().is_some_and(|w| !w.is_last());
+            let header = partial_header || (state.current.is_none() && !state.carry.is_empty());
+            if state.refused || !(receiving || header) {
+                continue;
+            }
+            debug!("{}: upload cut off by shutdown", peer_name(ctx, token));
+            self.shutdown_cuts += 1;
+            self.cut_off(ctx, token, "server shutting down".into());
         }
+        info!(
+            "upload summary: stored={} bytes={} refused={} cut off by shutdown={} dir={}",
+            self.stored,
+            self.bytes,
+            self.refusals,
+            self.shutdown_cuts,
+            self.store.dir().display()
+        );
     }
 }

@@ -5,7 +5,9 @@
 //! last byte is written is the file flushed to disk (`fsync`) and given its real name,
 //! with `link(2)`, which is atomic and **never replaces** an existing file: if the name is
 //! taken, the next free `name (1).ext`, `name (2).ext`, ... is used instead, and the reply
-//! says which. So a reader of the directory sees a stored file whole or not at all, a
+//! says which (shortened if need be to fit 255 bytes, see [`numbered_name`], so a name
+//! accepted at the header is never refused after its body; where to start looking is
+//! remembered per name, so the n-th copy does not cost n failed `link` calls). So a reader of the directory sees a stored file whole or not at all, a
 //! client that vanishes mid-file leaves nothing (dropping a [`Partial`] removes its
 //! temporary file), and nobody's file is silently overwritten.
 //!
@@ -27,82 +29,15 @@ use std::sync::Arc;
 use log::{info, warn};
 use sha2::{Digest, Sha256};
 
+use super::names::NextCopy;
+pub use super::names::{check_file_name, numbered_name, MAX_NAME_BYTES};
+
 /// Names of temporary files start with this; clients may not use it.
 pub const TEMP_PREFIX: &str = ".netloop-upload-";
-/// Longest file name, in bytes (the usual `NAME_MAX`).
-pub const MAX_NAME_BYTES: usize = 255;
-/// How many `name (n).ext` alternatives to try before giving up.
+/// The highest `name (n).ext` number tried before giving up.
 const MAX_COPIES: u32 = 10_000;
 /// Buffer between the socket reads (often small) and the file.
 const WRITE_BUFFER: usize = 64 * 1024;
-
-/// Why a requested file name is refused. Only a single plain path component is accepted;
-/// nothing is "cleaned up", because a silently changed name surprises the client more
-/// than a refusal does.
-pub fn check_file_name(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("file name is empty".into());
-    }
-    if name == "." || name == ".." {
-        return Err(format!("file name {name:?} is not a file"));
-    }
-    if name.contains('/') || name.contains('\\') {
-        return Err(format!("file name {name:?} contains a path separator"));
-    }
-    if name.contains('\0') {
-        return Err("file name contains a NUL byte".into());
-    }
-    if name.chars().any(char::is_control) {
-        return Err(format!("file name {name:?} contains a control character"));
-    }
-    if let Some(c) = name.chars().find(|&c| is_format_char(c)) {
-        return Err(format!(
-            "file name {name:?} contains an invisible formatting character (U+{:04X})",
-            c as u32
-        ));
-    }
-    if name.len() > MAX_NAME_BYTES {
-        return Err(format!(
-            "file name is {} bytes, over the limit of {MAX_NAME_BYTES}",
-            name.len()
-        ));
-    }
-    if name.starts_with(TEMP_PREFIX) {
-        return Err(format!(
-            "file names starting with {TEMP_PREFIX} are reserved"
-        ));
-    }
-    Ok(())
-}
-
-/// Unicode format and bidi characters that make a shown name differ from the stored
-/// one: `evil\u{202E}gpj.exe` displays as `evilexe.jpg`. Soft hyphen, Arabic letter mark,
-/// zero-width space/joiners and LRM/RLM, the bidi embeddings/overrides and isolates, word
-/// joiner and invisible operators, and the BOM.
-fn is_format_char(c: char) -> bool {
-    matches!(
-        c,
-        '\u{00AD}'
-            | '\u{061C}'
-            | '\u{200B}'..='\u{200F}'
-            | '\u{202A}'..='\u{202E}'
-            | '\u{2060}'..='\u{2064}'
-            | '\u{2066}'..='\u{2069}'
-            | '\u{FEFF}'
-    )
-}
-
-/// The `n`th alternative to `name`: `report.pdf` -> `report (n).pdf`; `.bashrc` ->
-/// `.bashrc (n)`. `n == 0` is the name itself.
-pub fn numbered_name(name: &str, n: u32) -> String {
-    if n == 0 {
-        return name.to_string();
-    }
-    match name.rfind('.') {
-        Some(dot) if dot > 0 => format!("{} ({n}){}", &name[..dot], &name[dot..]),
-        _ => format!("{name} ({n})"),
-    }
-}
 
 /// A file being received: its temporary file, and the running count and hash.
 #[derive(Debug)]
@@ -168,6 +103,9 @@ pub struct Stored {
     pub bytes: u64,
     /// SHA-256 of its bytes, lower-case hex.
     pub sha256: String,
+    /// `link` calls it took to find a free name (1 when the name was free; with the
+    /// per-name hint, 2 for most copies however many exist).
+    pub links: u32,
 }
 
 /// The upload directory. Cloning is cheap (the path and a shared handle), so each job
@@ -181,6 +119,8 @@ pub struct Store {
     /// Counter for temporary names (with the pid, unique among live servers). Only the
     /// loop thread names files; a clone's counter is never used.
     next: u64,
+    /// Where to look for the next free numbered copy of each duplicated name.
+    copies: Arc<std::sync::Mutex<NextCopy>>,
 }
 
 impl Store {
@@ -200,6 +140,7 @@ impl Store {
             dir: Arc::from(dir),
             dir_handle: Arc::new(dir_handle),
             next: 0,
+            copies: Arc::default(),
         };
         store.remove_stale_temps();
         Ok(store)
@@ -269,32 +210,7 @@ impl Store {
             .get_ref()
             .sync_all()
             .map_err(|e| context("fsync", e))?;
-        let mut n = 0;
-        let name = loop {
-            let candidate = numbered_name(&partial.name, n);
-            if candidate.len() > MAX_NAME_BYTES {
-                return Err(io::Error::new(
-                    io::ErrorKind::AlreadyExists,
-                    format!(
-                        "{:?} exists and a numbered copy's name would be too long",
-                        partial.name
-                    ),
-                ));
-            }
-            let target = self.dir.join(&candidate);
-            // link(2) fails with EEXIST instead of replacing: two uploads of one name,
-            // even from two server processes, can never overwrite each other.
-            match fs::hard_link(&temp, &target) {
-                Ok(()) => break candidate,
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && n < MAX_COPIES => n += 1,
-                Err(e) => {
-                    return Err(io::Error::new(
-                        e.kind(),
-                        format!("naming {}: {e}", target.display()),
-                    ))
-                }
-            }
-        };
+        let (name, links) = self.link_free_name(&temp, &partial.name)?;
         // The file is in place; the temporary name is now just a second link.
         partial.temp = None;
         if let Err(e) = fs::remove_file(&temp) {
@@ -308,7 +224,50 @@ impl Store {
             name,
             bytes: partial.written,
             sha256: hex(&digest),
+            links,
         })
+    }
+
+    /// Link `temp` into place as `name` or, if taken, the first free numbered copy from
+    /// the per-name hint on. Returns the name used and the `link` calls it took.
+    fn link_free_name(&self, temp: &Path, name: &str) -> io::Result<(String, u32)> {
+        let mut n = 0;
+        let mut links = 0;
+        loop {
+            let candidate = numbered_name(name, n);
+            let target = self.dir.join(&candidate);
+            links += 1;
+            // link(2) fails with EEXIST instead of replacing: two uploads of one name,
+            // even from two server processes, can never overwrite each other.
+            match fs::hard_link(temp, &target) {
+                Ok(()) => {
+                    if n > 0 {
+                        self.copies_lock().set(name, n + 1);
+                    }
+                    return Ok((candidate, links));
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && n < MAX_COPIES => {
+                    // The name itself is tried first (it may have been removed since);
+                    // then the numbers, from where the last copy was put.
+                    n = if n == 0 {
+                        self.copies_lock().get(name)
+                    } else {
+                        n + 1
+                    };
+                }
+                Err(e) => {
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("naming {}: {e}", target.display()),
+                    ))
+                }
+            }
+        }
+    }
+
+    fn copies_lock(&self) -> std::sync::MutexGuard<'_, NextCopy> {
+        // A thread that panicked holding the lock left a valid map: it is only a hint.
+        self.copies.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -321,4 +280,42 @@ pub fn hex(bytes: &[u8]) -> String {
         out.push(DIGITS[usize::from(b & 15)] as char);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duplicates_cost_a_constant_number_of_links() {
+        let dir = std::env::temp_dir().join(format!("netloop-store-dups-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let mut store = Store::open(&dir).expect("open");
+        let mut names = Vec::new();
+        let mut most_links = 0;
+        for i in 0..300u32 {
+            let mut partial = store.begin("x.bin", 1).expect("begin");
+            partial.write(&[i as u8]).expect("write");
+            let stored = store.finish(partial).expect("finish");
+            most_links = most_links.max(stored.links);
+            names.push(stored.name);
+        }
+        assert_eq!(names[0], "x.bin");
+        assert_eq!(names[299], "x (299).bin");
+        assert!(most_links <= 2, "a copy took {most_links} links");
+        // A copy removed is not reused (the hint moves on), and nothing is overwritten:
+        // a name taken behind the hint's back costs one more try.
+        fs::remove_file(dir.join("x (5).bin")).expect("remove");
+        fs::write(dir.join("x (300).bin"), b"someone else's").expect("write");
+        let partial = store.begin("x.bin", 0).expect("begin");
+        let stored = store.finish(partial).expect("finish");
+        assert_eq!((stored.name.as_str(), stored.links), ("x (301).bin", 3));
+        assert_eq!(
+            fs::read(dir.join("x (300).bin")).expect("read"),
+            b"someone else's"
+        );
+        let left = fs::read_dir(&dir).expect("read dir").count();
+        assert_eq!(left, 301, "300 copies + the stranger's, no temporary file");
+        let _ = fs::remove_dir_all(&dir);
+    }
 }
