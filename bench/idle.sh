@@ -9,8 +9,8 @@
 #   bench/idle.sh                       # 19,000 idle (1 process), 60,000 idle (4 workers)
 #   ROUNDS=1 HOLD=3 bench/idle.sh       # quicker
 #
-# Needs: cargo, python3. Uses 127.0.0.2-127.0.0.9 as client source addresses (one
-# address has only ~28,000 ephemeral ports towards one server port).
+# Needs: cargo, python3. Client source addresses (127.0.0.x: one address has only
+# ~28,000 ephemeral ports towards one server port) are chosen by `netloop stress` itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,11 +45,10 @@ start_server() { # $1 = workers
 }
 
 run() { # $1 = label, $2 = idle count, $3 = round, $4 = workers
-  local file="$OUT/$1-r$3.json" pid_arg=()
-  # With workers the parent holds no connections: its RSS says nothing.
-  [ "$4" = 1 ] && pid_arg=(--server-pid "$server_pid")
+  local file="$OUT/$1-r$3.json"
+  # The supervisor's PID stands for its workers too (their RSS is summed).
   "$BIN" stress "127.0.0.1:$PORT" --idle "$2" --active 10 --size 64 --hold "$HOLD" \
-    --source-ips 127.0.0.2-127.0.0.9 "${pid_arg[@]}" --json >"$file" 2>"$OUT/$1-r$3.err" \
+    --server-pid "$server_pid" --json >"$file" 2>"$OUT/$1-r$3.err" \
     || echo "warning: $1 round $3 did not hold everything (see $OUT/$1-r$3.err)" >&2
   # Let TIME_WAIT sockets of the last run not crowd the next one's ports.
   sleep 1

@@ -179,8 +179,8 @@ fn preflight_refuses_an_impossible_ask_quickly_and_clearly() {
 }
 
 /// A loopback target gets 127.0.0.x source addresses of its own when one address's ports
-/// would not do (here one address is said to have 100 ports, so 300 connections need
-/// four: 127.0.0.2-127.0.0.5), and the report says so; the connections really come from
+/// would not do (here one address is said to have 200 ports, of which 95 are planned
+/// for, so 300 connections need four: 127.0.0.2-127.0.0.5), and the report says so; the connections really come from
 /// those addresses. A target elsewhere is refused up front instead, saying how many
 /// addresses it needs and how to pass them; so is a `--source-ips` list that is too short.
 #[test]
@@ -204,7 +204,7 @@ fn source_addresses_are_chosen_for_loopback_and_asked_for_otherwise() {
         "--hold",
         "0.2",
         "--ports-per-source",
-        "100",
+        "200",
     ]);
     assert_succeeded(&run);
     let v = run.report();
@@ -233,7 +233,7 @@ fn source_addresses_are_chosen_for_loopback_and_asked_for_otherwise() {
         "--idle",
         "300",
         "--ports-per-source",
-        "100",
+        "200",
     ]);
     assert_failed_with(
         &far,
@@ -250,7 +250,7 @@ fn source_addresses_are_chosen_for_loopback_and_asked_for_otherwise() {
         "--idle",
         "300",
         "--ports-per-source",
-        "100",
+        "200",
         "--source-ips",
         "127.0.0.2,127.0.0.3",
     ]);

@@ -72,8 +72,10 @@ pub struct Args {
     /// What idle connections send with --keepalive.
     #[arg(long, default_value = "\n", value_name = "STR")]
     pub keepalive_data: String,
-    /// Source addresses to spread connections over, e.g. 127.0.0.2-127.0.0.40 or a
-    /// comma-separated list (each address has its own ~28,000 ephemeral ports).
+    /// Source addresses to spread connections over, e.g. 10.0.0.2-10.0.0.40 or a
+    /// comma-separated list (each address has its own ephemeral ports, about 13,000 of
+    /// them usable at full speed). For a loopback target, chosen automatically (127.0.0.x)
+    /// when one address will not do; for others, asked for up front when needed.
     #[arg(long, value_name = "RANGE")]
     pub source_ips: Option<String>,
     /// Worker processes (default: enough for the open-file limit).
