@@ -150,3 +150,34 @@ fn an_existing_file_is_never_overwritten() {
     assert!(out.stderr.contains(record.as_str()), "{}", out.stderr);
     assert_eq!(std::fs::read(&record.0).expect("read"), b"keep me");
 }
+
+#[test]
+fn a_stress_run_is_recorded_too() {
+    let record = TempPath::new("stress.jsonl");
+    let server = Server::start(&["echo", "--listen", "127.0.0.1:0"]);
+    let addr = server.addr().to_string();
+    let out = common::run_netloop(
+        &[
+            "stress",
+            &addr,
+            "--idle",
+            "5",
+            "--active",
+            "1",
+            "--hold",
+            "0.5",
+            "--workers",
+            "1",
+            "--record",
+            record.as_str(),
+        ],
+        b"",
+    );
+    assert!(out.status.success(), "{}", out.stderr);
+    let events = lines(&record.0);
+    let connected = events.iter().filter(|e| e["kind"] == "connected").count();
+    assert_eq!(connected, 6, "5 idle and 1 active connection");
+    assert!(events.iter().any(|e| e["kind"] == "write"));
+    assert!(events.iter().any(|e| e["kind"] == "read"));
+    drop(server);
+}

@@ -93,6 +93,13 @@ pub struct Args {
     /// the server's RSS growth per open connection, read half way through the hold.
     #[arg(long = "server-pid", value_name = "PID", value_delimiter = ',')]
     pub server_pid: Vec<u32>,
+    /// Record the loop's events as JSON lines into this new file, for `netloop
+    /// timeline` (one process: not with worker processes).
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<std::path::PathBuf>,
+    /// Most events --record writes.
+    #[arg(long, default_value_t = 1_000_000, value_name = "N", value_parser = super::args::at_least_one)]
+    pub record_limit: usize,
     /// Do exactly this instance's share K of N (0 <= K < N) of --idle, --active, --rate
     /// and --rate-limit, for a test split over N instances (or hosts); the N shares add
     /// up to the whole for any N. Merge their --hdr-log files with `stress merge`.
@@ -267,6 +274,8 @@ pub fn run(args: &Args) -> io::Result<()> {
         rate_limit: args.rate_limit,
         json: args.json,
         server_pids: args.server_pid.clone(),
+        record: args.record.clone(),
+        record_limit: args.record_limit as u64,
     };
     if args.worker {
         worker::run_as_worker(&options)
@@ -307,6 +316,9 @@ fn worker_args(opts: &StressOptions) -> Vec<String> {
         workers: _,
         json: _,
         server_pids: _,
+        // The parent's loop only: refused with workers.
+        record: _,
+        record_limit: _,
         rate_limit,
     } = opts;
     let mut v: Vec<String> = vec!["stress".into(), "--worker".into()];

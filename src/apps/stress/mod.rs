@@ -97,6 +97,10 @@ pub struct StressOptions {
     pub log_intervals: bool,
     /// How long a connect may take before it counts as a timeout.
     pub connect_timeout: Duration,
+    /// Record this process's loop into this new file (`--record`; one process only).
+    pub record: Option<PathBuf>,
+    /// Most events `record` writes.
+    pub record_limit: u64,
     /// Idle connections send `keepalive_data` this often.
     pub keepalive: Option<Duration>,
     /// What idle connections send with `keepalive`.
@@ -169,8 +173,14 @@ pub fn run_single(opts: &StressOptions) -> io::Result<Report> {
     let mut event_loop: EventLoop<ProbeState> = EventLoop::new(LoopConfig::default())?;
     // Ctrl-C and SIGTERM end the run early, with a report (`Stress::interrupt`).
     event_loop.handle_signals()?;
+    if let Some(path) = &opts.record {
+        event_loop.record_to(path, opts.record_limit)?;
+    }
     handler.stress.start(event_loop.ctx());
-    event_loop.run(&mut handler)?;
+    let ran = event_loop.run(&mut handler);
+    let recorded = event_loop.finish_recording();
+    ran?;
+    recorded?;
     handler.progress.finish();
     let mut report = handler.stress.report;
     report.client_rss_kb = rss_kb("self").unwrap_or(0);

@@ -95,6 +95,12 @@ pub fn stress(
             total.div_ceil(per_process)
         )));
     }
+    if workers > 1 && opts.record.is_some() {
+        return Err(invalid(format!(
+            "--record records one loop, and {workers} worker processes would run: record a \
+             run of at most {per_process} connections (or with --workers 1)"
+        )));
+    }
     let mut report = if workers == 1 {
         run_single(opts)?
     } else {

@@ -74,6 +74,8 @@ fn worker_options(opts: &StressOptions, count: usize, i: usize) -> StressOptions
         workers: None,
         json: false,
         server_pids: Vec::new(),
+        // One recording is one loop: refused with workers (`run.rs`).
+        record: None,
         // The parent's: it releases the workers at --start-at, writes the log (from
         // their intervals) and notes the segment.
         segment: None,
