@@ -177,16 +177,7 @@ struct MergeOptions {
 }
 
 fn print_merged(opts: &MergeOptions, report: &Report) -> io::Result<()> {
-    use std::io::Write;
-    if opts.json {
-        eprint!("{}", report.human());
-        let mut out = io::stdout().lock();
-        writeln!(out, "{}", report.to_json(false))?;
-        out.flush()
-    } else {
-        print!("{}", report.human());
-        io::stdout().flush()
-    }
+    netloop::apps::stress::run::print_report_as(opts.json, report)
 }
 
 /// `--pacing`.

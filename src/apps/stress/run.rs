@@ -170,7 +170,12 @@ pub fn verdict(report: &Report) -> io::Result<()> {
 
 /// The report on stdout (`--json`: JSON on stdout, the text on stderr).
 pub fn print_report(opts: &StressOptions, report: &Report) -> io::Result<()> {
-    if opts.json {
+    print_report_as(opts.json, report)
+}
+
+/// The report on stdout, as JSON (the text then on stderr) or as text.
+pub fn print_report_as(json: bool, report: &Report) -> io::Result<()> {
+    if json {
         eprint!("{}", report.human());
         let mut out = io::stdout().lock();
         writeln!(out, "{}", report.to_json(false))?;
