@@ -15,11 +15,22 @@
 //! times the phases; `Instant::now()` is read only to time round trips to the
 //! microsecond (and to pace the progress line's redraws).
 //!
-//! - `probe.rs`: the handler on the loop (connect, hold, measure), and its timers.
-//! - `report.rs`: the results, as JSON and for people, merged across processes.
-//! - `workers.rs`: more connections than one process may open (the open-file limit here
-//!   is 20,000) are spread over worker processes of this same program, started by
-//!   `workers/spawn.rs`.
+//! A run, in the order things happen:
+//!
+//! - `run.rs`: one run from options to exit status; `plan.rs` checks the options.
+//! - `segment.rs`: `--segment K/N`, this instance's exact share of a split test.
+//! - `preflight.rs`: the machine's limits, read first; an ask that cannot fit is refused.
+//! - `sources.rs`: source addresses, automatic for loopback targets.
+//! - `workers.rs` (the parent) and `worker.rs` (a child): more connections than one
+//!   process may open (20,000 here) are spread over processes of this same program,
+//!   started by `workers/spawn.rs`.
+//! - `probe.rs`: the handler on the loop: its state, phases and callbacks; then
+//!   `connecting.rs` (starting connects) with `pacing.rs` (how many, how fast) and
+//!   `netstat.rs` (the kernel's count of lost SYNs); `hold.rs` (the hold, `--start-at`);
+//!   `rounds.rs` (the active connections' round trips, checked and timed).
+//! - `report.rs`, `report_json.rs`, `report_text.rs`: the results, merged across
+//!   processes; `hdrlog.rs`: `--hdr-log`; `merge.rs`: `stress merge FILE...`.
+//! - `memory.rs` (RSS, `--server-pid` process trees), `progress.rs` (the live line).
 //!
 //! The command line is not here: `cli/stress.rs` parses it into `StressOptions`, and
 //! turns a worker's share of them back into a command line when workers are started.

@@ -18,8 +18,9 @@
 //!   per TCP socket (measured on this machine: 15,000 idle loopback connections, 30,000
 //!   sockets, grew `Slab` by 146,580 KiB, 4.9 KiB a socket: the `TCP` socket object of
 //!   2,368 bytes, its inode (832), file (192), dentry (192), epoll entry (128) and
-//!   smaller pieces); two sockets per connection on loopback; plus user space, about
-//!   100 bytes a connection on each side;
+//!   smaller pieces; a million connections, `bench/million.sh`, gave 4.8 KiB); two
+//!   sockets per connection on loopback; plus user space, about 100 bytes a connection
+//!   on each side;
 //! - **connection tracking** (`net.netfilter.nf_conntrack_max`), only when the firewall
 //!   is tracking connections (`nf_conntrack_count` above 0): a full table drops packets.
 
