@@ -188,6 +188,9 @@ fn assert_no_children_left(server: &Server) {
         "children still running: {:?}",
         child_pids(pid)
     );
+    // A child that just died is a zombie until the server's loop handles its SIGCHLD:
+    // wait (bounded) for that, then there must be none.
+    let _ = wait_until(TIMEOUT, || zombie_children(pid).is_empty().then_some(()));
     assert_eq!(zombie_children(pid), Vec::<u32>::new(), "zombies left");
 }
 
