@@ -562,7 +562,9 @@ fn stalled_clients_are_dropped_by_the_idle_timeout() {
     assert_closed(&mut half_file);
     let waited = t.elapsed();
     assert!(
-        waited >= Duration::from_millis(800) && waited < Duration::from_secs(5),
+        // At least the timeout; the upper bound only says "closed, not left open", so it
+        // is generous (a loaded machine may be slow to run the loop).
+        waited >= Duration::from_millis(800) && waited < TIMEOUT,
         "{waited:?}"
     );
     tree.wait_for(&[]);
@@ -584,7 +586,7 @@ fn stalled_clients_are_dropped_by_the_idle_timeout() {
         .expect("answer");
     let t = Instant::now();
     assert_closed(&mut s);
-    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert!(t.elapsed() < TIMEOUT, "{:?}", t.elapsed());
     tree.assert_clean();
     let _ = std::fs::remove_file(key);
 }
@@ -753,7 +755,9 @@ fn auth_right_wrong_replayed_and_silent() {
     assert_closed(&mut silent);
     let waited = t.elapsed();
     assert!(
-        waited >= Duration::from_millis(800) && waited < Duration::from_secs(5),
+        // At least the timeout; the upper bound only says "closed, not left open", so it
+        // is generous (a loaded machine may be slow to run the loop).
+        waited >= Duration::from_millis(800) && waited < TIMEOUT,
         "{waited:?}"
     );
 
