@@ -20,7 +20,7 @@
 //!   `resolve`.
 //! - [`workers`]: worker processes (spawning, shared by `serve` and `stress`; the supervisor).
 //!
-//! The command line (`src/cli/`, every `clap` struct and the wiring) belongs to the
+//! The command line (`src/cli/`: argument structs, parsing and the wiring) belongs to the
 //! `netloop` binary, not to this library: nothing here imports it.
 
 #![deny(missing_docs)]

@@ -117,32 +117,14 @@ impl Server {
 
     /// Send a signal to the server.
     pub fn signal(&self, sig: i32) {
-        // SAFETY: plain kill(2) on our own child.
-        unsafe {
-            libc::kill(self.child.id() as i32, sig);
-        }
+        signal_child(&self.child, sig);
     }
 
     /// Wait (bounded) for the server to exit; returns its status and everything it wrote
     /// to stderr.
     #[track_caller]
     pub fn wait_exit(&mut self) -> (ExitStatus, String) {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                let err = self
-                    .stderr
-                    .take()
-                    .and_then(|rx| rx.recv_timeout(TIMEOUT).ok())
-                    .unwrap_or_default();
-                return (status, err);
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("server did not exit within {TIMEOUT:?}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_child(&mut self.child, &mut self.stderr, "server")
     }
 }
 
@@ -150,6 +132,39 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Send a signal to a child we started and have not waited for.
+pub fn signal_child(child: &Child, sig: i32) {
+    // SAFETY: plain kill(2) on our own child, not yet waited for.
+    unsafe {
+        libc::kill(child.id() as i32, sig);
+    }
+}
+
+/// Wait (bounded) for a child to exit; returns its status and what its stderr reader
+/// collected. Kills it and panics after `TIMEOUT`.
+#[track_caller]
+pub fn wait_child(
+    child: &mut Child,
+    stderr: &mut Option<mpsc::Receiver<String>>,
+    what: &str,
+) -> (ExitStatus, String) {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            let err = stderr
+                .take()
+                .and_then(|rx| rx.recv_timeout(TIMEOUT).ok())
+                .unwrap_or_default();
+            return (status, err);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{what} did not exit within {TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -513,31 +528,13 @@ impl ExampleServer {
 
     /// Send a signal to the server.
     pub fn signal(&self, sig: i32) {
-        // SAFETY: plain kill(2) on our own child, not yet waited for.
-        unsafe {
-            libc::kill(self.child.id() as i32, sig);
-        }
+        signal_child(&self.child, sig);
     }
 
     /// Wait (bounded) for the server to exit; returns its status and its stderr.
     #[track_caller]
     pub fn wait_exit(&mut self) -> (ExitStatus, String) {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                let err = self
-                    .stderr
-                    .take()
-                    .and_then(|rx| rx.recv_timeout(TIMEOUT).ok())
-                    .unwrap_or_default();
-                return (status, err);
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("example did not exit within {TIMEOUT:?}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_child(&mut self.child, &mut self.stderr, "example")
     }
 }
 
