@@ -46,6 +46,10 @@ pub struct Head {
     pub keep_alive: bool,
     /// The header section exactly as received (only when asked for, for `--include`).
     pub raw: Option<Vec<u8>>,
+    /// The `Content-Encoding` (several headers joined with `, `), for `--compressed`.
+    pub content_encoding: Option<String>,
+    /// Every `Set-Cookie` value, in order, for the run's cookie jar.
+    pub set_cookies: Vec<String>,
 }
 
 /// What one call to `advance` found.
@@ -325,6 +329,8 @@ fn interpret(
     raw: Option<Vec<u8>>,
 ) -> Result<(Head, u64), String> {
     let mut location = None;
+    let mut content_encoding: Option<String> = None;
+    let mut set_cookies = Vec::new();
     let mut length: Option<u64> = None;
     let mut chunked = false;
     let mut other_coding = false;
@@ -352,6 +358,13 @@ fn interpret(
             }
         } else if h.name.eq_ignore_ascii_case("location") {
             location = Some(value.to_string());
+        } else if h.name.eq_ignore_ascii_case("content-encoding") {
+            content_encoding = Some(match content_encoding {
+                Some(before) => format!("{before}, {value}"),
+                None => value.to_string(),
+            });
+        } else if h.name.eq_ignore_ascii_case("set-cookie") {
+            set_cookies.push(value.to_string());
         }
     }
     let body = if head_request || status == 204 || status == 304 {
@@ -383,6 +396,8 @@ fn interpret(
         body,
         keep_alive,
         raw,
+        content_encoding,
+        set_cookies,
     };
     Ok((head, length.unwrap_or(0)))
 }

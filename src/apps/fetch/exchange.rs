@@ -39,7 +39,8 @@ impl Fetcher {
         let t = &mut self.transfers[id];
         t.conn = Some(token);
         t.phase = Phase::Requesting;
-        t.write_request(&mut self.request, self.plan.keepalive);
+        let cookie = self.cookies.header(&t.url);
+        t.write_request(&mut self.request, self.plan.keepalive, cookie.as_deref());
         let Some(link) = ctx.state_mut(token) else {
             return self.finish(ctx, id, Some("connection vanished".into()));
         };
@@ -56,6 +57,7 @@ impl Fetcher {
             ctx.send(token, &self.request);
         }
         ctx.set_deadline(token, self.plan.idle_timeout);
+        self.start_upload(ctx, id, token);
     }
 
     /// Decrypt what arrived on a TLS connection, send what the session wants sent, and
@@ -112,9 +114,13 @@ impl Fetcher {
             match step {
                 Step::NeedMore => return self.after_read(ctx, token, id),
                 Step::Head(head) => {
-                    let action = t.on_head(&head, self.plan.max_redirects);
+                    self.cookies.store(&head.set_cookies, &t.url);
+                    let mut action = t.on_head(&head, self.plan.max_redirects);
                     if let Ok(HeadAction::Final) = action {
-                        t.sink = self.output.open(t.key(id), &t.first);
+                        match t.start_decoding(&head) {
+                            Ok(()) => t.sink = self.output.open(t.key(id), &t.first),
+                            Err(e) => action = Err(e),
+                        }
                     }
                     if let Some(raw) = &head.raw {
                         // `--include`: every head of the chain, in order with the body.
@@ -130,15 +136,15 @@ impl Fetcher {
                 }
                 Step::Body(bytes) => {
                     if t.redirect_to.is_none() {
-                        t.bytes += bytes.len() as u64;
-                        self.reporter.add_bytes(bytes.len() as u64);
-                        let sink = t.sink;
-                        self.deliver(id, sink, bytes);
+                        self.body_piece(ctx, id, bytes);
                     }
                 }
                 Step::Done => {
                     // Bytes after the response were never asked for: do not reuse.
-                    let clean = at == data.len() && !ended;
+                    let clean = at == data.len() && !ended && self.request_sent(id);
+                    if self.body_done(ctx, token, id) {
+                        return;
+                    }
                     return self.response_done(ctx, token, id, clean);
                 }
             }
@@ -195,7 +201,11 @@ impl Fetcher {
         };
         let t = &mut self.transfers[id];
         match t.parser.eof() {
-            Ok(()) => self.response_done(ctx, token, id, false),
+            Ok(()) => {
+                if !self.body_done(ctx, token, id) {
+                    self.response_done(ctx, token, id, false)
+                }
+            }
             Err(_) if !t.parser.started() && reused && !t.retried => self.retry(ctx, token, id),
             Err(e) => self.finish(ctx, id, Some(e)),
         }

@@ -41,6 +41,7 @@ use mio::{Token, Waker};
 use slab::Slab;
 use url::Url;
 
+use crate::apps::fetch::cookies::Jar;
 use crate::apps::fetch::output::{Output, LINES_BACKLOG};
 use crate::apps::fetch::pool::{Addrs, HostKey, Pool};
 use crate::apps::fetch::report::{close_text, io_text, secs, FetchResult, Reporter};
@@ -104,6 +105,10 @@ pub struct Fetcher {
     pub(super) request: Vec<u8>,
     pub(super) plain: Vec<u8>,
     pub(super) cipher: Vec<u8>,
+    /// A piece of a file body being sent (`upload.rs`), reused.
+    pub(super) piece: Vec<u8>,
+    /// The run's cookies (`cookies.rs`): Set-Cookie in, Cookie out.
+    pub cookies: Jar,
 }
 
 impl Fetcher {
@@ -126,7 +131,15 @@ impl Fetcher {
             request: Vec::new(),
             plain: Vec::new(),
             cipher: Vec::new(),
+            piece: Vec::new(),
+            cookies: Jar::default(),
         }
+    }
+
+    /// Use `jar` for the run's cookies (the default jar keeps none).
+    pub fn with_cookies(mut self, jar: Jar) -> Fetcher {
+        self.cookies = jar;
+        self
     }
 
     /// Keep every result in `results` (for callers that want them after the run).
@@ -188,7 +201,8 @@ impl Fetcher {
         let host = self.pool.id(key);
         let keep_heads = self.output.include_heads();
         let head_only = self.plan.head_only;
-        let mut t = Transfer::new(serial, requested, url, host, head_only, keep_heads);
+        let request = Arc::clone(&self.plan.request);
+        let mut t = Transfer::new(serial, requested, url, host, head_only, keep_heads, request);
         let entry = self.transfers.vacant_entry();
         let id = entry.key();
         if let Some(limit) = self.plan.timeout {
@@ -345,6 +359,13 @@ impl Handler for Fetcher {
         data.len()
     }
 
+    /// A connection's queue drained: continue sending its file body (`upload.rs`).
+    fn on_drained(&mut self, ctx: &mut Ctx<Link>, token: Token) {
+        if let Some(id) = ctx.state(token).and_then(|l| l.transfer) {
+            self.send_upload(ctx, id, token);
+        }
+    }
+
     fn on_eof(&mut self, ctx: &mut Ctx<Link>, token: Token) {
         self.end_of_stream(ctx, token);
         // Whatever happened above, nothing more can come on this connection.
@@ -451,6 +472,7 @@ impl Handler for Fetcher {
             }
         }
         self.output_answers(ctx);
+        self.drain_decoders(ctx);
     }
 
     /// Output only, like Redis's `beforesleep`: hand the waiting result lines to the

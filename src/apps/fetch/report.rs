@@ -27,8 +27,10 @@ pub struct FetchResult {
     pub url: String,
     /// The final status (after redirects), if a response head arrived.
     pub status: Option<u16>,
-    /// Body bytes received for the final response.
+    /// Body bytes of the final response (decoded, when it came compressed).
     pub bytes: u64,
+    /// Body bytes of the final response as they arrived (before decoding).
+    pub wire_bytes: u64,
     /// From the start of the transfer to its end.
     pub elapsed: Duration,
     /// Redirects followed.
@@ -49,10 +51,11 @@ impl FetchResult {
     pub fn to_json(&self) -> String {
         let file = self.file.as_ref().map(|p| p.display().to_string());
         format!(
-            "{{\"url\":{},\"status\":{},\"bytes\":{},\"elapsed_ms\":{},\"redirects\":{},\"file\":{},\"error\":{}}}",
+            "{{\"url\":{},\"status\":{},\"bytes\":{},\"wire_bytes\":{},\"elapsed_ms\":{},\"redirects\":{},\"file\":{},\"error\":{}}}",
             json!(self.url),
             json!(self.status),
             self.bytes,
+            self.wire_bytes,
             self.elapsed.as_millis(),
             self.redirects,
             json!(file),
