@@ -385,3 +385,4 @@ fn respond(
     }
     Ok(After::KeepOpen)
 }
+pub mod requests;
