@@ -460,3 +460,71 @@ fn bad_request_options_name_themselves() {
         assert!(run.stderr.contains(what), "{args:?}: {}", run.stderr);
     }
 }
+
+/// A decompression bomb (128 MiB of zeros in about 128 KiB of gzip) printed to stdout
+/// (about 8 MiB peak RSS; without the decoder's stash, 60 MiB and more):
+/// the decoded bytes wait for the output in bounded amounts, so the fetcher's memory
+/// stays far below the decoded size, and every byte still arrives.
+#[test]
+fn a_decompression_bomb_keeps_memory_bounded() {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    const MIB: u64 = 128;
+    const BOUND_KB: u64 = 32 << 10;
+    let server = RequestServer::start();
+    let mut child = Command::new(common::netloop_bin())
+        .args([
+            "fetch",
+            "--compressed",
+            &server.url(&format!("/bomb/{MIB}")),
+        ])
+        .env("RUST_LOG", "netloop=warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn netloop fetch");
+    let pid = child.id();
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = err.read_to_string(&mut text);
+        let _ = tx.send(text);
+    });
+    // RSS in KiB, 0 once the process is gone (it may exit right after its last byte).
+    let rss = || {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            })
+            .unwrap_or(0u64)
+    };
+    let (mut total, mut peak) = (0u64, 0u64);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match stdout.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) => panic!("read stdout: {e}"),
+        };
+        assert!(
+            buf[..n].iter().all(|&b| b == 0),
+            "a wrong byte near {total}"
+        );
+        total += n as u64;
+        peak = peak.max(rss());
+    }
+    let (status, stderr) = common::wait_child(&mut child, &mut Some(rx), "netloop fetch");
+    assert!(status.success(), "{stderr}");
+    eprintln!("peak RSS {peak} KiB");
+    assert_eq!(total, MIB << 20, "the whole decoded body arrived: {stderr}");
+    assert!(
+        peak < BOUND_KB,
+        "fetcher RSS reached {peak} KiB decoding a {MIB} MiB body"
+    );
+}

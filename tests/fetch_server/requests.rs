@@ -15,7 +15,8 @@
 //!   zstd) if the request's Accept-Encoding names it, else sent as is; HOW is `ok`,
 //!   `chunked` (the same bytes in 1000-byte chunks), `corrupt` (bytes in the middle of
 //!   the compressed stream changed) or `truncated` (its second half never sent, the
-//!   HTTP framing itself complete).
+//!   HTTP framing itself complete);
+//! - `/bomb/MIB`: MIB MiB of zeros, gzip-compressed (about 1,000 times smaller).
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Write};
@@ -278,6 +279,19 @@ fn respond(out: &mut impl Write, req: &Received) -> std::io::Result<()> {
     if path == "/setcookie-redirect" {
         let headers = format!("Set-Cookie: {}; Path=/\r\nLocation: /echo\r\n", param("c"));
         return send(out, "302 Found", &headers, b"moved");
+    }
+    if let Some(mib) = path
+        .strip_prefix("/bomb/")
+        .and_then(|n| n.parse::<usize>().ok())
+    {
+        // MIB MiB of zeros in about a thousandth of that: what a decompression bomb is.
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..mib {
+            e.write_all(&zeros)?;
+        }
+        let body = e.finish()?;
+        return send(out, "200 OK", "Content-Encoding: gzip\r\n", &body);
     }
     if let Some(rest) = path.strip_prefix("/coded/") {
         let (coding, how) = rest.split_once('/').unwrap_or((rest, "ok"));
