@@ -18,7 +18,8 @@
 //! sent only to the origin (scheme, host, port) they were given for: a redirect to
 //! another host drops them, and with them any `-H Authorization:` and `-H Cookie:` the
 //! user added (curl's rule since CVE-2018-1000007), so a redirect cannot leak a
-//! password. A redirect whose `Location` carries its own `user:password@` uses those.
+//! password. A redirect whose `Location` carries its own `user:password@` uses those,
+//! for that origin only (the user's own stay home).
 
 use std::io;
 use std::path::PathBuf;
@@ -317,10 +318,13 @@ pub struct Sending {
     pub method: String,
     /// The body goes with the current request (until a 301/302/303 turns it into GET).
     pub with_body: bool,
-    /// `Authorization` for `auth_origin` (from `-u` or the URL), if any.
+    /// `Authorization` for `home` (from `-u` or the first URL), if any.
     pub auth: Option<String>,
-    /// The origin the credentials (and `-H Authorization`/`Cookie`) were given for.
-    pub auth_origin: url::Origin,
+    /// The first URL's origin: what the credentials and the user's own
+    /// `-H Authorization`/`Cookie` were given for.
+    pub home: url::Origin,
+    /// Credentials a redirect's `Location` carried, for that URL's origin only.
+    pub redirect_auth: Option<(String, url::Origin)>,
     /// The `Referer` of the current request.
     pub referer: Option<String>,
 }
@@ -333,7 +337,8 @@ impl Sending {
             with_body: request.body.is_some(),
             // `-u` wins over credentials in the URL, as in curl.
             auth: request.auth.clone().or_else(|| url_auth(url)),
-            auth_origin: url.origin(),
+            home: url.origin(),
+            redirect_auth: None,
             referer: request.referer.clone(),
         }
     }
@@ -353,18 +358,26 @@ impl Sending {
             self.with_body = false;
         }
         if let Some(auth) = url_auth(to) {
-            self.auth = Some(auth);
-            self.auth_origin = to.origin();
+            self.redirect_auth = Some((auth, to.origin()));
         }
         if request.auto_referer {
             self.referer = Some(referer_of(from));
         }
     }
 
-    /// Whether credentials (and the user's `Authorization`/`Cookie` headers) may go to
-    /// `url`: only to the origin they were given for.
+    /// Whether the user's credentials and `Authorization`/`Cookie` headers may go to
+    /// `url`: only to the origin of the first URL.
     pub fn trusted(&self, url: &Url) -> bool {
-        url.origin() == self.auth_origin
+        url.origin() == self.home
+    }
+
+    /// The `Authorization` for a request to `url`: a redirect's own credentials for
+    /// their origin, else the user's for the first URL's origin, else none.
+    pub fn auth_for(&self, url: &Url) -> Option<&str> {
+        match &self.redirect_auth {
+            Some((auth, origin)) if *origin == url.origin() => Some(auth),
+            _ => self.auth.as_deref().filter(|_| self.trusted(url)),
+        }
     }
 }
 
@@ -398,12 +411,11 @@ pub fn write_head(
     buf.extend_from_slice(b" HTTP/1.1\r\n");
     let mut line = |name: &str, value: &str| push_line(buf, name, value);
     // A default header is replaced by a `-H` of the same name (or removed by `Name:`).
-    let mut default = |name: &str, value: Option<&str>| match request.custom(name) {
-        Some(_) => {}
-        None => {
-            if let Some(v) = value {
-                line(name, v)
-            }
+    // (A private `-H` not sent to this origin replaces nothing.)
+    let mut default = |name: &str, value: Option<&str>| {
+        let replaced = request.custom(name).is_some() && (trusted || !private(name));
+        if let (false, Some(v)) = (replaced, value) {
+            line(name, v)
         }
     };
     // `host_str` keeps IPv6 literals in brackets, as the Host header wants them.
@@ -418,7 +430,7 @@ pub fn write_head(
         "Accept-Encoding",
         request.compressed.then_some(ACCEPT_ENCODING),
     );
-    default("Authorization", sending.auth.as_deref().filter(|_| trusted));
+    default("Authorization", sending.auth_for(url));
     default("Referer", sending.referer.as_deref());
     let body = request.body.as_ref().filter(|_| sending.with_body);
     if body.is_some() && request.form {
@@ -428,9 +440,7 @@ pub fn write_head(
         default("Connection", Some("close"));
     }
     for (name, value) in &request.headers {
-        let private =
-            name.eq_ignore_ascii_case("authorization") || name.eq_ignore_ascii_case("cookie");
-        if private && !trusted {
+        if private(name) && !trusted {
             continue;
         }
         // The run's cookies go in the same header as the user's own.
@@ -460,6 +470,11 @@ pub fn write_head(
     if let Some(Body::Bytes(bytes)) = body {
         buf.extend_from_slice(bytes);
     }
+}
+
+/// A header that carries credentials: sent only to the first URL's origin.
+fn private(name: &str) -> bool {
+    name.eq_ignore_ascii_case("authorization") || name.eq_ignore_ascii_case("cookie")
 }
 
 fn push_line(buf: &mut Vec<u8>, name: &str, value: &str) {
@@ -567,6 +582,16 @@ mod tests {
             assert!(!other.contains("mine=1"), "{other}");
             assert_eq!(other.contains("Content-Length: 1"), body, "{other}");
         }
+        // Credentials in a Location are for that origin; the user's stay home.
+        let mut s = Sending::new(&r, &a, false);
+        let evil = Url::parse("http://x:y@evil.test/").unwrap();
+        s.after_redirect(&r, 302, &a, &evil);
+        let there = head(&r, &s, evil.as_str(), None);
+        assert!(there.contains("Authorization: Basic eDp5\r\n"), "{there}");
+        assert!(!there.contains("mine=1"), "{there}");
+        let home = head(&r, &s, a.as_str(), None);
+        assert!(home.contains("Authorization: Bearer t\r\n"), "{home}");
+
         // 303 turns a PUT into a GET; 301 keeps a PUT (only POST changes).
         let put = request(RequestOptions {
             method: Some("PUT".into()),
