@@ -52,14 +52,14 @@ fuzz_target!(|data: &[u8]| {
     let mut jar = Jar::new(true);
     let mut buf = Vec::new();
     for line in lines.take(16) {
-        let Some(&selector) = line.as_bytes().first() else {
+        let Some(selector) = line.chars().next() else {
             continue;
         };
-        let rest = &line[1..];
-        if selector == b'C' {
+        let rest = &line[selector.len_utf8()..];
+        if selector == 'C' {
             jar.store(&[rest.to_string()], &t.url);
         } else {
-            let status = [301, 302, 303, 307, 308][usize::from(selector) % 5];
+            let status = [301, 302, 303, 307, 308][selector as usize % 5];
             let head = Head {
                 status,
                 location: Some(rest.to_string()),
@@ -102,7 +102,7 @@ fn check(buf: &[u8], t: &Transfer, home: bool) {
     let has = |name: &str| {
         lines
             .iter()
-            .any(|l| l.len() > name.len() && l[..name.len()].eq_ignore_ascii_case(name))
+            .any(|l| l.get(..name.len()).is_some_and(|p| p.eq_ignore_ascii_case(name)))
     };
     if !home {
         let from_location = t
