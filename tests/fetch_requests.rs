@@ -528,3 +528,62 @@ fn a_decompression_bomb_keeps_memory_bounded() {
         "fetcher RSS reached {peak} KiB decoding a {MIB} MiB body"
     );
 }
+
+/// A CA and a certificate for 127.0.0.1 signed by it: the server's TLS config, and the
+/// CA as PEM for `--cacert`.
+fn make_tls() -> (std::sync::Arc<rustls::ServerConfig>, String) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let name = "netloop requests test CA";
+    ca_params.distinguished_name.push(DnType::CommonName, name);
+    let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().expect("server key");
+    let params = CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("params");
+    let cert = params.signed_by(&key, &issuer).expect("server certificate");
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone()], key)
+        .expect("server config");
+    (std::sync::Arc::new(config), ca_cert.pem())
+}
+
+/// Over HTTPS: a streamed file body goes through the TLS session piece by piece (and
+/// again after a 307), and a brotli body is decoded from the decrypted stream.
+#[test]
+fn https_uploads_and_compressed_bodies() {
+    let (config, ca_pem) = make_tls();
+    let server = RequestServer::start_with(Some(config));
+    let ca = TempPath::new("ca");
+    std::fs::write(&ca.0, ca_pem).expect("write CA");
+    let file = TempPath::new("tls-upload");
+    let data = pseudo_random_bytes(3, 3 * 1024 * 1024 + 17);
+    std::fs::write(&file.0, &data).expect("write upload file");
+    let https = |p: &str| format!("https://{}{p}", server.addr);
+    let at_file = format!("@{}", file.as_str());
+    for path in ["/echo", "/redirect/307?to=/echo"] {
+        let e = echo(&[
+            "--cacert",
+            ca.as_str(),
+            "--data-binary",
+            &at_file,
+            &https(path),
+        ]);
+        assert_eq!((e.method.as_str(), e.body_len), ("POST", data.len() as u64));
+        assert_eq!(e.body_sha, sha256_hex(&data), "{path}");
+    }
+    let run = fetch_ok(&[
+        "--cacert",
+        ca.as_str(),
+        "--compressed",
+        &https("/coded/br/ok"),
+    ]);
+    assert!(run.stdout == sample_text(), "the decoded text over TLS");
+}

@@ -19,7 +19,7 @@
 //! - `/bomb/MIB`: MIB MiB of zeros, gzip-compressed (about 1,000 times smaller).
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -130,6 +130,11 @@ pub struct RequestServer {
 impl RequestServer {
     /// Listen on 127.0.0.1, a free port.
     pub fn start() -> RequestServer {
+        RequestServer::start_with(None)
+    }
+
+    /// With `tls`, every connection is TLS first (HTTPS).
+    pub fn start_with(tls: Option<Arc<rustls::ServerConfig>>) -> RequestServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind request server");
         let addr = listener.local_addr().expect("local addr");
         let stop = Arc::new(AtomicBool::new(false));
@@ -139,9 +144,16 @@ impl RequestServer {
                 if s.load(Ordering::SeqCst) {
                     return;
                 }
-                if let Ok(stream) = stream {
-                    thread::spawn(move || serve(stream));
-                }
+                let Ok(stream) = stream else { continue };
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+                match tls.clone() {
+                    None => thread::spawn(move || serve(stream)),
+                    Some(config) => thread::spawn(move || {
+                        if let Ok(session) = rustls::ServerConnection::new(config) {
+                            serve(rustls::StreamOwned::new(session, stream));
+                        }
+                    }),
+                };
             }
         });
         RequestServer { addr, stop }
@@ -178,15 +190,10 @@ impl Received {
     }
 }
 
-fn serve(stream: TcpStream) {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-    let Ok(write_half) = stream.try_clone() else {
-        return;
-    };
-    let mut out = write_half;
+fn serve<S: Read + Write>(stream: S) {
     let mut reader = BufReader::new(stream);
     while let Some(req) = read_request(&mut reader) {
-        if respond(&mut out, &req).is_err() {
+        if respond(reader.get_mut(), &req).is_err() {
             return;
         }
     }

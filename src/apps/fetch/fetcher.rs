@@ -353,7 +353,10 @@ impl Handler for Fetcher {
         match (link.transfer, link.tls.is_some()) {
             // Bytes on an idle connection were never asked for: drop the connection.
             (None, _) => ctx.close(token, CloseReason::Done),
-            (Some(id), true) => self.tls_bytes(ctx, token, id, data),
+            (Some(id), true) => {
+                self.tls_bytes(ctx, token, id, data);
+                self.resume_upload(ctx, token);
+            }
             (Some(id), false) => self.response_bytes(ctx, token, id, data, false),
         }
         data.len()

@@ -76,6 +76,12 @@ impl TlsSession {
         Ok(TlsSession { conn })
     }
 
+    /// True until the handshake is done: plaintext written meanwhile waits in rustls's
+    /// buffer (64 KiB at most), so a streamed request body waits too (`upload.rs`).
+    pub fn is_handshaking(&self) -> bool {
+        self.conn.is_handshaking()
+    }
+
     /// Plaintext to send (the request). rustls keeps it until the handshake is done and
     /// then encrypts it; `take_outgoing` collects the records.
     pub fn write_plain(&mut self, data: &[u8]) -> Result<(), String> {

@@ -5,7 +5,9 @@
 //! `PIECE` bytes, each handed to `ctx.send` (through the TLS session for https), for as
 //! long as the connection's outbound queue stays under the loop's watermark. Once
 //! `send` answers `OverWatermark`, sending stops, and the loop's `on_drained` (the queue
-//! is empty again) resumes it. So what an upload holds is one piece here and at most a
+//! is empty again) resumes it. Through TLS the pieces are 16 KiB (one record) and wait
+//! for the handshake: until it is done rustls would only buffer them (and refuse past
+//! 64 KiB); the server's last handshake message resumes the upload (`resume_upload`). So what an upload holds is one piece here and at most a
 //! watermark's worth in the loop's queue, whatever the file's size.
 //!
 //! Why the file is read on the loop thread, not on a helper: a regular file is always
@@ -30,6 +32,9 @@ use crate::core::{Ctx, SendStatus};
 
 /// Bytes read from the file and sent at a time.
 const PIECE: usize = 64 * 1024;
+/// The same through TLS: one record's worth, so rustls's outgoing buffer (64 KiB by
+/// default, emptied after each piece) always takes the whole piece.
+const TLS_PIECE: usize = 16 * 1024;
 
 /// A file body being sent on a transfer's connection.
 #[derive(Debug)]
@@ -90,7 +95,14 @@ impl Fetcher {
             if up.done() {
                 break;
             }
-            let want = up.left.min(PIECE as u64) as usize;
+            // Through TLS, nothing goes before the handshake is done (rustls would only
+            // buffer it): `resume_upload` starts again when its answer has arrived.
+            let piece_max = match ctx.state(token).and_then(|l| l.tls.as_ref()) {
+                Some(tls) if tls.is_handshaking() => break,
+                Some(_) => TLS_PIECE,
+                None => PIECE,
+            };
+            let want = up.left.min(piece_max as u64) as usize;
             piece.resize(want, 0);
             let n = match up.file.read(&mut piece) {
                 Ok(0) => {
@@ -122,6 +134,22 @@ impl Fetcher {
             }
         }
         self.piece = piece;
+    }
+
+    /// Bytes arrived on TLS connection `token` (the handshake may just have finished):
+    /// continue its transfer's file body if it was waiting for that, not for the queue.
+    pub(super) fn resume_upload(&mut self, ctx: &mut Ctx<Link>, token: Token) {
+        let Some(id) = ctx.state(token).and_then(|l| l.transfer) else {
+            return;
+        };
+        let waiting = self
+            .transfers
+            .get(id)
+            .and_then(|t| t.upload.as_ref())
+            .is_some_and(|u| !u.done());
+        if waiting && ctx.queued(token) == 0 {
+            self.send_upload(ctx, id, token);
+        }
     }
 
     /// Send request bytes on `token`, through its TLS session if it has one.
