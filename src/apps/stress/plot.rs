@@ -126,6 +126,16 @@ pub fn points(h: &Histogram<u64>) -> Vec<Point> {
     out
 }
 
+/// The largest of 1, 2, 5 × 10^k at or below `us`.
+fn nice_floor(us: u64) -> f64 {
+    let decade = 10f64.powf((us as f64).log10().floor());
+    [5.0, 2.0, 1.0]
+        .into_iter()
+        .map(|m| m * decade)
+        .find(|&t| t <= us as f64)
+        .unwrap_or(decade)
+}
+
 /// A number of microseconds for an axis label: 1,000,000 rather than 1e6.
 fn grouped(us: u64) -> String {
     let digits = us.to_string();
@@ -192,8 +202,10 @@ pub fn svg(title: &str, series: &[Series]) -> io::Result<String> {
         .fold((u64::MAX, 1u64), |(lo, hi), p| (lo.min(p.us), hi.max(p.us)));
     let lo = if lo == u64::MAX { 1 } else { lo };
     // Whole decades of y that hold every point, with a little room.
-    let y_lo = (lo.max(1) as f64).log10().floor();
-    let y_hi = ((hi.max(1) as f64).log10() + 0.05).ceil().max(y_lo + 1.0);
+    // From the 1-2-5 tick at or below the fastest point to a little above the slowest
+    // (not a whole decade more: that would squash the lines into the lower part).
+    let y_lo = nice_floor(lo.max(1)).log10();
+    let y_hi = ((hi.max(1) as f64).log10() + 0.08).max(y_lo + 1.0);
     let x_keys: Vec<f64> = std::iter::once(0.0)
         .chain(std::iter::once(x_of(50.0)))
         .chain((1..=decades as u32).map(f64::from))
@@ -341,6 +353,9 @@ mod tests {
         assert!(points(&new_histogram()).is_empty());
         assert_eq!(grouped(1_000_000), "1,000,000");
         assert_eq!(grouped(999), "999");
+        assert_eq!(nice_floor(8), 5.0);
+        assert_eq!(nice_floor(250), 200.0);
+        assert_eq!(nice_floor(1), 1.0);
         assert_eq!(percent_label(3.0), "99.9%");
         assert_eq!(percent_label(x_of(50.0)), "50%");
     }
