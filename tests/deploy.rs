@@ -359,3 +359,78 @@ fn ssh_script_runs_one_segment_per_host_and_merges() {
     roxmltree::Document::parse(&svg).expect("the SVG parses");
     cleanup();
 }
+
+/// The indented command lines of a Markdown file, continuation lines (`\`) joined.
+fn commands_in(markdown: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for line in markdown.lines() {
+        let Some(code) = line.strip_prefix("    ") else {
+            continue;
+        };
+        let code = code.trim();
+        match code.strip_suffix('\\') {
+            Some(head) => {
+                current.push_str(head);
+                current.push(' ');
+            }
+            None => {
+                current.push_str(code);
+                out.push(std::mem::take(&mut current));
+            }
+        }
+    }
+    out
+}
+
+/// The commands to copy in README.md and deploy/README.md use only options that exist:
+/// `netloop stress`, `stress merge`, `serve` and `deploy/ssh/run.sh` (its own before
+/// `--`, the stress options after).
+#[test]
+fn documented_commands_use_only_options_the_cli_has() {
+    let stress = help_options(&["stress", "--help"]);
+    let merge = help_options(&["stress", "merge", "--help"]);
+    let serve = help_options(&["serve", "--help"]);
+    let script = std::fs::read_to_string(repo("deploy/ssh/run.sh")).unwrap();
+    let usage = script
+        .lines()
+        .find(|l| l.contains("deploy/ssh/run.sh ["))
+        .expect("run.sh's usage line");
+    let run_sh = options_in(usage.split("HOST").next().unwrap());
+    let mut checked = 0;
+    for doc in ["README.md", "deploy/README.md"] {
+        let text = std::fs::read_to_string(repo(doc)).unwrap();
+        for command in commands_in(&text) {
+            // Comments are not commands.
+            let command = command.split(" # ").next().unwrap().to_string();
+            let (known, what): (Vec<&BTreeSet<String>>, &str) =
+                if command.contains("netloop stress merge") {
+                    (vec![&merge], "netloop stress merge")
+                } else if command.contains("netloop stress") {
+                    (vec![&stress], "netloop stress")
+                } else if command.contains("netloop serve") {
+                    (vec![&serve], "netloop serve")
+                } else if command.contains("deploy/ssh/run.sh") {
+                    let (own, theirs) = command.split_once(" -- ").expect("run.sh ... -- ...");
+                    for option in options_in(own) {
+                        assert!(run_sh.contains(&option), "{doc}: run.sh has no {option}");
+                    }
+                    for option in options_in(theirs) {
+                        assert!(stress.contains(&option), "{doc}: stress has no {option}");
+                    }
+                    checked += 1;
+                    continue;
+                } else {
+                    continue;
+                };
+            for option in options_in(&command) {
+                assert!(
+                    known.iter().any(|k| k.contains(&option)),
+                    "{doc}: {what} has no {option}: {command}"
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 10, "only {checked} commands found");
+}
