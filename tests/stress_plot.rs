@@ -131,7 +131,11 @@ impl Chart {
             (50.0, "p50_us", "50%"),
             (90.0, "p90_us", "90%"),
             (99.0, "p99_us", "99%"),
+            (99.9, "p999_us", "99.9%"),
         ] {
+            if percentile == 99.9 && samples < 1000 {
+                continue; // no 99.9th percentile point below 1,000 samples
+            }
             let point = points
                 .iter()
                 .find(|p| p[0].as_f64() == Some(percentile))
