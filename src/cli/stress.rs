@@ -108,7 +108,8 @@ pub struct Args {
     #[arg(long, value_name = "UNIX_SECONDS", value_parser = unix_time)]
     pub start_at: Option<SystemTime>,
     /// Write the active connections' latency as an HdrHistogram interval log (V2, one
-    /// histogram per second, microseconds), with the report's counters as a comment.
+    /// histogram per second, microseconds), with the report's counters as a comment,
+    /// into this new file (an existing file is refused, never overwritten).
     #[arg(long, value_name = "FILE")]
     pub hdr_log: Option<PathBuf>,
     /// Draw the active connections' latency by percentile as an SVG chart into this new
