@@ -332,6 +332,10 @@ fn ssh_script_runs_one_segment_per_host_and_merges() {
     assert_eq!(v["conns_requested"], 36, "{v}");
     assert_eq!(v["conns_open"], 36, "{v}");
     assert_eq!(v["active"], 6, "{v}");
+    assert_eq!(
+        v["source_ips"], "127.0.0.30, 127.0.0.31, 127.0.0.32-127.0.0.33",
+        "every host's addresses: {v}"
+    );
     assert!(
         run.stderr.contains("segments: 0/3 1/3 2/3"),
         "{}",
