@@ -42,6 +42,10 @@ impl Fetcher {
             t.unwritten += output.write(key, sink, piece);
             t.unwritten <= PER_TRANSFER && output.unwritten() <= TOTAL
         });
+        if decoder.pending() && !decoder.listed {
+            decoder.listed = true;
+            self.stalled.push((id, t.serial));
+        }
         t.decoder = Some(decoder);
         if let Err(e) = fed {
             self.finish(ctx, id, Some(e));
@@ -85,14 +89,20 @@ impl Fetcher {
         if self.output.unwritten() > TOTAL / 2 {
             return;
         }
-        let waiting: Vec<usize> = self
-            .transfers
-            .iter()
-            .filter(|(_, t)| t.decoder.as_ref().is_some_and(|d| d.pending()))
-            .filter(|(_, t)| t.unwritten <= PER_TRANSFER / 2)
-            .map(|(id, _)| id)
-            .collect();
-        for id in waiting {
+        // Only the decoders that stopped are looked at (a transfer that ended since has
+        // another serial under its id, or none).
+        for (id, serial) in std::mem::take(&mut self.stalled) {
+            let Some(t) = self.transfers.get_mut(id).filter(|t| t.serial == serial) else {
+                continue;
+            };
+            let Some(d) = t.decoder.as_mut() else {
+                continue;
+            };
+            if t.unwritten > PER_TRANSFER / 2 {
+                self.stalled.push((id, serial)); // not yet: keep it listed
+                continue;
+            }
+            d.listed = false;
             self.body_piece(ctx, id, &[]);
             let Some(t) = self.transfers.get(id) else {
                 continue; // failed

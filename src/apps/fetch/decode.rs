@@ -67,6 +67,8 @@ pub struct Decoder {
     more: bool,
     /// The response ended while the stash still held bytes: complete it once drained.
     pub done_pending: bool,
+    /// On the fetcher's list of decoders waiting for the output (`body.rs`).
+    pub listed: bool,
 }
 
 impl std::fmt::Debug for Decoder {
@@ -119,6 +121,7 @@ impl Decoder {
             fed: 0,
             more: false,
             done_pending: false,
+            listed: false,
         }))
     }
 

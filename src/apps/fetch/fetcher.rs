@@ -109,6 +109,8 @@ pub struct Fetcher {
     pub(super) piece: Vec<u8>,
     /// The run's cookies (`cookies.rs`): Set-Cookie in, Cookie out.
     pub cookies: Jar,
+    /// Transfers (id, serial) whose decoder stopped for the output (`body.rs`).
+    pub(super) stalled: Vec<(usize, u64)>,
 }
 
 impl Fetcher {
@@ -133,6 +135,7 @@ impl Fetcher {
             cipher: Vec::new(),
             piece: Vec::new(),
             cookies: Jar::default(),
+            stalled: Vec::new(),
         }
     }
 
