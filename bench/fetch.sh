@@ -2,7 +2,7 @@
 # bench/fetch.sh: `netloop fetch` against `curl --parallel --parallel-max 50` and a Python
 # selectors fetcher in seed 001's style (bench/fetch_selectors.py), on a local nginx.
 #
-#   bench/fetch.sh               # 7 rounds, about a minute on 2 cores
+#   bench/fetch.sh               # 7 rounds, a few minutes on 2 cores
 #   ROUNDS=3 bench/fetch.sh      # fewer rounds
 #
 # nginx (Debian's package, our own config, one worker, access log off, keep-alive up to

@@ -86,8 +86,8 @@ pub struct Args {
     #[arg(short = 'X', long = "request", value_name = "METHOD")]
     pub method: Option<String>,
     /// Send DATA as the body (implies POST, Content-Type
-    /// application/x-www-form-urlencoded); repeated: joined with '&'; '@FILE': the file's
-    /// contents without CR/LF (read whole).
+    /// application/x-www-form-urlencoded); repeated: joined with '&' (every -d before any
+    /// --data-binary); '@FILE': the file's contents without CR/LF (read whole).
     #[arg(short = 'd', long = "data", value_name = "DATA")]
     pub data: Vec<String>,
     /// Send DATA as the body byte for byte; '@FILE' streams the file (Content-Length from
