@@ -587,3 +587,66 @@ fn https_uploads_and_compressed_bodies() {
     ]);
     assert!(run.stdout == sample_text(), "the decoded text over TLS");
 }
+
+/// A 48 MiB `--data-binary @FILE` to a server that reads slowly: the file is streamed,
+/// so the fetcher's peak memory (VmHWM, watched until it exits) stays far below the
+/// file's size, and the server gets every byte.
+#[test]
+fn a_large_upload_is_streamed_in_bounded_memory() {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    const BOUND_KB: u64 = 24 << 10;
+    let server = RequestServer::start();
+    let file = TempPath::new("big-upload");
+    let data = pseudo_random_bytes(5, 48 << 20);
+    std::fs::write(&file.0, &data).expect("write upload file");
+    let at_file = format!("@{}", file.as_str());
+    let mut child = Command::new(common::netloop_bin())
+        .args(["fetch", "--data-binary", &at_file, &server.url("/slowecho")])
+        .env("RUST_LOG", "netloop=warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn netloop fetch");
+    let pid = child.id();
+    let mut out = child.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        let _ = out.read_to_end(&mut text);
+        text
+    });
+    let mut err = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = err.read_to_string(&mut text);
+        let _ = tx.send(text);
+    });
+    // The high-water mark of its RSS, read until the process is gone.
+    let mut peak = 0u64;
+    while let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+        let hwm = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0u64);
+        peak = peak.max(hwm);
+        if hwm == 0 || child.try_wait().ok().flatten().is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let (status, stderr) = common::wait_child(&mut child, &mut Some(rx), "netloop fetch");
+    assert!(status.success(), "{stderr}");
+    let e = Echo::parse(&reader.join().expect("stdout reader"));
+    assert_eq!(
+        (e.body_len, e.body_sha),
+        (data.len() as u64, sha256_hex(&data))
+    );
+    eprintln!("peak RSS {peak} KiB uploading {} MiB", data.len() >> 20);
+    assert!(
+        peak > 0 && peak < BOUND_KB,
+        "fetcher peak RSS {peak} KiB for a 48 MiB upload"
+    );
+}

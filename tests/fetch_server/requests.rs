@@ -6,7 +6,8 @@
 //! route's input):
 //! - `/echo`: the request as text — `method M`, `target T`, one `h name: value` line per
 //!   header (name lower-cased, in order), and `body N SHA256` (the body's length and
-//!   checksum, computed as it streams in, never held);
+//!   checksum, computed as it streams in, never held); `/slowecho` the same, reading
+//!   the body slowly;
 //! - `/redirect/CODE?to=URL`: a CODE response with `Location: URL` (after reading the
 //!   request body, so the connection stays in step);
 //! - `/setcookie?c=NAME=VALUE` (200) and `/setcookie-redirect?c=...` (302 to `/echo`):
@@ -229,7 +230,13 @@ fn read_request(reader: &mut impl BufRead) -> Option<Received> {
     let mut hasher = Sha256::new();
     let mut left = len;
     let mut buf = vec![0u8; 64 * 1024];
+    // `/slowecho`: the body is read slowly (64 KiB per millisecond at most), so an
+    // upload lasts long enough to be watched.
+    let slow = target.starts_with("/slowecho");
     while left > 0 {
+        if slow {
+            thread::sleep(Duration::from_millis(1));
+        }
         let want = left.min(buf.len() as u64) as usize;
         let n = reader.read(&mut buf[..want]).ok()?;
         if n == 0 {
@@ -256,7 +263,7 @@ fn respond(out: &mut impl Write, req: &Received) -> std::io::Result<()> {
             .unwrap_or("")
             .to_string()
     };
-    if path == "/echo" {
+    if path == "/echo" || path == "/slowecho" {
         let mut text = format!("method {}\ntarget {}\n", req.method, req.target);
         for (n, v) in &req.headers {
             text.push_str(&format!("h {n}: {v}\n"));
