@@ -10,6 +10,7 @@ use std::io::{self, BufRead};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use netloop::apps::fetch::interrupt::interrupted;
 use netloop::apps::fetch::{fetch, FetchOptions};
 
 use super::args::{at_least_one, secs};
@@ -95,7 +96,13 @@ pub fn run(args: &Args) -> io::Result<()> {
         record: args.record.clone(),
         record_limit: args.record_limit as u64,
     };
-    fetch(&opts)
+    let fetched = fetch(&opts);
+    if let Some(stop) = fetched.as_ref().err().and_then(interrupted) {
+        // Like a process the signal ended: 130 for SIGINT, 143 for SIGTERM.
+        eprintln!("netloop fetch: {stop}");
+        std::process::exit(stop.exit_code());
+    }
+    fetched
 }
 
 /// The URLs on the command line, then those in `-i FILE`.

@@ -41,6 +41,7 @@ use mio::{Token, Waker};
 use slab::Slab;
 use url::Url;
 
+use crate::apps::fetch::interrupt::Interrupted;
 use crate::apps::fetch::output::{Output, LINES_BACKLOG};
 use crate::apps::fetch::pool::{Addrs, HostKey, Pool};
 use crate::apps::fetch::report::{close_text, io_text, secs, FetchResult, Reporter};
@@ -48,7 +49,7 @@ use crate::apps::fetch::resolver::Resolver;
 use crate::apps::fetch::tls::TlsSession;
 use crate::apps::fetch::transfer::{Phase, Transfer};
 use crate::apps::fetch::Plan;
-use crate::core::{CloseReason, Closed, Handler};
+use crate::core::{CloseReason, Closed, Handler, SignalAction};
 use crate::core::{Ctx, Target};
 
 /// Loop timer key: admit URLs into the window (and stop once everything is done).
@@ -100,6 +101,8 @@ pub struct Fetcher {
     pub results: Vec<FetchResult>,
     /// Whether to fill `results` (the command prints results and needs only totals).
     pub(super) keep_results: bool,
+    /// A signal cut the run short (`interrupt.rs`).
+    pub interrupted: Option<Interrupted>,
     /// Reused buffers: the request being sent, decrypted input, encrypted output.
     pub(super) request: Vec<u8>,
     pub(super) plain: Vec<u8>,
@@ -123,6 +126,7 @@ impl Fetcher {
             paused: 0,
             results: Vec::new(),
             keep_results: false,
+            interrupted: None,
             request: Vec::new(),
             plain: Vec::new(),
             cipher: Vec::new(),
@@ -225,6 +229,11 @@ impl Fetcher {
         if self.pool.can_open(host_id) {
             return self.connect(ctx, id);
         }
+        if fresh {
+            // A new connection or none (`exchange.rs`): wait first in line for a slot.
+            self.wait(id, Phase::Waiting);
+            return self.make_room(ctx, host_id);
+        }
         if let Some(token) = self.pool.take_idle(host_id) {
             return self.send_request(ctx, id, token);
         }
@@ -245,7 +254,16 @@ impl Fetcher {
             if !matches!(host.addrs, Addrs::Ready(_)) || host.waiting.is_empty() {
                 return;
             }
-            if let Some(token) = host.idle.pop() {
+            let first = host.waiting.front().copied();
+            let fresh =
+                first.is_some_and(|id| self.transfers.get(id).is_some_and(|t| t.fresh_conn));
+            if fresh && !can_open {
+                // It must have a new connection: close an idle one to free a slot (its
+                // `on_close` pumps again), or wait for one to close.
+                return self.make_room(ctx, host_id);
+            }
+            let host = self.pool.host(host_id);
+            if let Some(token) = host.idle.pop().filter(|_| !fresh) {
                 if let Some(id) = host.waiting.pop_front() {
                     self.send_request(ctx, id, token);
                 }
@@ -401,10 +419,9 @@ impl Handler for Fetcher {
                         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
                     self.connect_failed(ctx, id, addr, e);
                 }
-                _ if !t.parser.started() && link.requests > 1 && !t.retried => {
-                    debug!("{}: reused connection failed ({reason}), retrying", t.url);
-                    self.transfers[id].restart();
-                    self.dispatch(ctx, id);
+                _ if self.may_resend(id, link.requests > 1) => {
+                    debug!("{}: reused connection failed ({reason}), resending", t.url);
+                    self.resend(ctx, id);
                 }
                 _ => {
                     let e = close_text(reason, t.parser.started(), t.bytes);
@@ -415,10 +432,17 @@ impl Handler for Fetcher {
         self.pump(ctx, link.host);
     }
 
+    /// SIGINT, SIGTERM: cancel the run in order, or (again) exit at once.
+    fn on_signal(&mut self, ctx: &mut Ctx<Link>, signal: i32) -> SignalAction {
+        self.interrupt(ctx, signal)
+    }
+
     /// `ADMIT`, or a transfer's `--timeout`.
     fn on_timer(&mut self, ctx: &mut Ctx<Link>, key: u64) {
         if key == ADMIT {
             self.admit_armed = false;
+            // First the connections that finished a response in this turn (`pool.rs`).
+            self.settle(ctx);
             self.admit(ctx);
             return self.stop_if_done(ctx);
         }

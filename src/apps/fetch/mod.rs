@@ -34,6 +34,8 @@
 pub mod delivery;
 pub mod exchange;
 pub mod fetcher;
+pub mod interrupt;
+pub mod naming;
 pub mod output;
 pub mod pool;
 pub mod report;
@@ -236,6 +238,8 @@ pub fn fetch(opts: &FetchOptions) -> io::Result<()> {
     let reporter = Reporter::new(format, to_stderr, total);
     let started = Instant::now();
     let mut event_loop = EventLoop::new(LoopConfig::default())?;
+    // SIGINT and SIGTERM become loop events: the run ends in order (`interrupt.rs`).
+    event_loop.handle_signals()?;
     if let Some(path) = &opts.record {
         event_loop.record_to(path, opts.record_limit)?;
     }
@@ -247,6 +251,18 @@ pub fn fetch(opts: &FetchOptions) -> io::Result<()> {
     let fetcher = fetched?;
     recorded?;
     let r = &fetcher.reporter;
+    if let Some(stop) = fetcher.interrupted {
+        eprintln!(
+            "{total} URLs: {} ok, {} failed, {} not started, {} body bytes in {:.2} s \
+             ({stop})",
+            r.done - r.failed,
+            r.failed,
+            stop.not_started,
+            r.bytes,
+            started.elapsed().as_secs_f64()
+        );
+        return Err(io::Error::new(io::ErrorKind::Interrupted, stop));
+    }
     if total > 1 {
         eprintln!(
             "{total} URLs: {} ok, {} failed, {} body bytes in {:.2} s",

