@@ -302,3 +302,139 @@ fn a_second_signal_exits_at_once() {
     let (status, _) = common::wait_child(&mut child, &mut stderr, "netloop fetch");
     assert_eq!(status.code(), Some(130));
 }
+
+/// A self-signed certificate for `names`, marked CA:TRUE as `openssl req -x509` marks
+/// it, valid from `from` to `until` (years); a server config using it, and its PEM.
+fn self_signed(
+    names: &[&str],
+    from: i32,
+    until: i32,
+) -> (std::sync::Arc<rustls::ServerConfig>, String) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    let key = KeyPair::generate().expect("key");
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let mut params = CertificateParams::new(names).expect("params");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "netloop self-signed test");
+    params.not_before = rcgen::date_time_ymd(from, 1, 1);
+    params.not_after = rcgen::date_time_ymd(until, 1, 1);
+    let cert = params.self_signed(&key).expect("certificate");
+    let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocol versions")
+    .with_no_client_auth()
+    .with_single_cert(vec![cert.der().clone()], der)
+    .expect("server config");
+    (std::sync::Arc::new(config), cert.pem())
+}
+
+/// The one result of a one-URL run (a JSON line on stderr: stdout has the body), and
+/// its error text ("" if none).
+#[track_caller]
+fn only_result(run: &common::RunOutput) -> (Value, String) {
+    let lines: Vec<&str> = run.stderr.lines().filter(|l| l.starts_with('{')).collect();
+    assert_eq!(lines.len(), 1, "{}", run.stderr);
+    let r: Value = serde_json::from_str(lines[0]).unwrap_or_default();
+    let error = r["error"].as_str().unwrap_or_default().to_string();
+    (r, error)
+}
+
+/// `--cacert` with an ordinary self-signed certificate (CA:TRUE) is accepted, as curl
+/// accepts it — for the names it has, within its dates; without `--cacert`, or for
+/// another name, or expired, the error says so in words.
+#[test]
+fn a_self_signed_certificate_given_with_cacert() {
+    let dir = temp_dir("self-signed");
+    let (config, pem) = self_signed(&["localhost", "127.0.0.1"], 2020, 2090);
+    let server = RobustServer::start_with(Options::default(), Some(config));
+    let cacert = dir.join("self.pem");
+    std::fs::write(&cacert, pem).expect("write cert");
+    let port = server.addr.port();
+    let urls = vec![
+        format!("https://localhost:{port}/page/0"),
+        format!("https://127.0.0.1:{port}/page/1"),
+    ];
+    let run = fetch(
+        &["--json", "--cacert", cacert.to_str().unwrap(), "-i", "-"],
+        &urls,
+    );
+    assert_all_pages(&run, &urls);
+
+    let url = vec![format!("https://127.0.0.1:{port}/page/0")];
+    let run = fetch(&["--json", "-i", "-"], &url);
+    let (_, error) = only_result(&run);
+    assert!(
+        error.contains("self-signed and not trusted") && error.contains("--cacert"),
+        "{error}"
+    );
+
+    // The same kind of certificate for another name only: the name is checked.
+    let (config, pem) = self_signed(&["localhost"], 2020, 2090);
+    let server = RobustServer::start_with(Options::default(), Some(config));
+    std::fs::write(&cacert, pem).expect("write cert");
+    let url = vec![format!("https://127.0.0.1:{}/page/0", server.addr.port())];
+    let run = fetch(
+        &["--json", "--cacert", cacert.to_str().unwrap(), "-i", "-"],
+        &url,
+    );
+    let (_, error) = only_result(&run);
+    assert!(
+        error.contains("is for localhost, not for 127.0.0.1"),
+        "{error}"
+    );
+
+    // Expired: its dates are checked too.
+    let (config, pem) = self_signed(&["127.0.0.1"], 2000, 2001);
+    let server = RobustServer::start_with(Options::default(), Some(config));
+    std::fs::write(&cacert, pem).expect("write cert");
+    let url = vec![format!("https://127.0.0.1:{}/page/0", server.addr.port())];
+    let run = fetch(
+        &["--json", "--cacert", cacert.to_str().unwrap(), "-i", "-"],
+        &url,
+    );
+    let (_, error) = only_result(&run);
+    assert!(
+        error.contains("certificate expired on 2001-01-01 00:00:00 UTC"),
+        "{error}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `https://` to a port that speaks plain HTTP (it answers the ClientHello with a 400,
+/// as nginx does, or just closes, as our test server does): said in words.
+#[test]
+fn https_to_a_plain_http_port_is_said_plainly() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        if let Ok((mut stream, _)) = listener.accept() {
+            let mut buf = [0u8; 1024];
+            let _ = stream.read(&mut buf);
+            let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+        }
+    });
+    let run = fetch(
+        &["--json", "-i", "-"],
+        &[format!("https://127.0.0.1:{port}/")],
+    );
+    let (_, error) = only_result(&run);
+    assert!(
+        error.contains("TLS handshake failed: the server does not speak TLS on this port"),
+        "{error}"
+    );
+    let server = RobustServer::start(Options::default());
+    let url = vec![format!("https://127.0.0.1:{}/page/0", server.addr.port())];
+    let run = fetch(&["--json", "-i", "-"], &url);
+    let (_, error) = only_result(&run);
+    assert!(
+        error.contains("TLS handshake failed: the server closed the connection"),
+        "{error}"
+    );
+}

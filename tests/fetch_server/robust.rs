@@ -168,7 +168,10 @@ fn serve<S: Read + Write>(stream: S, options: Options, counters: &Counters) {
             Ok(false) | Err(_) => return,
         }
         let n = counters.responses.fetch_add(1, Ordering::SeqCst) + 1;
-        if options.close_every.is_some_and(|every| n.is_multiple_of(every)) {
+        if options
+            .close_every
+            .is_some_and(|every| n.is_multiple_of(every))
+        {
             thread::sleep(options.close_delay);
             counters.silent_closes.fetch_add(1, Ordering::SeqCst);
             return;

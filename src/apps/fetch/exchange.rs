@@ -203,11 +203,17 @@ impl Fetcher {
             return;
         };
         let (id, reused) = (link.transfer, link.requests > 1);
+        let handshaking = link.tls.as_ref().is_some_and(|tls| tls.is_handshaking());
         let Some(id) = id else {
             // An idle keep-alive connection closed by the server: forget it.
             return ctx.close(token, CloseReason::PeerClosed);
         };
-        let eof = self.transfers[id].parser.eof();
+        let eof = match self.transfers[id].parser.eof() {
+            Err(_) if handshaking => Err("TLS handshake failed: the server closed the \
+                 connection (does it speak TLS on this port?)"
+                .to_string()),
+            other => other,
+        };
         match eof {
             Ok(()) => self.response_done(ctx, token, id, false),
             Err(_) if self.may_resend(id, reused) => {

@@ -42,6 +42,7 @@ pub mod report;
 pub mod resolver;
 pub mod tls;
 pub mod transfer;
+pub mod trust;
 pub mod writer;
 
 use std::io;
