@@ -438,3 +438,56 @@ fn https_to_a_plain_http_port_is_said_plainly() {
         "{error}"
     );
 }
+
+/// Heads that never end: endless `100 Continue` (one every 50 ms) and a header trickled
+/// a byte every 0.2 s. With `--idle-timeout 2` and no `--timeout`, both end — the first
+/// at the cap on interim responses, the second when the head's deadline, which reads do
+/// not push back, passes. A few interim responses are fine; `Content-Length: +5` is not.
+#[test]
+fn heads_that_never_end_and_lengths_that_are_not_digits() {
+    let server = RobustServer::start(Options::default());
+    let urls: Vec<String> = [
+        "/continue-flood",
+        "/trickle",
+        "/interim/3",
+        "/cl-plus",
+        "/cl-list",
+    ]
+    .iter()
+    .map(|p| server.url(p))
+    .collect();
+    let started = std::time::Instant::now();
+    let run = fetch(&["--json", "--idle-timeout", "2", "-i", "-"], &urls);
+    let results = results(&run);
+    let error = |i: usize| {
+        results[&urls[i]]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        error(0).contains("more than 10 interim (1xx) responses"),
+        "{}",
+        error(0)
+    );
+    assert!(
+        error(1).contains("no complete response head within 2 s of the request"),
+        "{}",
+        error(1)
+    );
+    assert_eq!(results[&urls[2]]["status"], 200, "{}", results[&urls[2]]);
+    assert_eq!(results[&urls[2]]["bytes"], 18);
+    assert!(
+        error(3).contains("bad Content-Length \"+5\""),
+        "{}",
+        error(3)
+    );
+    assert!(
+        error(4).contains("bad Content-Length \"5, 5\""),
+        "{}",
+        error(4)
+    );
+    // Not a timing assertion: the trickle would go on for 30 s (the server's patience),
+    // and the bounded run would be killed at 20.
+    assert!(started.elapsed() < common::TIMEOUT);
+}

@@ -15,7 +15,11 @@
 //! The connection's one deadline (`Ctx::set_deadline`) says what it is waiting for: the
 //! server's answer (idle timeout, pushed back after every read that leaves the response
 //! unfinished, unless the read paused it for output) or, back in the pool, its next
-//! request (`POOL_IDLE`, after which it is closed).
+//! request (`POOL_IDLE`, after which it is closed). The response *head* is the
+//! exception: the whole head must come within one `--idle-timeout` of the request, and
+//! reads before it is complete do not push the deadline back — otherwise a head
+//! trickled a byte every 0.2 s, or a `100 Continue` every 50 ms (each capped in number
+//! by the parser too), would hold a transfer forever without `--timeout`.
 //!
 //! Reuse has two rules (see `pool.rs` for the first):
 //! - A connection is offered again only after the turn that ended its response, so a

@@ -389,10 +389,14 @@ impl Handler for Fetcher {
                 ctx.close(token, CloseReason::ConnectFailed(e));
             }
             (Some(id), true) => {
-                let e = format!(
-                    "timeout: no data from the server for {}",
-                    secs(self.plan.idle_timeout)
-                );
+                let idle = secs(self.plan.idle_timeout);
+                let e = match self.transfers.get(id).map(|t| t.parser.head_complete()) {
+                    Some(false) => format!(
+                        "timeout: no complete response head within {idle} of the request \
+                         (--idle-timeout)"
+                    ),
+                    _ => format!("timeout: no data from the server for {idle}"),
+                };
                 self.finish(ctx, id, Some(e));
             }
         }
