@@ -491,3 +491,105 @@ fn heads_that_never_end_and_lengths_that_are_not_digits() {
     // and the bounded run would be killed at 20.
     assert!(started.elapsed() < common::TIMEOUT);
 }
+
+/// `--fail`, as curl's: a 4xx or 5xx is that URL's error, and its body is neither saved
+/// nor printed; without it, the body of a 404 is saved like any other.
+#[test]
+fn fail_saves_no_error_body() {
+    let server = RobustServer::start(Options::default());
+    let dir = temp_dir("fail");
+    let urls: Vec<String> = ["/status/404", "/status/503", "/page/1"]
+        .iter()
+        .map(|p| server.url(p))
+        .collect();
+    let run = fetch(
+        &["--json", "--fail", "-o", dir.to_str().unwrap(), "-i", "-"],
+        &urls,
+    );
+    assert!(!run.status.success());
+    let results = results(&run);
+    for (url, status) in urls.iter().zip([404, 503]) {
+        let r = &results[url];
+        assert_eq!(r["status"], status, "{r}");
+        assert_eq!(r["file"], Value::Null, "{r}");
+        let error = r["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains(&format!("HTTP status {status} (--fail")),
+            "{r}"
+        );
+    }
+    assert_eq!(results[&urls[2]]["error"], Value::Null);
+    assert_eq!(names_in(&dir), ["1"], "only the 200's body is saved");
+
+    // One URL to stdout: nothing printed with --fail, the body without.
+    let run = fetch(&["--fail", "-i", "-"], &urls[..1]);
+    assert!(
+        run.stdout.is_empty() && !run.status.success(),
+        "{}",
+        run.stderr
+    );
+    let run = fetch(&["-i", "-"], &urls[..1]);
+    assert_eq!(run.stdout, b"status 404 body\n");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// With 64 descriptors and 400 transfers allowed at once, each on its own connection,
+/// `socket()` fails with EMFILE for most of them: they wait for descriptors instead of
+/// failing, and every URL completes.
+#[test]
+fn out_of_descriptors_transfers_wait_for_one() {
+    use std::process::{Command, Stdio};
+    let server = RobustServer::start(Options::default());
+    let dir = temp_dir("emfile");
+    let urls: Vec<String> = (0..400)
+        .map(|i| server.url(&format!("/page/{i}")))
+        .collect();
+    let list = dir.join("urls.txt");
+    std::fs::write(&list, urls.join("\n")).expect("write list");
+    let out = dir.join("out");
+    let mut cmd = Command::new(common::netloop_bin());
+    cmd.args([
+        "fetch",
+        "--json",
+        "--concurrency",
+        "400",
+        "--per-host",
+        "400",
+        "-i",
+    ])
+    .arg(&list)
+    .arg("-o")
+    .arg(&out)
+    .env("RUST_LOG", "netloop=warn")
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    common::limit_open_files(&mut cmd, 64);
+    let mut child = cmd.spawn().expect("spawn netloop fetch");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut stdout, &mut out);
+        out
+    });
+    let mut stderr_pipe = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr_pipe, &mut text);
+        let _ = tx.send(text);
+    });
+    let (status, stderr) = common::wait_child(&mut child, &mut Some(rx), "netloop fetch");
+    let run = common::RunOutput {
+        status,
+        stdout: reader.join().unwrap_or_default(),
+        stderr,
+    };
+    assert!(
+        run.stderr.contains("out of file descriptors"),
+        "{}",
+        run.stderr
+    );
+    assert_all_pages(&run, &urls);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -63,6 +63,10 @@ pub struct Args {
     /// Send HEAD requests instead of GET (no bodies).
     #[arg(short = 'I', long)]
     pub head: bool,
+    /// Fail on HTTP errors (curl's --fail): a final status of 400 or more is that URL's
+    /// error, and its body is neither saved nor printed.
+    #[arg(short = 'f', long)]
+    pub fail: bool,
     /// Print one JSON object per URL (JSON lines) instead of text: on stdout, or on
     /// stderr when stdout carries the body (one URL, no -o).
     #[arg(long)]
@@ -92,6 +96,7 @@ pub fn run(args: &Args) -> io::Result<()> {
         insecure: args.insecure,
         include: args.include,
         head: args.head,
+        fail: args.fail,
         json: args.json,
         record: args.record.clone(),
         record_limit: args.record_limit as u64,

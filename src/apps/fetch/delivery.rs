@@ -161,6 +161,7 @@ impl Fetcher {
         }
         if matches!(t.phase, Phase::Resolving | Phase::Waiting) {
             self.pool.host(t.host).waiting.retain(|&w| w != id);
+            self.forget_descriptor_wait(id);
         }
         self.schedule_admit(ctx);
         let (key, sink, started) = (t.key(id), t.sink, t.started);

@@ -128,6 +128,11 @@ impl Fetcher {
                 Step::NeedMore => return self.after_read(ctx, token, id),
                 Step::Head(head) => {
                     let action = t.on_head(&head, self.plan.max_redirects);
+                    if let Some(e) = self.refused(&action, head.status) {
+                        // `--fail`: nothing of this response is saved or printed.
+                        return self.finish(ctx, id, Some(e));
+                    }
+                    let t = &mut self.transfers[id];
                     if let Ok(HeadAction::Final) = action {
                         t.sink = self.output.open(t.key(id), &t.first);
                     }
@@ -158,6 +163,12 @@ impl Fetcher {
                 }
             }
         }
+    }
+
+    /// `--fail`: the final response's status is an HTTP error; the transfer's error.
+    fn refused(&self, action: &Result<HeadAction, String>, status: u16) -> Option<String> {
+        let fatal = self.plan.fail && status >= 400 && matches!(action, Ok(HeadAction::Final));
+        fatal.then(|| format!("HTTP status {status} (--fail: the body is not saved)"))
     }
 
     /// A response is complete: free (or close) the connection, then follow a redirect or
@@ -276,6 +287,7 @@ impl Fetcher {
         for host_id in self.pool.settled() {
             self.pump(ctx, host_id);
         }
+        self.idle_for_descriptors(ctx);
     }
 }
 

@@ -41,8 +41,9 @@ use mio::{Token, Waker};
 use slab::Slab;
 use url::Url;
 
+use crate::apps::fetch::descriptors::{out_of_descriptors, DescriptorQueue};
 use crate::apps::fetch::interrupt::Interrupted;
-use crate::apps::fetch::output::{Output, LINES_BACKLOG};
+use crate::apps::fetch::output::{Destination, Output, LINES_BACKLOG};
 use crate::apps::fetch::pool::{Addrs, HostKey, Pool};
 use crate::apps::fetch::report::{close_text, io_text, secs, FetchResult, Reporter};
 use crate::apps::fetch::resolver::Resolver;
@@ -103,6 +104,8 @@ pub struct Fetcher {
     pub(super) keep_results: bool,
     /// A signal cut the run short (`interrupt.rs`).
     pub interrupted: Option<Interrupted>,
+    /// Transfers waiting for a file descriptor (`descriptors.rs`).
+    pub(super) descriptors: DescriptorQueue,
     /// Reused buffers: the request being sent, decrypted input, encrypted output.
     pub(super) request: Vec<u8>,
     pub(super) plain: Vec<u8>,
@@ -127,6 +130,7 @@ impl Fetcher {
             results: Vec::new(),
             keep_results: false,
             interrupted: None,
+            descriptors: DescriptorQueue::default(),
             request: Vec::new(),
             plain: Vec::new(),
             cipher: Vec::new(),
@@ -288,6 +292,11 @@ impl Fetcher {
             return self.finish(ctx, id, Some("no address left to try".into()));
         };
         t.next_addr += 1;
+        let with_files = matches!(self.output.destination, Destination::Dir(_));
+        if !self.descriptors.room(ctx.len(), with_files) {
+            let e = io::Error::from_raw_os_error(libc::EMFILE);
+            return self.wait_for_descriptor(ctx, id, &e);
+        }
         let link = Link {
             host: host_id,
             transfer: Some(id),
@@ -301,6 +310,7 @@ impl Fetcher {
                 t.phase = Phase::Connecting;
                 ctx.set_deadline(token, self.plan.connect_timeout);
             }
+            Err(e) if out_of_descriptors(&e) => self.wait_for_descriptor(ctx, id, &e),
             Err(e) => self.connect_failed(ctx, id, addr, &e),
         }
     }
@@ -405,6 +415,8 @@ impl Handler for Fetcher {
     fn on_close(&mut self, ctx: &mut Ctx<Link>, token: Token, closed: Closed<Link>) {
         let (link, reason) = (closed.state, &closed.reason);
         self.pool.closed(link.host, token);
+        // Its descriptor is closed already: a transfer waiting for one may go.
+        self.descriptor_freed(ctx);
         // Still attached means the connection failed under the transfer.
         let attached = link.transfer.filter(|&id| {
             self.transfers

@@ -32,6 +32,7 @@
 //! socket, and the loop thread never writes a file or stdout.
 
 pub mod delivery;
+pub mod descriptors;
 pub mod exchange;
 pub mod fetcher;
 pub mod interrupt;
@@ -86,6 +87,8 @@ pub struct FetchOptions {
     pub include: bool,
     /// Send HEAD requests instead of GET.
     pub head: bool,
+    /// `--fail`: a final status of 400 or more is an error, and no body is saved.
+    pub fail: bool,
     /// Results as JSON lines instead of text.
     pub json: bool,
     /// Record the loop's events as JSON lines into this new file (`EventLoop::record_to`).
@@ -111,6 +114,7 @@ impl FetchOptions {
             insecure: false,
             include: false,
             head: false,
+            fail: false,
             json: false,
             record: None,
             record_limit: 1_000_000,
@@ -153,6 +157,9 @@ pub struct Plan {
     pub tls: Arc<rustls::ClientConfig>,
     /// Send HEAD instead of GET.
     pub head_only: bool,
+    /// A final status of 400 or more fails the transfer before any of its body is
+    /// saved or printed (curl's `--fail`).
+    pub fail: bool,
 }
 
 impl Plan {
@@ -169,6 +176,7 @@ impl Plan {
             idle_timeout: Duration::from_secs(30),
             tls: tls::client_config(None, false)?,
             head_only: false,
+            fail: false,
         })
     }
 }
@@ -226,6 +234,7 @@ pub fn fetch(opts: &FetchOptions) -> io::Result<()> {
         idle_timeout: positive("--idle-timeout", opts.idle_timeout)?,
         tls: tls::client_config(opts.cacert.as_deref(), opts.insecure)?,
         head_only: opts.head,
+        fail: opts.fail,
         urls,
     };
     let total = plan.urls.len();

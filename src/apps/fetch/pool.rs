@@ -185,6 +185,15 @@ impl Pool {
         hosts
     }
 
+    /// Some idle connection, to any host (the least recently used of the first host
+    /// that has one): closed when a descriptor is needed (`descriptors.rs`).
+    pub fn any_idle(&self) -> Option<(usize, Token)> {
+        self.hosts
+            .iter()
+            .enumerate()
+            .find_map(|(id, h)| h.idle.first().map(|&t| (id, t)))
+    }
+
     /// The least recently used idle connection to `id`, to close so that a transfer
     /// that must have a new connection gets the slot.
     pub fn oldest_idle(&self, id: usize) -> Option<Token> {
