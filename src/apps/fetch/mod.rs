@@ -15,9 +15,13 @@
 //! - `transfer.rs`: one URL's state: its request, redirects, result.
 //! - `pool.rs`: per host:port: addresses, idle keep-alive connections, waiting transfers.
 //! - `resolver.rs`: DNS on helper threads, answered through a channel and the loop's waker.
-//! - `tls.rs`: rustls on the loop's non-blocking sockets.
+//! - `tls.rs`: rustls on the loop's non-blocking sockets; `trust.rs`: which certificates
+//!   are trusted (a self-signed one given with `--cacert` too), TLS errors in words.
+//! - `descriptors.rs`: out of file descriptors, transfers wait for one.
+//! - `interrupt.rs`: SIGINT/SIGTERM end a run in order (a second one at once).
 //! - `output.rs`: where bodies go (stdout, files in a directory, nowhere), and the bound
-//!   on what waits for the writer; `writer.rs`: the writer thread's side.
+//!   on what waits for the writer; `writer.rs`: the writer thread's side; `naming.rs`:
+//!   file names, unique in O(1), written under a temporary name until complete.
 //! - `report.rs`: one result per URL (text or JSON lines), the progress bar.
 //!
 //! The command line (`src/cli/fetch.rs`, in the binary) turns its arguments into a
