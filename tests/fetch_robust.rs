@@ -593,3 +593,66 @@ fn out_of_descriptors_transfers_wait_for_one() {
     assert_all_pages(&run, &urls);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A second signal with `-o DIR` while the writer is stuck (the result lines go to a
+/// stdout nobody reads): the process exits at once with 130, and the partial body it
+/// was writing is not left behind — not under its name, not as a temporary file.
+#[test]
+fn a_second_signal_leaves_no_partial_file() {
+    let server = RobustServer::start(Options::default());
+    let dir = temp_dir("second-signal");
+    let mut urls = vec![server.url("/hold/100000")];
+    urls.extend((0..2000).map(|i| server.url(&format!("/page/{i}"))));
+    let list = dir.join("urls.txt");
+    std::fs::write(&list, urls.join("\n")).expect("write list");
+    let out = dir.join("out");
+    let (mut child, mut stderr) = spawn_fetch(&[
+        "--json",
+        "--concurrency",
+        "2",
+        "-o",
+        out.to_str().unwrap(),
+        "-i",
+        list.to_str().unwrap(),
+    ]);
+    let _stdout = child.stdout.take(); // open, never read: 2,000 result lines fill it
+    let part = || {
+        names_in(&out)
+            .iter()
+            .any(|n| n.starts_with(".100000.") && n.ends_with(".part"))
+    };
+    let busy = common::wait_until(common::TIMEOUT, || {
+        (part() && server.count(|c: &Counters| &c.responses) >= 1000).then_some(())
+    });
+    assert!(busy.is_some(), "not under way: {:?}", names_in(&out));
+    common::signal_child(&child, libc::SIGINT);
+    let cancelled = common::wait_until(common::TIMEOUT, || {
+        (server.count(|c: &Counters| &c.hangups) == 1).then_some(())
+    });
+    assert!(
+        cancelled.is_some(),
+        "the first SIGINT did not cancel the held transfer"
+    );
+    // Normally still stuck on stdout; if the writer got through anyway, the run ended
+    // in order after the first signal, with the same status and the same guarantees.
+    if child.try_wait().expect("try_wait").is_none() {
+        common::signal_child(&child, libc::SIGINT);
+    }
+    let (status, _) = common::wait_child(&mut child, &mut stderr, "netloop fetch");
+    assert_eq!(status.code(), Some(130));
+    let left = names_in(&out);
+    assert!(
+        !left.iter().any(|n| n.starts_with('.')),
+        "temporary files left: {left:?}"
+    );
+    assert!(
+        !left.contains(&"100000".to_string()),
+        "the partial body has no name"
+    );
+    for name in &left {
+        let i: usize = name.parse().expect("a page's name is its number");
+        let saved = std::fs::read(out.join(name)).unwrap_or_default();
+        assert!(saved == page(i), "{name} is not the whole page");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -74,7 +74,8 @@ impl Fetcher {
             return SignalAction::Handled;
         }
         if self.interrupted.is_some() {
-            self.output.remove_temp_files();
+            // Held until the exit: no temporary file can appear after the cleanup.
+            let _no_new_files = self.output.remove_temp_files();
             // SAFETY: `_exit` ends the process without running anything else: no
             // destructor, no atexit handler, no lock taken (the writer thread may hold
             // stdout's). Every file left is complete or already removed above.

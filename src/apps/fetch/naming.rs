@@ -92,7 +92,8 @@ pub struct Names {
     next: HashMap<String, u32>,
     /// The temporary files that exist now, shared with the loop thread, which removes
     /// them itself when a second signal ends the process at once (`interrupt.rs`): the
-    /// writer thread may be blocked then. Locked only around an insert or a remove.
+    /// writer thread may be blocked then. Locked only around creating a file, an
+    /// insert or a remove.
     temps: Arc<Mutex<HashSet<PathBuf>>>,
 }
 
@@ -112,12 +113,10 @@ impl Names {
         Arc::clone(&self.temps)
     }
 
-    fn track(&self, temp: &Path, exists: bool) {
+    /// `temp` is gone: no longer a file to clean up.
+    fn forget(&self, temp: &Path) {
         let mut temps = self.temps.lock().unwrap_or_else(PoisonError::into_inner);
-        match exists {
-            true => temps.insert(temp.to_path_buf()),
-            false => temps.remove(temp),
-        };
+        temps.remove(temp);
     }
 
     /// The next free name for `base` (`page.html`, `page-1.html`, ...): not handed out
@@ -150,11 +149,14 @@ impl Names {
         loop {
             let target = self.claim(&base)?;
             let temp = temp_path(&target);
+            // Created and listed under one lock, so a last-moment cleanup on the loop
+            // thread either waits for both or sees neither (never a file it missed).
+            let mut temps = self.temps.lock().unwrap_or_else(PoisonError::into_inner);
             // `create_new`: never opens what is already there (a leftover of a killed run
             // with the same process id: then take the next name).
             match OpenOptions::new().write(true).create_new(true).open(&temp) {
                 Ok(file) => {
-                    self.track(&temp, true);
+                    temps.insert(temp.clone());
                     return Ok(Pending {
                         file,
                         temp,
@@ -204,7 +206,7 @@ impl Names {
             }
         };
         remove_quietly(&temp);
-        self.track(&temp, false);
+        self.forget(&temp);
         published.map(|()| target)
     }
 
@@ -212,7 +214,7 @@ impl Names {
     pub fn discard(&mut self, pending: Pending) {
         drop(pending.file);
         remove_quietly(&pending.temp);
-        self.track(&pending.temp, false);
+        self.forget(&pending.temp);
     }
 }
 

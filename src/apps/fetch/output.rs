@@ -26,7 +26,7 @@
 use std::collections::HashSet;
 use std::io;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use indicatif::ProgressBar;
 use mio::Waker;
@@ -111,11 +111,14 @@ impl Output {
     /// Remove every body's temporary file from the loop thread, at once: the process
     /// is about to exit without waiting for the writer thread (a second signal), which
     /// may be blocked. Partial bodies never had a final name; now they leave nothing.
-    pub fn remove_temp_files(&self) {
+    /// Keep the returned guard until the process is gone: while it is held, the writer
+    /// cannot create another temporary file (`naming.rs` creates them under this lock).
+    pub fn remove_temp_files(&self) -> MutexGuard<'_, HashSet<PathBuf>> {
         let temps = self.temps.lock().unwrap_or_else(PoisonError::into_inner);
         for path in temps.iter() {
             super::naming::remove_quietly(path);
         }
+        temps
     }
 
     /// True when response heads are printed before bodies (`--include`).
