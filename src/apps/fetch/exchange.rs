@@ -21,7 +21,8 @@
 //! trickled a byte every 0.2 s, or a `100 Continue` every 50 ms (each capped in number
 //! by the parser too), would hold a transfer forever without `--timeout`.
 //!
-//! Reuse has two rules (see `pool.rs` for the first):
+//! Reuse (`pump`: a host's idle connections and free slots to its waiting transfers) has
+//! two rules (see `pool.rs` for the first):
 //! - A connection is offered again only after the turn that ended its response, so a
 //!   FIN that came with the last bytes is seen first, and the connection is dropped
 //!   instead of being handed a request the server will never read.
@@ -38,7 +39,7 @@ use log::debug;
 use mio::Token;
 
 use super::fetcher::{Fetcher, Link};
-use super::pool::HostKey;
+use super::pool::{Addrs, HostKey};
 use super::transfer::{HeadAction, Phase};
 use super::writer::Sink;
 use crate::core::CloseReason;
@@ -269,6 +270,37 @@ impl Fetcher {
         let t = &mut self.transfers[id];
         t.phase = Phase::Waiting;
         self.pool.host(host_id).waiting.push_front(id);
+    }
+
+    /// Hand idle connections and free connection slots of a host to its waiting queue.
+    pub(super) fn pump(&mut self, ctx: &mut Ctx<Link>, host_id: usize) {
+        loop {
+            let can_open = self.pool.can_open(host_id);
+            let host = self.pool.host(host_id);
+            if !matches!(host.addrs, Addrs::Ready(_)) || host.waiting.is_empty() {
+                return;
+            }
+            let first = host.waiting.front().copied();
+            let fresh =
+                first.is_some_and(|id| self.transfers.get(id).is_some_and(|t| t.fresh_conn));
+            if fresh && !can_open {
+                // It must have a new connection: close an idle one to free a slot (its
+                // `on_close` pumps again), or wait for one to close.
+                return self.make_room(ctx, host_id);
+            }
+            let host = self.pool.host(host_id);
+            if let Some(token) = host.idle.pop().filter(|_| !fresh) {
+                if let Some(id) = host.waiting.pop_front() {
+                    self.send_request(ctx, id, token);
+                }
+            } else if can_open {
+                if let Some(id) = host.waiting.pop_front() {
+                    self.connect(ctx, id);
+                }
+            } else {
+                return;
+            }
+        }
     }
 
     /// A transfer that needs a new connection waits first in `host_id`'s queue: close

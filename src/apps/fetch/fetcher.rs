@@ -250,39 +250,8 @@ impl Fetcher {
         self.pool.host(t.host).waiting.push_back(id);
     }
 
-    /// Hand idle connections and free connection slots of a host to its waiting queue.
-    pub(super) fn pump(&mut self, ctx: &mut Ctx<Link>, host_id: usize) {
-        loop {
-            let can_open = self.pool.can_open(host_id);
-            let host = self.pool.host(host_id);
-            if !matches!(host.addrs, Addrs::Ready(_)) || host.waiting.is_empty() {
-                return;
-            }
-            let first = host.waiting.front().copied();
-            let fresh =
-                first.is_some_and(|id| self.transfers.get(id).is_some_and(|t| t.fresh_conn));
-            if fresh && !can_open {
-                // It must have a new connection: close an idle one to free a slot (its
-                // `on_close` pumps again), or wait for one to close.
-                return self.make_room(ctx, host_id);
-            }
-            let host = self.pool.host(host_id);
-            if let Some(token) = host.idle.pop().filter(|_| !fresh) {
-                if let Some(id) = host.waiting.pop_front() {
-                    self.send_request(ctx, id, token);
-                }
-            } else if can_open {
-                if let Some(id) = host.waiting.pop_front() {
-                    self.connect(ctx, id);
-                }
-            } else {
-                return;
-            }
-        }
-    }
-
     /// Open a new connection for the transfer, to its host's next address.
-    fn connect(&mut self, ctx: &mut Ctx<Link>, id: usize) {
+    pub(super) fn connect(&mut self, ctx: &mut Ctx<Link>, id: usize) {
         let t = &mut self.transfers[id];
         let host_id = t.host;
         let Addrs::Ready(addrs) = &self.pool.host(host_id).addrs else {
