@@ -289,7 +289,8 @@ impl Fetcher {
                 return self.make_room(ctx, host_id);
             }
             let host = self.pool.host(host_id);
-            if let Some(token) = host.idle.pop().filter(|_| !fresh) {
+            let idle = if fresh { None } else { host.idle.pop() };
+            if let Some(token) = idle {
                 if let Some(id) = host.waiting.pop_front() {
                     self.send_request(ctx, id, token);
                 }
