@@ -118,6 +118,26 @@ fn a_reused_connection_that_dies_is_retried_on_a_new_one() {
     );
 }
 
+/// The resend is bounded: a server that reads every request and never answers costs
+/// one connection per URL — a new connection that fails is a real failure, not a reason
+/// to try again.
+#[test]
+fn a_server_that_never_answers_is_not_retried() {
+    let server = RobustServer::start(Options {
+        answers_per_conn: Some(0),
+        ..Options::default()
+    });
+    let urls: Vec<String> = (0..20).map(|i| server.url(&format!("/page/{i}"))).collect();
+    let run = fetch(&["--json", "-i", "-"], &urls);
+    let results = results(&run);
+    assert_eq!(results.len(), 20, "{}", run.stderr);
+    for r in results.values() {
+        let error = r["error"].as_str().unwrap_or_default();
+        assert!(error.contains("closed before any response byte"), "{r}");
+    }
+    assert_eq!(server.count(|c: &Counters| &c.accepts), 20);
+}
+
 /// A reused connection that is reset (the server closed with our request unread) is
 /// resent the same way, and so is one closed a moment after its response.
 #[test]
