@@ -19,9 +19,13 @@
 //!   bounded memory) and delivered; `cookies.rs`: the run's cookie jar and its files.
 //! - `pool.rs`: per host:port: addresses, idle keep-alive connections, waiting transfers.
 //! - `resolver.rs`: DNS on helper threads, answered through a channel and the loop's waker.
-//! - `tls.rs`: rustls on the loop's non-blocking sockets.
+//! - `tls.rs`: rustls on the loop's non-blocking sockets; `trust.rs`: which certificates
+//!   are trusted (a self-signed one given with `--cacert` too), TLS errors in words.
+//! - `descriptors.rs`: out of file descriptors, transfers wait for one.
+//! - `interrupt.rs`: SIGINT/SIGTERM end a run in order (a second one at once).
 //! - `output.rs`: where bodies go (stdout, files in a directory, nowhere), and the bound
-//!   on what waits for the writer; `writer.rs`: the writer thread's side.
+//!   on what waits for the writer; `writer.rs`: the writer thread's side; `naming.rs`:
+//!   file names, unique in O(1), written under a temporary name until complete.
 //! - `report.rs`: one result per URL (text or JSON lines), the progress bar.
 //!
 //! The command line (`src/cli/fetch.rs`, in the binary) turns its arguments into a
@@ -39,8 +43,11 @@ pub mod body;
 pub mod cookies;
 pub mod decode;
 pub mod delivery;
+pub mod descriptors;
 pub mod exchange;
 pub mod fetcher;
+pub mod interrupt;
+pub mod naming;
 pub mod output;
 pub mod pool;
 pub mod report;
@@ -48,6 +55,7 @@ pub mod request;
 pub mod resolver;
 pub mod tls;
 pub mod transfer;
+pub mod trust;
 pub mod upload;
 pub mod writer;
 
@@ -94,6 +102,8 @@ pub struct FetchOptions {
     pub include: bool,
     /// Send HEAD requests instead of GET.
     pub head: bool,
+    /// `--fail`: a final status of 400 or more is an error, and no body is saved.
+    pub fail: bool,
     /// Results as JSON lines instead of text.
     pub json: bool,
     /// Record the loop's events as JSON lines into this new file (`EventLoop::record_to`).
@@ -130,6 +140,7 @@ impl FetchOptions {
             insecure: false,
             include: false,
             head: false,
+            fail: false,
             json: false,
             record: None,
             record_limit: 1_000_000,
@@ -179,6 +190,9 @@ pub struct Plan {
     pub head_only: bool,
     /// Method, headers, body and credentials of every request (`request.rs`).
     pub request: Arc<Request>,
+    /// A final status of 400 or more fails the transfer before any of its body is
+    /// saved or printed (curl's `--fail`).
+    pub fail: bool,
 }
 
 impl Plan {
@@ -196,6 +210,7 @@ impl Plan {
             tls: tls::client_config(None, false)?,
             head_only: false,
             request: Arc::new(Request::from_options(&RequestOptions::default())?),
+            fail: false,
         })
     }
 }
@@ -272,6 +287,7 @@ pub fn fetch(opts: &FetchOptions) -> io::Result<()> {
         tls: tls::client_config(opts.cacert.as_deref(), opts.insecure)?,
         head_only: opts.head,
         request: Arc::new(request),
+        fail: opts.fail,
         urls,
     };
     let total = plan.urls.len();
@@ -285,6 +301,8 @@ pub fn fetch(opts: &FetchOptions) -> io::Result<()> {
     let reporter = Reporter::new(format, to_stderr, total);
     let started = Instant::now();
     let mut event_loop = EventLoop::new(LoopConfig::default())?;
+    // SIGINT and SIGTERM become loop events: the run ends in order (`interrupt.rs`).
+    event_loop.handle_signals()?;
     if let Some(path) = &opts.record {
         event_loop.record_to(path, opts.record_limit)?;
     }
@@ -301,6 +319,18 @@ pub fn fetch(opts: &FetchOptions) -> io::Result<()> {
         fetcher.cookies.save(path)?;
     }
     let r = &fetcher.reporter;
+    if let Some(stop) = fetcher.interrupted {
+        eprintln!(
+            "{total} URLs: {} ok, {} failed, {} not started, {} body bytes in {:.2} s \
+             ({stop})",
+            r.done - r.failed,
+            r.failed,
+            stop.not_started,
+            r.bytes,
+            started.elapsed().as_secs_f64()
+        );
+        return Err(io::Error::new(io::ErrorKind::Interrupted, stop));
+    }
     if total > 1 {
         eprintln!(
             "{total} URLs: {} ok, {} failed, {} body bytes in {:.2} s",
