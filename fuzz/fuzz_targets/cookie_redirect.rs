@@ -96,7 +96,10 @@ fn check(buf: &[u8], t: &Transfer, home: bool) {
     let with_body = t.sending.with_body;
     let head_len = buf.len() - if with_body { BODY.len() } else { 0 };
     let head = &buf[..head_len];
-    assert!(head.ends_with(b"\r\n\r\n"), "head not ended by an empty line");
+    assert!(
+        head.ends_with(b"\r\n\r\n"),
+        "head not ended by an empty line"
+    );
     let text = std::str::from_utf8(head).expect("head is UTF-8");
     let lines: Vec<&str> = text[..text.len() - 4].split("\r\n").collect();
     for line in &lines {
@@ -106,9 +109,10 @@ fn check(buf: &[u8], t: &Transfer, home: bool) {
         );
     }
     let has = |name: &str| {
-        lines
-            .iter()
-            .any(|l| l.get(..name.len()).is_some_and(|p| p.eq_ignore_ascii_case(name)))
+        lines.iter().any(|l| {
+            l.get(..name.len())
+                .is_some_and(|p| p.eq_ignore_ascii_case(name))
+        })
     };
     if !home {
         let from_location = t
@@ -120,8 +124,14 @@ fn check(buf: &[u8], t: &Transfer, home: bool) {
             from_location || !has("authorization:"),
             "credentials to another origin: {text}"
         );
-        assert!(!text.contains("mine=1"), "the user's cookie to another origin: {text}");
-        assert!(!text.contains("dXNlcjpwdw=="), "-u user:pw to another origin: {text}");
+        assert!(
+            !text.contains("mine=1"),
+            "the user's cookie to another origin: {text}"
+        );
+        assert!(
+            !text.contains("dXNlcjpwdw=="),
+            "-u user:pw to another origin: {text}"
+        );
     }
     if with_body {
         assert!(lines[0].starts_with("POST "), "a body with {}", lines[0]);
