@@ -13,8 +13,9 @@
 //! - `exchange.rs`: one request/response on a connection: send, receive, reuse or close.
 //! - `delivery.rs`: body bytes to the writer, pausing for it, reporting a transfer's end.
 //! - `transfer.rs`: one URL's state: its request, redirects, result.
-//! - `request.rs`: what is sent (`-X`, `-H`, `-A`, `-e`, `-d`, `-u`) and how redirects
-//!   change it; `upload.rs`: a file body streamed, paced by `on_drained`.
+//! - `request.rs`: what is sent (`-X`, `-H`, `-A`, `-e`, `-d`, `-u`); `sending.rs`: how
+//!   redirects change it, and the request head; `upload.rs`: a file body streamed, paced
+//!   by `on_drained`.
 //! - `body.rs`: the final body counted, decoded (`decode.rs`: gzip, deflate, br, zstd in
 //!   bounded memory) and delivered; `cookies.rs`: the run's cookie jar and its files.
 //! - `pool.rs`: per host:port: addresses, idle keep-alive connections, waiting transfers.
@@ -53,6 +54,7 @@ pub mod pool;
 pub mod report;
 pub mod request;
 pub mod resolver;
+pub mod sending;
 pub mod tls;
 pub mod transfer;
 pub mod trust;

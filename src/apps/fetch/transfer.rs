@@ -30,7 +30,8 @@ use url::Url;
 
 use crate::apps::fetch::decode::Decoder;
 use crate::apps::fetch::report::FetchResult;
-use crate::apps::fetch::request::{write_head, Request, Sending};
+use crate::apps::fetch::request::Request;
+use crate::apps::fetch::sending::{write_head, Sending};
 use crate::apps::fetch::upload::Upload;
 use crate::apps::fetch::writer::{Key, Sink};
 use crate::core::TimerId;
