@@ -76,13 +76,12 @@ impl Stress {
         let started = (ctx.now() + ctx.instant().elapsed().as_millis() as Millis) as u32;
         let state = ProbeState {
             active: is_active.then(|| Box::new(ActiveProbe::new(Instant::now()))),
-            started,
-            connected: false,
         };
         match ctx.connect_from(&self.plan.target, source, state) {
             Ok(token) => {
                 self.inflight += 1;
                 self.pending.push_back((token, started));
+                self.connecting.insert(token, started);
                 ctx.set_deadline(token, self.plan.connect_timeout);
             }
             Err(e) => {
@@ -125,9 +124,8 @@ impl Stress {
         }
         let stall = self.pacer.stall_ms();
         while let Some(&(token, started)) = self.pending.front() {
-            let pending = ctx
-                .state(token)
-                .is_some_and(|s| !s.connected && s.started == started);
+            // Still the same connect (a token is reused once its connection closes).
+            let pending = self.connecting.get(&token) == Some(&started);
             if pending {
                 match stall {
                     Some(stall) if now.saturating_sub(started as Millis) > stall => {
@@ -155,6 +153,7 @@ impl Stress {
             ctx.cancel_timer(timer);
         }
         self.pending = Default::default();
+        self.connecting = Default::default();
         self.report_pacing();
         self.report.conns_open = self.open;
         self.report.connect_secs = secs_since(ctx, self.started);
