@@ -157,7 +157,7 @@ impl Stress {
         self.report_pacing();
         self.report.conns_open = self.open;
         self.report.connect_secs = secs_since(ctx, self.started);
-        self.report.client_rss_bytes_per_conn = self.rss_growth_per_conn();
+        self.report_memory();
         self.phase = Phase::Connected;
         if self.open == 0 {
             // Nothing to hold or measure: say so now rather than after the hold.

@@ -95,7 +95,7 @@ impl Stress {
             self.report_pacing();
             self.report.conns_open = self.open;
             self.report.connect_secs = secs_since(ctx, self.started);
-            self.report.client_rss_bytes_per_conn = self.rss_growth_per_conn();
+            self.report_memory();
         }
         for &token in &self.active_tokens {
             if let Some(Some(probe)) = ctx.state_mut(token).map(|s| s.active.as_mut()) {

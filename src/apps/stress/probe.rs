@@ -40,7 +40,7 @@ use mio::Token;
 
 use crate::apps::stress::connecting::is_congestion;
 use crate::apps::stress::hdrlog::IntervalRecorder;
-use crate::apps::stress::memory::{rss_kb, server_rss_per_conn, tree_rss_kb};
+use crate::apps::stress::memory::{mem_kb, server_mem_per_conn, tree_mem_kb, Mem};
 use crate::apps::stress::netstat::{self, SynCounters};
 use crate::apps::stress::pacing::{Pacer, STALL_CHECK};
 use crate::apps::stress::plan::Plan;
@@ -135,10 +135,10 @@ pub struct Stress {
     /// Hold automatically when connected (single process); workers wait for `go`.
     pub auto_hold: bool,
     pub(super) payload: Vec<u8>,
-    /// This process's RSS before connecting, KiB.
-    pub(super) rss_before_kb: Option<u64>,
-    /// The target's RSS before connecting, KiB (with `server_pid`).
-    pub(super) server_rss_before_kb: Option<u64>,
+    /// This process's memory before connecting.
+    pub(super) mem_before: Option<Mem>,
+    /// The target's memory before connecting (with `server_pid`).
+    pub(super) server_mem_before: Option<Mem>,
     /// The `--hdr-log` intervals of the hold, while it lasts.
     pub(super) intervals: Option<IntervalRecorder>,
     /// A bad HTTP response was logged (once is enough).
@@ -158,7 +158,7 @@ impl Stress {
         let loopback = matches!(&plan.target, Target::Tcp(a) if a.ip().is_loopback());
         Stress {
             payload: vec![0; plan.size],
-            server_rss_before_kb: tree_rss_kb(&plan.server_pids),
+            server_mem_before: tree_mem_kb(&plan.server_pids),
             plan,
             report,
             phase: Phase::Connecting,
@@ -178,7 +178,7 @@ impl Stress {
             syn_counters: None,
             loopback,
             auto_hold: true,
-            rss_before_kb: rss_kb("self"),
+            mem_before: mem_kb("self"),
             intervals: None,
             http_error_logged: false,
         }
@@ -216,10 +216,12 @@ impl Stress {
         }
     }
 
-    /// This process's memory growth per open connection since it started connecting.
-    pub(super) fn rss_growth_per_conn(&self) -> Option<f64> {
-        let (before, after) = (self.rss_before_kb?, rss_kb("self")?);
-        (self.open > 0).then(|| (after as f64 - before as f64) * 1024.0 / self.open as f64)
+    /// This process's memory growth per open connection since it started connecting,
+    /// into the report: RSS, and anonymous RSS (`memory.rs`).
+    pub(super) fn report_memory(&mut self) {
+        let growth = mem_kb("self").and_then(|m| m.growth_per_conn(self.mem_before?, self.open));
+        self.report.client_rss_bytes_per_conn = growth.map(|g| g.0);
+        self.report.client_anon_bytes_per_conn = growth.map(|g| g.1);
     }
 }
 
@@ -292,11 +294,10 @@ impl Handler for Stress {
             START_TIMER if self.phase == Phase::Connected => self.hold_when_due(ctx),
             INTERVAL_TIMER => self.cut_interval(),
             MID_HOLD_TIMER if self.phase == Phase::Holding => {
-                self.report.server_rss_bytes_per_conn = server_rss_per_conn(
-                    &self.plan.server_pids,
-                    self.server_rss_before_kb,
-                    self.open,
-                );
+                let growth =
+                    server_mem_per_conn(&self.plan.server_pids, self.server_mem_before, self.open);
+                self.report.server_rss_bytes_per_conn = growth.map(|g| g.0);
+                self.report.server_anon_bytes_per_conn = growth.map(|g| g.1);
             }
             _ => {}
         }
