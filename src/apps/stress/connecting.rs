@@ -74,9 +74,8 @@ impl Stress {
         // wait is ours, not the target's. The completion is timed at the turn that
         // sees it (when the poll returned), for the same reason.
         let started = (ctx.now() + ctx.instant().elapsed().as_millis() as Millis) as u32;
-        let state = ProbeState {
-            active: is_active.then(|| Box::new(ActiveProbe::new(Instant::now()))),
-        };
+        let probe = is_active.then(|| self.probes.insert(ActiveProbe::new(Instant::now())));
+        let state = probe.map_or_else(ProbeState::default, ProbeState::active);
         match ctx.connect_from(&self.plan.target, source, state) {
             Ok(token) => {
                 self.inflight += 1;
@@ -85,6 +84,9 @@ impl Stress {
                 ctx.set_deadline(token, self.plan.connect_timeout);
             }
             Err(e) => {
+                if let Some(key) = probe {
+                    self.probes.remove(key);
+                }
                 self.connect_failed(&e);
                 if is_active {
                     self.launched_active -= 1;

@@ -34,9 +34,11 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
+use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
 use mio::Token;
+use slab::Slab;
 
 use crate::apps::stress::connecting::is_congestion;
 use crate::apps::stress::hdrlog::IntervalRecorder;
@@ -72,15 +74,37 @@ pub const INTERVAL_TIMER: u64 = 7;
 /// here up for its own timers and passes the others on.
 pub const FIRST_FREE_TIMER: u64 = 16;
 
-/// Per-connection state: 8 bytes, one pointer, null for an idle connection.
+/// Per-connection state: 4 bytes, the number of an active connection's round-trip
+/// state in `Stress::probes` (None: an idle connection).
 ///
-/// Why so little: a million idle connections keep a million of these. What only a
-/// connect in flight needs (when it started) is in `Stress::connecting`, which holds
-/// as many entries as there are connects in flight, not connections.
-#[derive(Debug, Default)]
+/// Why so little: a million idle connections keep a million of these, inside the loop's
+/// slots. The slot has 6 bytes of padding, so a 4-byte state costs nothing more, where a
+/// pointer to the probe (8 bytes, as before) made every slot 8 bytes larger. What only a
+/// connect in flight needs (when it started) is in `Stress::connecting`, which holds as
+/// many entries as there are connects in flight, not connections.
+#[derive(Clone, Copy, Debug, Default)]
 pub struct ProbeState {
-    /// The round-trip state of an active connection (None: idle).
-    pub(super) active: Option<Box<ActiveProbe>>,
+    /// Key + 1 of the connection's `ActiveProbe` in `Stress::probes` (None: idle).
+    active: Option<NonZeroU32>,
+}
+
+impl ProbeState {
+    /// The state of an active connection whose probe is `probes[key]`.
+    pub(super) fn active(key: usize) -> ProbeState {
+        ProbeState {
+            active: u32::try_from(key + 1).ok().and_then(NonZeroU32::new),
+        }
+    }
+
+    /// The key of the connection's probe in `Stress::probes`, if it is an active one.
+    pub(super) fn probe(self) -> Option<usize> {
+        self.active.map(|k| k.get() as usize - 1)
+    }
+
+    /// An active (measuring) connection.
+    pub(super) fn is_active(self) -> bool {
+        self.active.is_some()
+    }
 }
 
 /// Where the run is.
@@ -113,6 +137,8 @@ pub struct Stress {
     pub(super) open: u64,
     pub(super) next_source: usize,
     pub(super) active_tokens: Vec<Token>,
+    /// The round-trip state of each active connection (`ProbeState` holds its key).
+    pub(super) probes: Slab<ActiveProbe>,
     /// When the hold started, on the loop's clock.
     pub(super) hold_started: Option<Millis>,
     /// The pending `LAUNCH_TIMER`, so that there is only ever one.
@@ -169,6 +195,7 @@ impl Stress {
             open: 0,
             next_source: 0,
             active_tokens: Vec::new(),
+            probes: Slab::new(),
             hold_started: None,
             launch_timer: None,
             pacer: Pacer::new(plan_pacing, plan_max_inflight, plan_rate),
@@ -241,10 +268,10 @@ impl Handler for Stress {
         if let Some(started) = self.connecting.remove(&token) {
             self.pacer.opened(started as Millis, now, self.inflight);
         }
-        let Some(state) = ctx.state(token) else {
+        let Some(&state) = ctx.state(token) else {
             return;
         };
-        if state.active.is_some() {
+        if state.is_active() {
             self.active_tokens.push(token);
             if self.phase == Phase::Holding {
                 // A replacement for an active connection the target closed.
@@ -262,13 +289,13 @@ impl Handler for Stress {
 
     /// The connection's own deadline; its state says which one it was.
     fn on_deadline(&mut self, ctx: &mut Ctx<ProbeState>, token: Token) {
-        let Some(state) = ctx.state(token) else {
+        let Some(&state) = ctx.state(token) else {
             return;
         };
         if self.connecting.contains_key(&token) {
             let e = io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
             ctx.close(token, CloseReason::ConnectFailed(e));
-        } else if state.active.is_some() {
+        } else if state.is_active() {
             // The rate-limited schedule says: now, or nearly (unless the hold ended).
             if self.phase == Phase::Holding {
                 self.send_when_due(ctx, token);
@@ -311,6 +338,9 @@ impl Handler for Stress {
 
     fn on_close(&mut self, ctx: &mut Ctx<ProbeState>, token: Token, closed: Closed<ProbeState>) {
         let (state, reason) = (closed.state, &closed.reason);
+        if let Some(key) = state.probe() {
+            self.probes.try_remove(key);
+        }
         if let Some(started) = self.connecting.remove(&token) {
             self.inflight -= 1;
             match reason {
@@ -332,7 +362,7 @@ impl Handler for Stress {
             self.report.closed_by_peer += 1;
             log::debug!("token {}: closed during the run: {reason}", token.0);
         }
-        if state.active.is_some() {
+        if state.is_active() {
             self.active_tokens.retain(|&t| t != token);
             if by_peer && self.phase == Phase::Holding {
                 // Keep measuring: replace the active connection the target closed.
@@ -340,5 +370,22 @@ impl Handler for Stress {
             }
             self.end_if_drained(ctx);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An idle connection costs the tester the loop's slot and nothing more: the state
+    /// fits in the slot's padding (a layout fact, checked so it cannot grow back).
+    #[test]
+    fn probe_state_fits_in_the_slot() {
+        use std::mem::size_of;
+        assert_eq!(size_of::<ProbeState>(), 4);
+        assert_eq!(size_of::<crate::core::slot::Slot<ProbeState>>(), 40);
+        assert_eq!(ProbeState::active(0).probe(), Some(0));
+        assert_eq!(ProbeState::active(41).probe(), Some(41));
+        assert!(!ProbeState::default().is_active());
     }
 }
