@@ -161,7 +161,9 @@ pub struct Stress {
     /// Hold automatically when connected (single process); workers wait for `go`.
     pub auto_hold: bool,
     pub(super) payload: Vec<u8>,
-    /// This process's memory before connecting.
+    /// This process's memory just before the first connect (read in `start`: the loop
+    /// and this handler are set up by then, so their own memory is not counted as the
+    /// connections').
     pub(super) mem_before: Option<Mem>,
     /// The target's memory before connecting (with `server_pid`).
     pub(super) server_mem_before: Option<Mem>,
@@ -205,7 +207,7 @@ impl Stress {
             syn_counters: None,
             loopback,
             auto_hold: true,
-            mem_before: mem_kb("self"),
+            mem_before: None,
             intervals: None,
             http_error_logged: false,
         }
@@ -214,6 +216,7 @@ impl Stress {
     /// Start connecting (before the loop runs). If no connect can even start, the run
     /// is over at once and the loop is stopped.
     pub fn start(&mut self, ctx: &mut Ctx<ProbeState>) {
+        self.mem_before = mem_kb("self");
         self.started = ctx.now();
         if matches!(self.plan.target, Target::Tcp(_)) {
             self.syn_counters = netstat::read();
