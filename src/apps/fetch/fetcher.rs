@@ -41,14 +41,16 @@ use mio::{Token, Waker};
 use slab::Slab;
 use url::Url;
 
-use crate::apps::fetch::output::{Output, LINES_BACKLOG};
+use crate::apps::fetch::descriptors::{out_of_descriptors, DescriptorQueue};
+use crate::apps::fetch::interrupt::Interrupted;
+use crate::apps::fetch::output::{Destination, Output, LINES_BACKLOG};
 use crate::apps::fetch::pool::{Addrs, HostKey, Pool};
 use crate::apps::fetch::report::{close_text, io_text, secs, FetchResult, Reporter};
 use crate::apps::fetch::resolver::Resolver;
 use crate::apps::fetch::tls::TlsSession;
 use crate::apps::fetch::transfer::{Phase, Transfer};
 use crate::apps::fetch::Plan;
-use crate::core::{CloseReason, Closed, Handler};
+use crate::core::{CloseReason, Closed, Handler, SignalAction};
 use crate::core::{Ctx, Target};
 
 /// Loop timer key: admit URLs into the window (and stop once everything is done).
@@ -100,6 +102,10 @@ pub struct Fetcher {
     pub results: Vec<FetchResult>,
     /// Whether to fill `results` (the command prints results and needs only totals).
     pub(super) keep_results: bool,
+    /// A signal cut the run short (`interrupt.rs`).
+    pub interrupted: Option<Interrupted>,
+    /// Transfers waiting for a file descriptor (`descriptors.rs`).
+    pub(super) descriptors: DescriptorQueue,
     /// Reused buffers: the request being sent, decrypted input, encrypted output.
     pub(super) request: Vec<u8>,
     pub(super) plain: Vec<u8>,
@@ -123,6 +129,8 @@ impl Fetcher {
             paused: 0,
             results: Vec::new(),
             keep_results: false,
+            interrupted: None,
+            descriptors: DescriptorQueue::default(),
             request: Vec::new(),
             plain: Vec::new(),
             cipher: Vec::new(),
@@ -225,6 +233,11 @@ impl Fetcher {
         if self.pool.can_open(host_id) {
             return self.connect(ctx, id);
         }
+        if fresh {
+            // A new connection or none (`exchange.rs`): wait first in line for a slot.
+            self.wait(id, Phase::Waiting);
+            return self.make_room(ctx, host_id);
+        }
         if let Some(token) = self.pool.take_idle(host_id) {
             return self.send_request(ctx, id, token);
         }
@@ -237,30 +250,8 @@ impl Fetcher {
         self.pool.host(t.host).waiting.push_back(id);
     }
 
-    /// Hand idle connections and free connection slots of a host to its waiting queue.
-    pub(super) fn pump(&mut self, ctx: &mut Ctx<Link>, host_id: usize) {
-        loop {
-            let can_open = self.pool.can_open(host_id);
-            let host = self.pool.host(host_id);
-            if !matches!(host.addrs, Addrs::Ready(_)) || host.waiting.is_empty() {
-                return;
-            }
-            if let Some(token) = host.idle.pop() {
-                if let Some(id) = host.waiting.pop_front() {
-                    self.send_request(ctx, id, token);
-                }
-            } else if can_open {
-                if let Some(id) = host.waiting.pop_front() {
-                    self.connect(ctx, id);
-                }
-            } else {
-                return;
-            }
-        }
-    }
-
     /// Open a new connection for the transfer, to its host's next address.
-    fn connect(&mut self, ctx: &mut Ctx<Link>, id: usize) {
+    pub(super) fn connect(&mut self, ctx: &mut Ctx<Link>, id: usize) {
         let t = &mut self.transfers[id];
         let host_id = t.host;
         let Addrs::Ready(addrs) = &self.pool.host(host_id).addrs else {
@@ -270,6 +261,11 @@ impl Fetcher {
             return self.finish(ctx, id, Some("no address left to try".into()));
         };
         t.next_addr += 1;
+        let with_files = matches!(self.output.destination, Destination::Dir(_));
+        if !self.descriptors.room(ctx.len(), with_files) {
+            let e = io::Error::from_raw_os_error(libc::EMFILE);
+            return self.wait_for_descriptor(ctx, id, &e);
+        }
         let link = Link {
             host: host_id,
             transfer: Some(id),
@@ -283,6 +279,7 @@ impl Fetcher {
                 t.phase = Phase::Connecting;
                 ctx.set_deadline(token, self.plan.connect_timeout);
             }
+            Err(e) if out_of_descriptors(&e) => self.wait_for_descriptor(ctx, id, &e),
             Err(e) => self.connect_failed(ctx, id, addr, &e),
         }
     }
@@ -371,10 +368,14 @@ impl Handler for Fetcher {
                 ctx.close(token, CloseReason::ConnectFailed(e));
             }
             (Some(id), true) => {
-                let e = format!(
-                    "timeout: no data from the server for {}",
-                    secs(self.plan.idle_timeout)
-                );
+                let idle = secs(self.plan.idle_timeout);
+                let e = match self.transfers.get(id).map(|t| t.parser.head_complete()) {
+                    Some(false) => format!(
+                        "timeout: no complete response head within {idle} of the request \
+                         (--idle-timeout)"
+                    ),
+                    _ => format!("timeout: no data from the server for {idle}"),
+                };
                 self.finish(ctx, id, Some(e));
             }
         }
@@ -383,6 +384,8 @@ impl Handler for Fetcher {
     fn on_close(&mut self, ctx: &mut Ctx<Link>, token: Token, closed: Closed<Link>) {
         let (link, reason) = (closed.state, &closed.reason);
         self.pool.closed(link.host, token);
+        // Its descriptor is closed already: a transfer waiting for one may go.
+        self.descriptor_freed(ctx);
         // Still attached means the connection failed under the transfer.
         let attached = link.transfer.filter(|&id| {
             self.transfers
@@ -401,10 +404,9 @@ impl Handler for Fetcher {
                         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
                     self.connect_failed(ctx, id, addr, e);
                 }
-                _ if !t.parser.started() && link.requests > 1 && !t.retried => {
-                    debug!("{}: reused connection failed ({reason}), retrying", t.url);
-                    self.transfers[id].restart();
-                    self.dispatch(ctx, id);
+                _ if self.may_resend(id, link.requests > 1) => {
+                    debug!("{}: reused connection failed ({reason}), resending", t.url);
+                    self.resend(ctx, id);
                 }
                 _ => {
                     let e = close_text(reason, t.parser.started(), t.bytes);
@@ -415,10 +417,17 @@ impl Handler for Fetcher {
         self.pump(ctx, link.host);
     }
 
+    /// SIGINT, SIGTERM: cancel the run in order, or (again) exit at once.
+    fn on_signal(&mut self, ctx: &mut Ctx<Link>, signal: i32) -> SignalAction {
+        self.interrupt(ctx, signal)
+    }
+
     /// `ADMIT`, or a transfer's `--timeout`.
     fn on_timer(&mut self, ctx: &mut Ctx<Link>, key: u64) {
         if key == ADMIT {
             self.admit_armed = false;
+            // First the connections that finished a response in this turn (`pool.rs`).
+            self.settle(ctx);
             self.admit(ctx);
             return self.stop_if_done(ctx);
         }

@@ -15,9 +15,13 @@
 //! - `transfer.rs`: one URL's state: its request, redirects, result.
 //! - `pool.rs`: per host:port: addresses, idle keep-alive connections, waiting transfers.
 //! - `resolver.rs`: DNS on helper threads, answered through a channel and the loop's waker.
-//! - `tls.rs`: rustls on the loop's non-blocking sockets.
+//! - `tls.rs`: rustls on the loop's non-blocking sockets; `trust.rs`: which certificates
+//!   are trusted (a self-signed one given with `--cacert` too), TLS errors in words.
+//! - `descriptors.rs`: out of file descriptors, transfers wait for one.
+//! - `interrupt.rs`: SIGINT/SIGTERM end a run in order (a second one at once).
 //! - `output.rs`: where bodies go (stdout, files in a directory, nowhere), and the bound
-//!   on what waits for the writer; `writer.rs`: the writer thread's side.
+//!   on what waits for the writer; `writer.rs`: the writer thread's side; `naming.rs`:
+//!   file names, unique in O(1), written under a temporary name until complete.
 //! - `report.rs`: one result per URL (text or JSON lines), the progress bar.
 //!
 //! The command line (`src/cli/fetch.rs`, in the binary) turns its arguments into a
@@ -32,14 +36,18 @@
 //! socket, and the loop thread never writes a file or stdout.
 
 pub mod delivery;
+pub mod descriptors;
 pub mod exchange;
 pub mod fetcher;
+pub mod interrupt;
+pub mod naming;
 pub mod output;
 pub mod pool;
 pub mod report;
 pub mod resolver;
 pub mod tls;
 pub mod transfer;
+pub mod trust;
 pub mod writer;
 
 use std::io;
@@ -83,6 +91,8 @@ pub struct FetchOptions {
     pub include: bool,
     /// Send HEAD requests instead of GET.
     pub head: bool,
+    /// `--fail`: a final status of 400 or more is an error, and no body is saved.
+    pub fail: bool,
     /// Results as JSON lines instead of text.
     pub json: bool,
     /// Record the loop's events as JSON lines into this new file (`EventLoop::record_to`).
@@ -108,6 +118,7 @@ impl FetchOptions {
             insecure: false,
             include: false,
             head: false,
+            fail: false,
             json: false,
             record: None,
             record_limit: 1_000_000,
@@ -150,6 +161,9 @@ pub struct Plan {
     pub tls: Arc<rustls::ClientConfig>,
     /// Send HEAD instead of GET.
     pub head_only: bool,
+    /// A final status of 400 or more fails the transfer before any of its body is
+    /// saved or printed (curl's `--fail`).
+    pub fail: bool,
 }
 
 impl Plan {
@@ -166,6 +180,7 @@ impl Plan {
             idle_timeout: Duration::from_secs(30),
             tls: tls::client_config(None, false)?,
             head_only: false,
+            fail: false,
         })
     }
 }
@@ -223,6 +238,7 @@ pub fn fetch(opts: &FetchOptions) -> io::Result<()> {
         idle_timeout: positive("--idle-timeout", opts.idle_timeout)?,
         tls: tls::client_config(opts.cacert.as_deref(), opts.insecure)?,
         head_only: opts.head,
+        fail: opts.fail,
         urls,
     };
     let total = plan.urls.len();
@@ -236,6 +252,8 @@ pub fn fetch(opts: &FetchOptions) -> io::Result<()> {
     let reporter = Reporter::new(format, to_stderr, total);
     let started = Instant::now();
     let mut event_loop = EventLoop::new(LoopConfig::default())?;
+    // SIGINT and SIGTERM become loop events: the run ends in order (`interrupt.rs`).
+    event_loop.handle_signals()?;
     if let Some(path) = &opts.record {
         event_loop.record_to(path, opts.record_limit)?;
     }
@@ -247,6 +265,18 @@ pub fn fetch(opts: &FetchOptions) -> io::Result<()> {
     let fetcher = fetched?;
     recorded?;
     let r = &fetcher.reporter;
+    if let Some(stop) = fetcher.interrupted {
+        eprintln!(
+            "{total} URLs: {} ok, {} failed, {} not started, {} body bytes in {:.2} s \
+             ({stop})",
+            r.done - r.failed,
+            r.failed,
+            stop.not_started,
+            r.bytes,
+            started.elapsed().as_secs_f64()
+        );
+        return Err(io::Error::new(io::ErrorKind::Interrupted, stop));
+    }
     if total > 1 {
         eprintln!(
             "{total} URLs: {} ok, {} failed, {} body bytes in {:.2} s",
