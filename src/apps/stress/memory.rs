@@ -9,8 +9,8 @@
 //!   first run. Those pages are read from the executable once and shared by every
 //!   process running it, yet each process counts them again, so RSS growth per
 //!   connection overstates when one run spreads over 51 tester and 69 server processes
-//!   (about 650 KiB of code per process, 30 to 40 bytes per connection at 20,000
-//!   connections each).
+//!   (about 500 KiB of code per tester process: 27 bytes per connection at 19,600
+//!   connections each, in the million-connection run).
 //! - **anonymous RSS** (`RssAnon`): only the process's own memory (heap and anonymous
 //!   mappings), where a connection's state lives: the loop's slot and the handler's.
 //!   This is the memory per connection proper.
