@@ -429,10 +429,10 @@ impl<S> Ctx<S> {
 /// can ever hold (one descriptor each: the open-file limit, or `max_conns` if lower).
 ///
 /// Why: a `Vec` (the slab's storage) that grows by doubling copies itself each time, and
-/// the old copies' pages stay in the allocator's heap, counted in the process's memory:
-/// a slab grown to 20,000 slots one by one can cost half as much again. Reserved at
-/// once, the storage is address space only: the kernel gives it memory page by page as
-/// slots are first written, so a loop with ten connections still uses a few pages.
+/// an old copy the allocator keeps in its heap still counts in the process's memory.
+/// Reserved at once, the storage is address space only: the kernel gives it memory page
+/// by page as slots are first written, so a loop with ten connections still uses a few
+/// pages, and one with 20,000 uses 20,000 slots' worth.
 fn slab_capacity(config: &LoopConfig) -> usize {
     /// A cap for unlimited or huge limits (a million slots: 40 MB of address space).
     const MOST: usize = 1 << 20;
