@@ -299,11 +299,17 @@ fn a_second_signal_exits_at_once() {
     // 16 MiB to stdout: far more than the pipe and the fetcher's bound hold.
     let url = server.url(&format!("/hold/{}", 16 << 20));
     let (mut child, mut stderr) = spawn_fetch(&[&url]);
-    let _stdout = child.stdout.take(); // open, never read
+    let stdout = child.stdout.take().expect("stdout"); // open, never read
     let started = common::wait_until(common::TIMEOUT, || {
         (server.count(|c: &Counters| &c.holds) == 1).then_some(())
     });
     assert!(started.is_some(), "the body never started");
+    // The writer is stuck only once the pipe is full: before that, a signal would find
+    // nothing blocked and the run would (rightly) end at the first one.
+    let full = common::wait_until(common::TIMEOUT, || {
+        (pipe_unread(&stdout) >= PIPE_FULL).then_some(())
+    });
+    assert!(full.is_some(), "the body never filled the stdout pipe");
     common::signal_child(&child, libc::SIGINT);
     // The first signal cancelled the transfer (its connection is closed) ...
     let cancelled = common::wait_until(common::TIMEOUT, || {
@@ -321,6 +327,22 @@ fn a_second_signal_exits_at_once() {
     common::signal_child(&child, libc::SIGINT);
     let (status, _) = common::wait_child(&mut child, &mut stderr, "netloop fetch");
     assert_eq!(status.code(), Some(130));
+}
+
+/// Linux's default pipe capacity: a pipe holding this much takes no more.
+const PIPE_FULL: i32 = 64 * 1024;
+
+/// Bytes written into a pipe and not read yet (`FIONREAD` on its read end).
+fn pipe_unread(pipe: &std::process::ChildStdout) -> i32 {
+    use std::os::fd::AsRawFd;
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int to the pointer, which outlives the call.
+    let r = unsafe { libc::ioctl(pipe.as_raw_fd(), libc::FIONREAD, &mut n) };
+    if r == -1 {
+        0
+    } else {
+        n
+    }
 }
 
 /// A self-signed certificate for `names`, marked CA:TRUE as `openssl req -x509` marks
