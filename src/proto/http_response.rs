@@ -46,6 +46,8 @@ pub struct Head {
     pub keep_alive: bool,
     /// The header section exactly as received (only when asked for, for `--include`).
     pub raw: Option<Vec<u8>>,
+    /// The `Retry-After` header (seconds or an HTTP date), for `--retry`.
+    pub retry_after: Option<String>,
 }
 
 /// What one call to `advance` found.
@@ -325,6 +327,7 @@ fn interpret(
     raw: Option<Vec<u8>>,
 ) -> Result<(Head, u64), String> {
     let mut location = None;
+    let mut retry_after = None;
     let mut length: Option<u64> = None;
     let mut chunked = false;
     let mut other_coding = false;
@@ -352,6 +355,8 @@ fn interpret(
             }
         } else if h.name.eq_ignore_ascii_case("location") {
             location = Some(value.to_string());
+        } else if h.name.eq_ignore_ascii_case("retry-after") {
+            retry_after = Some(value.to_string());
         }
     }
     let body = if head_request || status == 204 || status == 304 {
@@ -383,6 +388,7 @@ fn interpret(
         body,
         keep_alive,
         raw,
+        retry_after,
     };
     Ok((head, length.unwrap_or(0)))
 }

@@ -40,6 +40,10 @@ impl Fetcher {
         t.conn = Some(token);
         t.phase = Phase::Requesting;
         t.write_request(&mut self.request, self.plan.keepalive);
+        if let Some(route) = self.proxies.get(t.host).filter(|r| !r.tunnel) {
+            // Through an http proxy: the request line names the whole URL (`proxy.rs`).
+            route.absolute_form(&mut self.request, &t.url);
+        }
         let Some(link) = ctx.state_mut(token) else {
             return self.finish(ctx, id, Some("connection vanished".into()));
         };
@@ -99,6 +103,9 @@ impl Fetcher {
         data: &[u8],
         ended: bool,
     ) {
+        if let Some(t) = self.transfers.get_mut(id) {
+            t.net.marks.first_byte();
+        }
         let mut at = 0;
         loop {
             let Some(t) = self.transfers.get_mut(id) else {
@@ -112,6 +119,11 @@ impl Fetcher {
             match step {
                 Step::NeedMore => return self.after_read(ctx, token, id),
                 Step::Head(head) => {
+                    // `--retry` on 408/429/5xx: this response is dropped (`retry.rs`).
+                    if self.retry_status(ctx, token, id, &head) {
+                        return;
+                    }
+                    let t = &mut self.transfers[id];
                     let action = t.on_head(&head, self.plan.max_redirects);
                     if let Ok(HeadAction::Final) = action {
                         t.sink = self.output.open(t.key(id), &t.first);
@@ -197,7 +209,8 @@ impl Fetcher {
         match t.parser.eof() {
             Ok(()) => self.response_done(ctx, token, id, false),
             Err(_) if !t.parser.started() && reused && !t.retried => self.retry(ctx, token, id),
-            Err(e) => self.finish(ctx, id, Some(e)),
+            // Closed before the response was complete: `--retry` may try again.
+            Err(e) => self.fail_transient(ctx, id, e),
         }
     }
 

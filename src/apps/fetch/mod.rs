@@ -19,6 +19,11 @@
 //! - `output.rs`: where bodies go (stdout, files in a directory, nowhere), and the bound
 //!   on what waits for the writer; `writer.rs`: the writer thread's side.
 //! - `report.rs`: one result per URL (text or JSON lines), the progress bar.
+//! - `eyeballs.rs`: happy eyeballs: connects to a host's addresses racing, 250 ms apart.
+//! - `retry.rs`: `--retry`: what is transient, backoff with jitter, `Retry-After`.
+//! - `proxy.rs`: `-x`, `http_proxy`/`https_proxy`/`no_proxy`: absolute-form, CONNECT.
+//! - `timing.rs`: per-phase timings (`dns_us` ... `total_us`); `net.rs`: the per
+//!   transfer state these three keep, and their timer keys.
 //!
 //! The command line (`src/cli/fetch.rs`, in the binary) turns its arguments into a
 //! `FetchOptions` and calls `fetch`; a library caller can do the same, or put together
@@ -33,11 +38,16 @@
 
 pub mod delivery;
 pub mod exchange;
+pub mod eyeballs;
 pub mod fetcher;
+pub mod net;
 pub mod output;
 pub mod pool;
+pub mod proxy;
 pub mod report;
 pub mod resolver;
+pub mod retry;
+pub mod timing;
 pub mod tls;
 pub mod transfer;
 pub mod writer;
@@ -50,7 +60,9 @@ use std::time::{Duration, Instant};
 use crate::core::{EventLoop, LoopConfig};
 pub use fetcher::{Fetcher, Link};
 pub use output::{Destination, Output};
+pub use proxy::ProxyConfig;
 pub use report::{FetchResult, Reporter, ResultFormat};
+pub use retry::RetryPolicy;
 
 /// Everything `netloop fetch` is told, as plain values (the command line's `Args`
 /// becomes one of these).
@@ -89,6 +101,12 @@ pub struct FetchOptions {
     pub record: Option<PathBuf>,
     /// Most events recorded.
     pub record_limit: u64,
+    /// `--retry`, `--retry-delay`, `--retry-max-time`.
+    pub retry: RetryPolicy,
+    /// `--resolve HOST:PORT:ADDR[,ADDR...]` entries, as given.
+    pub resolve: Vec<String>,
+    /// Which proxy each URL takes (`-x`, `--noproxy`, the environment).
+    pub proxy: ProxyConfig,
 }
 
 impl FetchOptions {
@@ -111,6 +129,9 @@ impl FetchOptions {
             json: false,
             record: None,
             record_limit: 1_000_000,
+            retry: RetryPolicy::default(),
+            resolve: Vec::new(),
+            proxy: ProxyConfig::default(),
         }
     }
 }
@@ -150,6 +171,12 @@ pub struct Plan {
     pub tls: Arc<rustls::ClientConfig>,
     /// Send HEAD instead of GET.
     pub head_only: bool,
+    /// `--retry` and its limits.
+    pub retry: RetryPolicy,
+    /// `--resolve`: addresses given for host:port pairs.
+    pub resolve: resolver::Overrides,
+    /// Which proxy each URL takes.
+    pub proxy: ProxyConfig,
 }
 
 impl Plan {
@@ -166,6 +193,9 @@ impl Plan {
             idle_timeout: Duration::from_secs(30),
             tls: tls::client_config(None, false)?,
             head_only: false,
+            retry: RetryPolicy::default(),
+            resolve: resolver::Overrides::new(),
+            proxy: ProxyConfig::default(),
         })
     }
 }
@@ -223,6 +253,9 @@ pub fn fetch(opts: &FetchOptions) -> io::Result<()> {
         idle_timeout: positive("--idle-timeout", opts.idle_timeout)?,
         tls: tls::client_config(opts.cacert.as_deref(), opts.insecure)?,
         head_only: opts.head,
+        retry: opts.retry,
+        resolve: resolve_overrides(&opts.resolve)?,
+        proxy: opts.proxy.clone(),
         urls,
     };
     let total = plan.urls.len();
@@ -263,4 +296,15 @@ pub fn fetch(opts: &FetchOptions) -> io::Result<()> {
              that could not be written)"
         ))),
     }
+}
+
+/// The `--resolve` entries as the resolver's table (a later entry for the same
+/// host:port wins, as in curl).
+fn resolve_overrides(entries: &[String]) -> io::Result<resolver::Overrides> {
+    let mut table = resolver::Overrides::new();
+    for entry in entries {
+        let (key, addrs) = resolver::parse_resolve(entry).map_err(invalid)?;
+        table.insert(key, addrs);
+    }
+    Ok(table)
 }

@@ -119,6 +119,11 @@ impl TlsSession {
         }
     }
 
+    /// The handshake is still under way (for the `tls_us` timing).
+    pub fn handshaking(&self) -> bool {
+        self.conn.is_handshaking()
+    }
+
     /// Encrypted bytes the session wants sent (handshake, request, alerts), appended.
     pub fn take_outgoing(&mut self, out: &mut Vec<u8>) {
         while self.conn.wants_write() {

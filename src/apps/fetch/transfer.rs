@@ -27,6 +27,7 @@ use std::time::Instant;
 use mio::Token;
 use url::Url;
 
+use crate::apps::fetch::net::NetState;
 use crate::apps::fetch::report::FetchResult;
 use crate::apps::fetch::writer::{Key, Sink};
 use crate::core::TimerId;
@@ -105,6 +106,8 @@ pub struct Transfer {
     pub head_only: bool,
     /// Keep raw heads (for `--include`).
     pub keep_heads: bool,
+    /// Retry attempts, racing connects, phase timings (`net.rs`).
+    pub net: NetState,
 }
 
 impl Transfer {
@@ -144,6 +147,7 @@ impl Transfer {
             paused: false,
             head_only,
             keep_heads: keep,
+            net: NetState::new(),
         }
     }
 
@@ -231,14 +235,18 @@ impl Transfer {
     /// The result as far as the network goes, once the transfer is over. The file (and
     /// an output error) are filled in once the writer has finished with its body.
     pub fn into_result(self, error: Option<String>) -> FetchResult {
+        let elapsed = self.started.elapsed();
+        let https = self.url.scheme() == "https";
         FetchResult {
             url: self.requested,
             status: self.status,
             bytes: self.bytes,
-            elapsed: self.started.elapsed(),
+            elapsed,
             redirects: self.redirects,
             file: None,
             error,
+            attempts: self.net.attempts,
+            timings: Some(self.net.marks.report(self.started, https, elapsed)),
         }
     }
 }
@@ -255,6 +263,7 @@ mod tests {
             body: BodyKind::Empty,
             keep_alive: true,
             raw: None,
+            retry_after: None,
         }
     }
 
