@@ -19,14 +19,31 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::{mpsc, Arc};
+use std::sync::mpsc;
 use std::time::Duration;
 
+use fetch_server::net::make_tls;
 use fetch_server::{page, pattern, pattern_at, TestServer, CHUNKED, CHUNKED_BODY};
 use serde_json::Value;
 
 /// Bound for one run of the binary.
 const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The binary, with no proxy settings from the environment it was started in (fetch
+/// follows `http_proxy` and friends as curl does; these tests talk to loopback only).
+fn netloop() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_netloop"));
+    for var in [
+        "http_proxy",
+        "https_proxy",
+        "HTTPS_PROXY",
+        "all_proxy",
+        "ALL_PROXY",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
 
 /// What one run of `netloop fetch` left behind.
 struct Run {
@@ -53,7 +70,7 @@ impl Run {
 /// Run `netloop fetch ARGS`, with `stdin` piped in; killed after `TIMEOUT`.
 #[track_caller]
 fn fetch(args: &[&str], stdin: Option<&str>) -> Run {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_netloop"))
+    let mut child = netloop()
         .arg("fetch")
         .args(args)
         .env("RUST_LOG", "netloop=warn")
@@ -372,7 +389,7 @@ fn an_unwritable_stdout_is_an_error() {
         args.extend_from_slice(extra);
         let url = server.url("/len/10");
         args.push(&url);
-        let output = Command::new(env!("CARGO_BIN_EXE_netloop"))
+        let output = netloop()
             .args(&args)
             .env("RUST_LOG", "netloop=warn")
             .stdin(Stdio::null())
@@ -398,7 +415,7 @@ fn rss_kb(pid: u32) -> Option<u64> {
 
 /// Start `netloop fetch ARGS` with stdout and stderr piped (stdin closed).
 fn spawn_fetch(args: &[&str]) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_netloop"))
+    netloop()
         .arg("fetch")
         .args(args)
         .env("RUST_LOG", "netloop=warn")
@@ -533,7 +550,7 @@ fn a_file_that_cannot_be_written_is_that_urls_error() {
     let dir = temp_dir("fsize");
     let out = dir.join("out");
     let (big, small) = (server.url("/len/300000"), server.url("/len/1000"));
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_netloop"));
+    let mut cmd = netloop();
     cmd.args(["fetch", "--json", "-o", out.to_str().unwrap(), &big, &small])
         .env("RUST_LOG", "netloop=warn")
         .stdin(Stdio::null())
@@ -592,35 +609,6 @@ fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
     check()
-}
-
-/// A CA named `ca_name`, a certificate for `localhost` and 127.0.0.1 signed by it, and
-/// the CA as PEM.
-fn make_tls(ca_name: &str) -> (Arc<rustls::ServerConfig>, String) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
-    let ca_key = KeyPair::generate().expect("CA key");
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, ca_name);
-    let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
-    let issuer = Issuer::new(ca_params, ca_key);
-    let key = KeyPair::generate().expect("server key");
-    let params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-        .expect("server params");
-    let cert = params.signed_by(&key, &issuer).expect("server certificate");
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("protocol versions")
-    .with_no_client_auth()
-    .with_single_cert(vec![cert.der().clone()], key)
-    .expect("server config");
-    (Arc::new(config), ca_cert.pem())
 }
 
 #[test]

@@ -11,6 +11,8 @@
 //! its output.
 #![allow(dead_code)]
 
+pub mod net;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
