@@ -693,11 +693,7 @@ impl Drop for Nginx {
 
 fn start_nginx(bin: &str, prefix: &Path) -> Option<Nginx> {
     let www = prefix.join("www");
-    std::fs::create_dir_all(www.join("p")).ok()?;
-    for i in 0..200 {
-        std::fs::write(www.join(format!("p/{i}.html")), page(i)).ok()?;
-    }
-    std::fs::write(www.join("big.bin"), pattern(3 << 20)).ok()?;
+    write_site(&www)?;
     let port = closed_port();
     let conf = format!(
         "daemon off;\nmaster_process off;\nworker_processes 1;\npid {prefix}/nginx.pid;\n\
@@ -746,36 +742,17 @@ fn start_nginx(bin: &str, prefix: &Path) -> Option<Nginx> {
 
 /// The nginx binary: on PATH, or where Debian puts it (/usr/sbin is not always on PATH).
 fn nginx_binary() -> Option<&'static str> {
-    ["nginx", "/usr/sbin/nginx"].into_iter().find(|bin| {
-        Command::new(bin)
-            .arg("-v")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok()
-    })
+    server_binary(&["nginx", "/usr/sbin/nginx"], "-v")
 }
 
-#[test]
-fn the_same_fetches_against_nginx() {
-    let Some(bin) = nginx_binary() else {
-        // In CI a missing nginx is a broken setup (`.ci/run` installs it), not a pass.
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true but nginx is not on PATH (nor /usr/sbin/nginx): install nginx-light \
-             (.ci/run does); the nginx test must not be skipped in CI"
-        );
-        println!("SKIPPED the_same_fetches_against_nginx: nginx is not on PATH (apt-get install nginx-light)");
-        return;
-    };
-    let prefix = temp_dir("nginx");
-    let nginx = start_nginx(bin, &prefix).expect("set up nginx");
-    let base = format!("http://127.0.0.1:{}", nginx.port);
+/// The fetches every real server gets (its files made by `write_site`): 200 pages, a
+/// 3 MiB file, a redirect, a 404; every body checked byte for byte.
+#[track_caller]
+fn fetch_site(base: &str, out: &Path) -> Run {
     let mut urls: Vec<String> = (0..200).map(|i| format!("{base}/p/{i}.html")).collect();
     urls.push(format!("{base}/big.bin"));
     urls.push(format!("{base}/moved"));
     urls.push(format!("{base}/missing"));
-    let out = prefix.join("out");
     let run = fetch(
         &["--json", "-o", out.to_str().unwrap(), "-i", "-"],
         Some(&urls.join("\n")),
@@ -798,15 +775,123 @@ fn the_same_fetches_against_nginx() {
         "{}",
         run.stderr
     );
+    run
+}
+
+/// The files `fetch_site` asks for, under `www`.
+fn write_site(www: &Path) -> Option<()> {
+    std::fs::create_dir_all(www.join("p")).ok()?;
+    for i in 0..200 {
+        std::fs::write(www.join(format!("p/{i}.html")), page(i)).ok()?;
+    }
+    std::fs::write(www.join("big.bin"), pattern(3 << 20)).ok()
+}
+
+/// Distinct connections in an access log whose lines start with the connection's id.
+fn connections_in_log(log: &str) -> usize {
+    let mut ids: Vec<&str> = log.lines().filter_map(|l| l.split(' ').next()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids.len()
+}
+
+/// A server binary: the first of `names` that runs with `version_flag`.
+fn server_binary(names: &[&'static str], version_flag: &str) -> Option<&'static str> {
+    names.iter().copied().find(|bin| {
+        Command::new(bin)
+            .arg(version_flag)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok()
+    })
+}
+
+/// In CI a missing server is a broken setup (`.ci/run` installs it), not a pass.
+fn skip_without(server: &str, package: &str) {
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "CI=true but {server} is not on PATH (nor /usr/sbin): install {package} (.ci/run \
+         does); the {server} test must not be skipped in CI"
+    );
+    println!("SKIPPED the_same_fetches_against_{server}: {server} is not on PATH (apt-get install {package})");
+}
+
+#[test]
+fn the_same_fetches_against_nginx() {
+    let Some(bin) = nginx_binary() else {
+        return skip_without("nginx", "nginx-light");
+    };
+    let prefix = temp_dir("nginx");
+    let nginx = start_nginx(bin, &prefix).expect("set up nginx");
+    let base = format!("http://127.0.0.1:{}", nginx.port);
+    fetch_site(&base, &prefix.join("out"));
     // nginx's log names the connection of every request: a handful for 203 URLs.
     let log = std::fs::read_to_string(prefix.join("access.log")).unwrap_or_default();
-    let mut ctx: Vec<&str> = log.lines().filter_map(|l| l.split(' ').next()).collect();
-    ctx.sort_unstable();
-    ctx.dedup();
     assert!(
         log.lines().count() >= 203,
         "requests logged: {}",
         log.lines().count()
     );
-    assert!(ctx.len() <= 7, "{} connections for 203 URLs", ctx.len());
+    let conns = connections_in_log(&log);
+    assert!(conns <= 7, "{conns} connections for 203 URLs");
+}
+
+/// lighttpd 1.4 (Debian's), in the foreground on a free loopback port: the same
+/// fetches as nginx's. Its access log is written when it stops, so the connections are
+/// counted after a SIGTERM (each line starts with the client's port: one per connection).
+#[test]
+fn the_same_fetches_against_lighttpd() {
+    let Some(bin) = server_binary(&["lighttpd", "/usr/sbin/lighttpd"], "-v") else {
+        return skip_without("lighttpd", "lighttpd");
+    };
+    let prefix = temp_dir("lighttpd");
+    let www = prefix.join("www");
+    write_site(&www).expect("write the site");
+    let port = closed_port();
+    let conf = format!(
+        "server.document-root = \"{www}\"\nserver.bind = \"127.0.0.1\"\nserver.port = {port}\n\
+         server.errorlog = \"{prefix}/error.log\"\n\
+         server.modules = (\"mod_redirect\", \"mod_accesslog\")\n\
+         accesslog.filename = \"{prefix}/access.log\"\naccesslog.format = \"%{{remote}}p %U %s\"\n\
+         url.redirect = (\"^/moved$\" => \"/p/7.html\")\n\
+         mimetype.assign = (\".html\" => \"text/html\", \"\" => \"application/octet-stream\")\n",
+        www = www.display(),
+        prefix = prefix.display(),
+    );
+    std::fs::write(prefix.join("lighttpd.conf"), conf).expect("write lighttpd.conf");
+    let mut child = Command::new(bin)
+        .args(["-D", "-f", prefix.join("lighttpd.conf").to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start lighttpd");
+    let up = wait_until(TIMEOUT, || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            || matches!(child.try_wait(), Ok(Some(_)))
+    });
+    if !up || matches!(child.try_wait(), Ok(Some(_))) {
+        let _ = child.kill();
+        let _ = child.wait();
+        let log = std::fs::read_to_string(prefix.join("error.log")).unwrap_or_default();
+        panic!("lighttpd did not start listening on port {port}: {log}");
+    }
+    let base = format!("http://127.0.0.1:{port}");
+    fetch_site(&base, &prefix.join("out"));
+    // SAFETY: kill(2) on our own child's pid: a graceful stop flushes the access log.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let stopped = wait_until(TIMEOUT, || matches!(child.try_wait(), Ok(Some(_))));
+    if !stopped {
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+    let log = std::fs::read_to_string(prefix.join("access.log")).unwrap_or_default();
+    assert!(
+        log.lines().count() >= 203,
+        "requests logged: {}",
+        log.lines().count()
+    );
+    let conns = connections_in_log(&log);
+    assert!(conns <= 7, "{conns} connections for 203 URLs");
+    let _ = std::fs::remove_dir_all(&prefix);
 }
