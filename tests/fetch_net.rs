@@ -16,7 +16,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use fetch_server::net::{make_tls, FlakyServer, HungListener, Proxy};
+use fetch_server::net::{make_tls, FlakyServer, HungListener, Proxy, Socks5Proxy};
 use fetch_server::{pattern, TestServer};
 use serde_json::Value;
 
@@ -485,6 +485,67 @@ fn https_through_a_connect_tunnel() {
             .as_str()
             .unwrap_or_default()
             .contains("proxy refused the tunnel: 502"),
+        "{r}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `socks5h://`: the proxy gets the host *name* (it resolves it), for http (origin-form
+/// requests through the tunnel) and https (TLS inside it), with and without credentials.
+#[test]
+fn socks5h_tunnels_by_name() {
+    let plain = TestServer::start();
+    let (config, ca_pem) = make_tls("netloop socks test CA");
+    let tls = TestServer::start_with(Some(config));
+    let dir = temp_dir("socks");
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, ca_pem).expect("write CA");
+    let http_target = "origin.invalid:8080".to_string();
+    let https_target = format!("localhost:{}", tls.addr.port());
+    let targets = HashMap::from([
+        (http_target.clone(), plain.addr),
+        (https_target.clone(), tls.addr),
+    ]);
+    let http_url = "http://origin.invalid:8080/len/100";
+    let https_url = format!("https://{https_target}/len/200");
+
+    let proxy = Socks5Proxy::start(targets.clone(), None);
+    let socks = format!("socks5h://{}", proxy.addr);
+    let run = fetch(&[
+        "--json",
+        "--cacert",
+        ca.to_str().unwrap(),
+        "-x",
+        &socks,
+        http_url,
+        &https_url,
+    ]);
+    assert!(run.status.success(), "{}", run.stderr);
+    let results = run.results();
+    assert_eq!(results[http_url]["bytes"], 100);
+    assert_eq!(results[&https_url]["bytes"], 200);
+    let mut asked: Vec<String> = proxy.asked().into_iter().map(|a| a.target).collect();
+    asked.sort();
+    assert_eq!(asked, vec![https_target.clone(), http_target.clone()]);
+
+    // With credentials, from the environment (ALL_PROXY covers both schemes).
+    let proxy = Socks5Proxy::start(targets, Some(("alice", "s3cret")));
+    let socks = format!("socks5h://alice:s3cret@{}", proxy.addr);
+    let run = fetch_env(&["--json", http_url], &[("ALL_PROXY", &socks)]);
+    assert!(run.status.success(), "{}", run.stderr);
+    let asked = proxy.asked();
+    assert_eq!(
+        asked[0].credentials,
+        Some(("alice".to_string(), "s3cret".to_string()))
+    );
+    // Wrong password: a clear error.
+    let bad = format!("socks5h://alice:wrong@{}", proxy.addr);
+    let r = fetch(&["--json", "-x", &bad, http_url]).only(http_url);
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("refused the user name"),
         "{r}"
     );
     let _ = std::fs::remove_dir_all(&dir);

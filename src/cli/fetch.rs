@@ -93,10 +93,10 @@ pub struct Args {
     /// be `*`; IPv6 in brackets; repeatable). Several addresses race (happy eyeballs).
     #[arg(long, value_name = "HOST:PORT:ADDR[,ADDR...]")]
     pub resolve: Vec<String>,
-    /// Use this HTTP proxy for every URL (`http://[user:pw@]host[:port]`, port 1080 by
-    /// default): absolute-form requests for http://, a CONNECT tunnel for https://.
-    /// Without it: http_proxy, https_proxy/HTTPS_PROXY, all_proxy/ALL_PROXY (not
-    /// HTTP_PROXY), as curl reads them.
+    /// Use this proxy for every URL: `http://[user:pw@]host[:port]` (absolute-form
+    /// requests for http://, a CONNECT tunnel for https://) or `socks5h://...` (SOCKS5,
+    /// the proxy resolves names); port 1080 by default. Without it: http_proxy,
+    /// https_proxy/HTTPS_PROXY, all_proxy/ALL_PROXY (not HTTP_PROXY), as curl reads them.
     #[arg(short = 'x', long, value_name = "URL")]
     pub proxy: Option<String>,
     /// Hosts that never go through a proxy: comma-separated names (matching their

@@ -347,3 +347,116 @@ pub fn make_tls(ca_name: &str) -> (Arc<rustls::ServerConfig>, String) {
     .expect("server config");
     (Arc::new(config), ca_cert.pem())
 }
+
+/// What a `Socks5Proxy` was asked: the CONNECT target (`name:port`, the name as sent:
+/// unresolved, since `socks5h`), and the credentials if any.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SocksAsked {
+    pub target: String,
+    pub credentials: Option<(String, String)>,
+}
+
+/// A SOCKS5 proxy (RFC 1928, RFC 1929) that records what it was asked and tunnels to
+/// `targets[name:port]` (else to the address given).
+pub struct Socks5Proxy {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    asked: Arc<Mutex<Vec<SocksAsked>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Socks5Proxy {
+    /// A proxy on 127.0.0.1:0; with `auth`, it insists on that user name and password.
+    pub fn start(targets: HashMap<String, SocketAddr>, auth: Option<(&str, &str)>) -> Socks5Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind socks proxy");
+        let addr = listener.local_addr().expect("local addr");
+        let asked: Arc<Mutex<Vec<SocksAsked>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let a = Arc::clone(&asked);
+        let auth = auth.map(|(u, p)| (u.to_string(), p.to_string()));
+        accept_loop(listener, Arc::clone(&stop), move |s| {
+            let _ = socks(s, &a, &targets, auth.as_ref());
+        });
+        Socks5Proxy { addr, asked, stop }
+    }
+
+    /// Everything asked so far.
+    pub fn asked(&self) -> Vec<SocksAsked> {
+        self.asked.lock().expect("asked lock").clone()
+    }
+}
+
+impl Drop for Socks5Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+fn read_exact(s: &mut TcpStream, n: usize) -> std::io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; n];
+    s.read_exact(&mut buf)?;
+    Ok(buf)
+}
+
+fn socks(
+    mut s: TcpStream,
+    asked: &Mutex<Vec<SocksAsked>>,
+    targets: &HashMap<String, SocketAddr>,
+    auth: Option<&(String, String)>,
+) -> std::io::Result<()> {
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let head = read_exact(&mut s, 2)?;
+    let methods = read_exact(&mut s, usize::from(head[1]))?;
+    let mut credentials = None;
+    if let Some((user, pw)) = auth {
+        if !methods.contains(&2) {
+            return s.write_all(&[5, 0xFF]);
+        }
+        s.write_all(&[5, 2])?;
+        let ulen = read_exact(&mut s, 2)?[1];
+        let u = String::from_utf8_lossy(&read_exact(&mut s, usize::from(ulen))?).into_owned();
+        let plen = read_exact(&mut s, 1)?[0];
+        let p = String::from_utf8_lossy(&read_exact(&mut s, usize::from(plen))?).into_owned();
+        let ok = (&u, &p) == (user, pw);
+        credentials = Some((u, p));
+        s.write_all(&[1, if ok { 0 } else { 1 }])?;
+        if !ok {
+            return Ok(());
+        }
+    } else {
+        s.write_all(&[5, 0])?;
+    }
+    let req = read_exact(&mut s, 4)?;
+    let host = match req[3] {
+        1 => IpAddr::from(<[u8; 4]>::try_from(read_exact(&mut s, 4)?).unwrap_or_default())
+            .to_string(),
+        4 => format!(
+            "[{}]",
+            IpAddr::from(<[u8; 16]>::try_from(read_exact(&mut s, 16)?).unwrap_or_default())
+        ),
+        _ => {
+            let len = read_exact(&mut s, 1)?[0];
+            String::from_utf8_lossy(&read_exact(&mut s, usize::from(len))?).into_owned()
+        }
+    };
+    let port = read_exact(&mut s, 2)?;
+    let target = format!("{host}:{}", u16::from_be_bytes([port[0], port[1]]));
+    if let Ok(mut a) = asked.lock() {
+        a.push(SocksAsked {
+            target: target.clone(),
+            credentials,
+        });
+    }
+    let to = targets
+        .get(&target)
+        .copied()
+        .or_else(|| target.parse().ok());
+    let Some(upstream) = to.and_then(|a| TcpStream::connect(a).ok()) else {
+        return s.write_all(&[5, 4, 0, 1, 0, 0, 0, 0, 0, 0]); // host unreachable
+    };
+    s.write_all(&[5, 0, 0, 1, 127, 0, 0, 1, 0, 0])?;
+    let out = s.try_clone()?;
+    tunnel(s, out, upstream);
+    Ok(())
+}

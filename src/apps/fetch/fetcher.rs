@@ -46,7 +46,7 @@ use url::Url;
 use crate::apps::fetch::net::{same_serial, split_key, RETRY};
 use crate::apps::fetch::output::{Output, LINES_BACKLOG};
 use crate::apps::fetch::pool::{Addrs, HostKey, Pool};
-use crate::apps::fetch::proxy::{connect_answer, Proxies, Tunnel};
+use crate::apps::fetch::proxy::{Handshake, Proxies, Tunnel};
 use crate::apps::fetch::report::{close_text, secs, FetchResult, Reporter};
 use crate::apps::fetch::resolver::Resolver;
 use crate::apps::fetch::tls::TlsSession;
@@ -75,8 +75,8 @@ pub struct Link {
     pub(super) requests: u32,
     /// Where it connects to, for messages.
     pub(super) addr: Option<SocketAddr>,
-    /// Through a proxy's CONNECT tunnel, not yet open: the proxy's answer so far.
-    pub(super) tunnel: Option<Vec<u8>>,
+    /// Through a proxy's tunnel (CONNECT, SOCKS), not yet open: the handshake so far.
+    pub(super) tunnel: Option<Box<Handshake>>,
 }
 
 /// The handler.
@@ -319,14 +319,22 @@ impl Fetcher {
         self.send_request(ctx, id, token);
     }
 
-    /// The proxy's answer to CONNECT on `token`, so far: once the tunnel is open, the
+    /// The proxy's answers on `token` while its tunnel is set up: once it is open, the
     /// exchange starts inside it.
     fn tunnel_bytes(&mut self, ctx: &mut Ctx<Link>, token: Token, id: usize, data: &[u8]) {
-        let Some(head) = ctx.state_mut(token).and_then(|l| l.tunnel.as_mut()) else {
+        let Some(link) = ctx.state_mut(token) else {
             return;
         };
-        match connect_answer(head, data) {
+        let host_id = link.host;
+        let (Some(handshake), Some(route)) = (link.tunnel.as_mut(), self.proxies.get(host_id))
+        else {
+            return;
+        };
+        match handshake.advance(route, &self.pool.host(host_id).key, data) {
             Tunnel::Pending => {}
+            Tunnel::Send(bytes) => {
+                ctx.send(token, &bytes);
+            }
             Tunnel::Open => {
                 if let Some(link) = ctx.state_mut(token) {
                     link.tunnel = None;
@@ -356,9 +364,9 @@ impl Handler for Fetcher {
         self.transfers[id].net.marks.connected();
         if let Some(route) = self.proxies.get(host_id).filter(|r| r.tunnel) {
             // Ask the proxy for a tunnel first; TLS starts once it is open (`on_data`).
-            let request = route.connect_request(&self.pool.host(host_id).key);
+            let (handshake, request) = route.open_tunnel(&self.pool.host(host_id).key);
             if let Some(link) = ctx.state_mut(token) {
-                link.tunnel = Some(Vec::new());
+                link.tunnel = Some(handshake);
             }
             ctx.send(token, &request);
             return ctx.set_deadline(token, self.plan.idle_timeout);

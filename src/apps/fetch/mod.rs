@@ -21,7 +21,8 @@
 //! - `report.rs`: one result per URL (text or JSON lines), the progress bar.
 //! - `eyeballs.rs`: happy eyeballs: connects to a host's addresses racing, 250 ms apart.
 //! - `retry.rs`: `--retry`: what is transient, backoff with jitter, `Retry-After`.
-//! - `proxy.rs`: `-x`, `http_proxy`/`https_proxy`/`no_proxy`: absolute-form, CONNECT.
+//! - `proxy.rs`: `-x`, `http_proxy`/`https_proxy`/`no_proxy`: absolute-form, CONNECT;
+//!   `socks.rs`: the SOCKS5 messages for `socks5h://` proxies.
 //! - `timing.rs`: per-phase timings (`dns_us` ... `total_us`); `net.rs`: the per
 //!   transfer state these three keep, and their timer keys.
 //!
@@ -47,6 +48,7 @@ pub mod proxy;
 pub mod report;
 pub mod resolver;
 pub mod retry;
+pub mod socks;
 pub mod timing;
 pub mod tls;
 pub mod transfer;

@@ -17,7 +17,9 @@
 //! machine on the one loop — the connection to the proxy is an ordinary connect
 //! (happy eyeballs included), the CONNECT answer arrives in `on_data` like any bytes.
 //! Credentials in the proxy URL (`http://user:pw@proxy:3128`) are sent as
-//! `Proxy-Authorization: Basic`.
+//! `Proxy-Authorization: Basic`. A `socks5h://[user:pw@]host[:port]` proxy tunnels
+//! every URL (`socks.rs`: the proxy resolves the name); http:// then goes in origin form
+//! through the tunnel, as directly.
 //!
 //! Pool entries stay keyed by the *target* host (`HostKey`), their addresses being the
 //! proxy's: connections through the proxy are reused for the same target only, so a
@@ -30,6 +32,7 @@ use base64::Engine;
 use url::Url;
 
 use super::pool::HostKey;
+use super::socks;
 
 /// Longest proxy answer to CONNECT accepted (its whole header section).
 const MAX_CONNECT_HEAD: usize = 16 * 1024;
@@ -114,8 +117,7 @@ impl ProxyConfig {
     }
 }
 
-/// A proxy URL as given: a scheme is optional (http://); http:// and socks5h:// are
-/// not both possible yet: only http:// is.
+/// A proxy URL as given: a scheme is optional (http://); http:// and socks5h://.
 fn parse_proxy(text: &str) -> Result<Url, String> {
     let text = text.trim();
     let with_scheme = if text.contains("://") {
@@ -124,9 +126,9 @@ fn parse_proxy(text: &str) -> Result<Url, String> {
         format!("http://{text}")
     };
     let url = Url::parse(&with_scheme).map_err(|e| format!("not a proxy URL: {e}"))?;
-    if url.scheme() != "http" {
+    if !matches!(url.scheme(), "http" | "socks5h") {
         return Err(format!(
-            "proxy scheme {:?} is not supported (http:// only)",
+            "proxy scheme {:?} is not supported (http:// and socks5h:// are)",
             url.scheme()
         ));
     }
@@ -141,29 +143,56 @@ fn parse_proxy(text: &str) -> Result<Url, String> {
 pub struct Route {
     /// The proxy's host (a name, or an IP literal in brackets for IPv6).
     pub host: String,
-    /// The proxy's port (default 1080 for http proxies, as curl).
+    /// The proxy's port (default 1080, as curl).
     pub port: u16,
-    /// https:// target: ask for a CONNECT tunnel first; http://: absolute-form requests.
+    /// A SOCKS5 proxy (`socks5h://`), not an HTTP one.
+    pub socks: bool,
+    /// Open a tunnel first (https:// through an HTTP proxy, anything through SOCKS);
+    /// else absolute-form requests.
     pub tunnel: bool,
     /// `Proxy-Authorization` value, from credentials in the proxy URL.
     pub auth: Option<String>,
+    /// The same credentials decoded, for SOCKS.
+    pub credentials: Option<(String, String)>,
 }
 
 impl Route {
     /// The route to `key` through `proxy`.
     pub fn new(key: &HostKey, proxy: &Url) -> Route {
-        let auth = (!proxy.username().is_empty()).then(|| {
+        let credentials = (!proxy.username().is_empty()).then(|| {
             let user = percent_decode(proxy.username());
-            let pw = percent_decode(proxy.password().unwrap_or(""));
+            (user, percent_decode(proxy.password().unwrap_or("")))
+        });
+        let auth = credentials.as_ref().map(|(user, pw)| {
             let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}"));
             format!("Basic {token}")
         });
+        let socks = proxy.scheme() == "socks5h";
         Route {
             host: proxy.host_str().unwrap_or("").to_string(),
             port: proxy.port().unwrap_or(1080),
-            tunnel: key.tls,
+            socks,
+            tunnel: key.tls || socks,
             auth,
+            credentials,
         }
+    }
+
+    /// Start a tunnel to `key`: the handshake's state, and the first bytes to send.
+    pub fn open_tunnel(&self, key: &HostKey) -> (Box<Handshake>, Vec<u8>) {
+        let (stage, first) = if self.socks {
+            (
+                Stage::SocksMethod,
+                socks::greeting(self.credentials.is_some()),
+            )
+        } else {
+            (Stage::HttpConnect, self.connect_request(key))
+        };
+        let handshake = Handshake {
+            buf: Vec::new(),
+            stage,
+        };
+        (Box::new(handshake), first)
     }
 
     /// The CONNECT request for `key`.
@@ -217,19 +246,89 @@ fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// What the proxy's answer to CONNECT says so far.
+/// What the proxy's answers say so far.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Tunnel {
-    /// The answer's head is not complete yet.
+    /// The answer is not complete yet.
     Pending,
-    /// 2xx: the tunnel is open.
+    /// Send these bytes, then wait for the next answer (SOCKS's next step).
+    Send(Vec<u8>),
+    /// The tunnel is open.
     Open,
-    /// Anything else: the error, in one line.
+    /// Refused or malformed: the error, in one line.
     Refused(String),
 }
 
+/// Where a tunnel's setup is.
+#[derive(Debug, PartialEq, Eq)]
+enum Stage {
+    /// Waiting for the HTTP proxy's answer to CONNECT.
+    HttpConnect,
+    /// SOCKS: waiting for the method chosen.
+    SocksMethod,
+    /// SOCKS: waiting for the answer to username/password.
+    SocksAuth,
+    /// SOCKS: waiting for the answer to CONNECT.
+    SocksConnect,
+}
+
+/// A tunnel being set up on a connection to the proxy (kept in its `Link`).
+#[derive(Debug)]
+pub struct Handshake {
+    /// The current answer so far.
+    buf: Vec<u8>,
+    stage: Stage,
+}
+
+impl Handshake {
+    /// Bytes from the proxy: what to do next.
+    pub fn advance(&mut self, route: &Route, key: &HostKey, data: &[u8]) -> Tunnel {
+        match self.step(route, key, data) {
+            Ok(tunnel) => tunnel,
+            Err(e) => Tunnel::Refused(e),
+        }
+    }
+
+    fn step(&mut self, route: &Route, key: &HostKey, data: &[u8]) -> Result<Tunnel, String> {
+        if self.stage == Stage::HttpConnect {
+            return Ok(connect_answer(&mut self.buf, data));
+        }
+        self.buf.extend_from_slice(data);
+        let (used, next) = match self.stage {
+            Stage::SocksMethod => match socks::method(&self.buf)? {
+                None => return Ok(Tunnel::Pending),
+                Some(0) => (2, Stage::SocksConnect),
+                Some(2) => (2, Stage::SocksAuth),
+                Some(m) => return Err(format!("SOCKS proxy chose an unknown method {m}")),
+            },
+            Stage::SocksAuth => match socks::auth_reply(&self.buf)? {
+                false => return Ok(Tunnel::Pending),
+                true => (2, Stage::SocksConnect),
+            },
+            _ => match socks::connect_reply(&self.buf)? {
+                None => return Ok(Tunnel::Pending),
+                Some(n) if n == self.buf.len() => return Ok(Tunnel::Open),
+                Some(_) => return Err("SOCKS proxy: bytes after its answer".into()),
+            },
+        };
+        if used != self.buf.len() {
+            return Err("SOCKS proxy: bytes after its answer".into());
+        }
+        self.buf.clear();
+        let send = match (&next, &route.credentials) {
+            (Stage::SocksAuth, Some((user, pw))) => socks::auth_request(user, pw)?,
+            (Stage::SocksAuth, None) => {
+                return Err("SOCKS proxy wants a user name and password".into())
+            }
+            _ => socks::connect_request(&key.host, key.port)?,
+        };
+        self.stage = next;
+        Ok(Tunnel::Send(send))
+    }
+}
+
 /// Add `data` to the CONNECT answer read so far (`head`) and see what it says.
-pub fn connect_answer(head: &mut Vec<u8>, data: &[u8]) -> Tunnel {
+fn connect_answer(head: &mut Vec<u8>, data: &[u8]) -> Tunnel {
     head.extend_from_slice(data);
     let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") else {
         if head.len() > MAX_CONNECT_HEAD {
@@ -336,6 +435,8 @@ mod tests {
         // -x wins over the environment; --noproxy '*' over everything.
         let c = ProxyConfig::new(Some("q:1"), Some("*"), env(&[("http_proxy", "h:1")])).unwrap();
         assert!(c.for_host(&key("http://a.b/")).is_none());
+        let c = ProxyConfig::new(None, None, env(&[("ALL_PROXY", "socks5h://s")])).unwrap();
+        assert!(c.for_host(&key("http://a.b/")).is_some() && c.https.is_some());
         let e = ProxyConfig::new(Some("socks4://q:1"), None, env(&[])).unwrap_err();
         assert!(e.contains("--proxy") && e.contains("not supported"), "{e}");
     }

@@ -29,6 +29,7 @@ use log::debug;
 
 use super::fetcher::{Fetcher, Link};
 use super::net::{timer_key, RETRY};
+use super::output::Destination;
 use super::report::secs;
 use super::transfer::Phase;
 use super::writer::Sink;
@@ -168,8 +169,11 @@ impl Fetcher {
         let Some(t) = self.transfers.get(id) else {
             return;
         };
-        // A body that started on stdout cannot be taken back.
-        let printed = t.sink == Sink::Stdout && (t.bytes > 0 || t.keep_heads);
+        // What went to stdout (a body, `--include` heads) cannot be taken back.
+        let to_stdout = matches!(self.output.destination, Destination::Stdout { .. });
+        let head_printed =
+            t.keep_heads && (t.status.is_some() || t.redirects > 0 || t.redirect_to.is_some());
+        let printed = to_stdout && (t.bytes > 0 || head_printed);
         let wait = self
             .plan
             .retry
