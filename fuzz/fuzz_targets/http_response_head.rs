@@ -62,7 +62,10 @@ fuzz_target!(|data: &[u8]| {
                 Step::Body(bytes) => {
                     assert!(!bytes.is_empty() || n == 0);
                     body += bytes.len() as u64;
-                    assert!(body <= promised.expect("body before head"), "body past its length");
+                    assert!(
+                        body <= promised.expect("body before head"),
+                        "body past its length"
+                    );
                 }
                 Step::Done => {
                     done = true;
