@@ -46,11 +46,12 @@ use url::Url;
 use crate::apps::fetch::net::{same_serial, split_key, RETRY};
 use crate::apps::fetch::output::{Output, LINES_BACKLOG};
 use crate::apps::fetch::pool::{Addrs, HostKey, Pool};
-use crate::apps::fetch::proxy::{Handshake, Proxies, Tunnel};
+use crate::apps::fetch::proxy::Proxies;
 use crate::apps::fetch::report::{close_text, secs, FetchResult, Reporter};
 use crate::apps::fetch::resolver::Resolver;
 use crate::apps::fetch::tls::TlsSession;
 use crate::apps::fetch::transfer::{Phase, Transfer};
+use crate::apps::fetch::tunnel::Handshake;
 use crate::apps::fetch::Plan;
 use crate::core::Ctx;
 use crate::core::{CloseReason, Closed, Handler};
@@ -252,21 +253,6 @@ impl Fetcher {
         self.send_request(ctx, id, token);
     }
 
-    /// Work out whether host `host_id` goes through a proxy (once per host): if so,
-    /// its addresses are the proxy's, not those of the name in the URL.
-    fn route(&mut self, host_id: usize) {
-        let key = self.pool.host(host_id).key.clone();
-        let (route, first) = self.proxies.route(host_id, &key);
-        let Some(route) = route.filter(|_| first) else {
-            return;
-        };
-        let literal = route.host.trim_start_matches('[').trim_end_matches(']');
-        self.pool.host(host_id).addrs = match literal.parse::<std::net::IpAddr>() {
-            Ok(ip) => Addrs::Ready(vec![SocketAddr::new(ip, route.port)]),
-            Err(_) => Addrs::Unknown,
-        };
-    }
-
     fn wait(&mut self, id: usize, phase: Phase) {
         let t = &mut self.transfers[id];
         t.phase = phase;
@@ -299,7 +285,7 @@ impl Fetcher {
 impl Fetcher {
     /// A connection to the host (direct, or a tunnel through its proxy) is ready for
     /// transfer `id`: start TLS if needed, and send the request.
-    fn start_exchange(&mut self, ctx: &mut Ctx<Link>, token: Token, id: usize) {
+    pub(super) fn start_exchange(&mut self, ctx: &mut Ctx<Link>, token: Token, id: usize) {
         let Some(host_id) = ctx.state(token).map(|l| l.host) else {
             return;
         };
@@ -317,32 +303,6 @@ impl Fetcher {
             }
         }
         self.send_request(ctx, id, token);
-    }
-
-    /// The proxy's answers on `token` while its tunnel is set up: once it is open, the
-    /// exchange starts inside it.
-    fn tunnel_bytes(&mut self, ctx: &mut Ctx<Link>, token: Token, id: usize, data: &[u8]) {
-        let Some(link) = ctx.state_mut(token) else {
-            return;
-        };
-        let host_id = link.host;
-        let (Some(handshake), Some(route)) = (link.tunnel.as_mut(), self.proxies.get(host_id))
-        else {
-            return;
-        };
-        match handshake.advance(route, &self.pool.host(host_id).key, data) {
-            Tunnel::Pending => {}
-            Tunnel::Send(bytes) => {
-                ctx.send(token, &bytes);
-            }
-            Tunnel::Open => {
-                if let Some(link) = ctx.state_mut(token) {
-                    link.tunnel = None;
-                }
-                self.start_exchange(ctx, token, id);
-            }
-            Tunnel::Refused(e) => self.finish(ctx, id, Some(e)),
-        }
     }
 }
 
@@ -362,14 +322,8 @@ impl Handler for Fetcher {
         };
         self.pool.prefer(host_id, addr);
         self.transfers[id].net.marks.connected();
-        if let Some(route) = self.proxies.get(host_id).filter(|r| r.tunnel) {
-            // Ask the proxy for a tunnel first; TLS starts once it is open (`on_data`).
-            let (handshake, request) = route.open_tunnel(&self.pool.host(host_id).key);
-            if let Some(link) = ctx.state_mut(token) {
-                link.tunnel = Some(handshake);
-            }
-            ctx.send(token, &request);
-            return ctx.set_deadline(token, self.plan.idle_timeout);
+        if self.open_tunnel(ctx, token, host_id) {
+            return; // through a proxy: the exchange starts once the tunnel is open
         }
         self.start_exchange(ctx, token, id);
     }

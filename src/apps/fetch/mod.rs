@@ -22,7 +22,8 @@
 //! - `eyeballs.rs`: happy eyeballs: connects to a host's addresses racing, 250 ms apart.
 //! - `retry.rs`: `--retry`: what is transient, backoff with jitter, `Retry-After`.
 //! - `proxy.rs`: `-x`, `http_proxy`/`https_proxy`/`no_proxy`: absolute-form, CONNECT;
-//!   `socks.rs`: the SOCKS5 messages for `socks5h://` proxies.
+//!   `tunnel.rs`: the CONNECT or SOCKS5 handshake on the loop; `socks.rs`: the SOCKS5
+//!   messages for `socks5h://` proxies.
 //! - `timing.rs`: per-phase timings (`dns_us` ... `total_us`); `net.rs`: the per
 //!   transfer state these three keep, and their timer keys.
 //!
@@ -52,6 +53,7 @@ pub mod socks;
 pub mod timing;
 pub mod tls;
 pub mod transfer;
+pub mod tunnel;
 pub mod writer;
 
 use std::io;

@@ -32,10 +32,6 @@ use base64::Engine;
 use url::Url;
 
 use super::pool::HostKey;
-use super::socks;
-
-/// Longest proxy answer to CONNECT accepted (its whole header section).
-const MAX_CONNECT_HEAD: usize = 16 * 1024;
 
 /// Which proxy each URL takes: plain values, from `-x`/`--noproxy` or the environment.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -178,23 +174,6 @@ impl Route {
         }
     }
 
-    /// Start a tunnel to `key`: the handshake's state, and the first bytes to send.
-    pub fn open_tunnel(&self, key: &HostKey) -> (Box<Handshake>, Vec<u8>) {
-        let (stage, first) = if self.socks {
-            (
-                Stage::SocksMethod,
-                socks::greeting(self.credentials.is_some()),
-            )
-        } else {
-            (Stage::HttpConnect, self.connect_request(key))
-        };
-        let handshake = Handshake {
-            buf: Vec::new(),
-            stage,
-        };
-        (Box::new(handshake), first)
-    }
-
     /// The CONNECT request for `key`.
     pub fn connect_request(&self, key: &HostKey) -> Vec<u8> {
         let target = format!("{}:{}", key.host, key.port);
@@ -244,114 +223,6 @@ fn percent_decode(text: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-/// What the proxy's answers say so far.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Tunnel {
-    /// The answer is not complete yet.
-    Pending,
-    /// Send these bytes, then wait for the next answer (SOCKS's next step).
-    Send(Vec<u8>),
-    /// The tunnel is open.
-    Open,
-    /// Refused or malformed: the error, in one line.
-    Refused(String),
-}
-
-/// Where a tunnel's setup is.
-#[derive(Debug, PartialEq, Eq)]
-enum Stage {
-    /// Waiting for the HTTP proxy's answer to CONNECT.
-    HttpConnect,
-    /// SOCKS: waiting for the method chosen.
-    SocksMethod,
-    /// SOCKS: waiting for the answer to username/password.
-    SocksAuth,
-    /// SOCKS: waiting for the answer to CONNECT.
-    SocksConnect,
-}
-
-/// A tunnel being set up on a connection to the proxy (kept in its `Link`).
-#[derive(Debug)]
-pub struct Handshake {
-    /// The current answer so far.
-    buf: Vec<u8>,
-    stage: Stage,
-}
-
-impl Handshake {
-    /// Bytes from the proxy: what to do next.
-    pub fn advance(&mut self, route: &Route, key: &HostKey, data: &[u8]) -> Tunnel {
-        match self.step(route, key, data) {
-            Ok(tunnel) => tunnel,
-            Err(e) => Tunnel::Refused(e),
-        }
-    }
-
-    fn step(&mut self, route: &Route, key: &HostKey, data: &[u8]) -> Result<Tunnel, String> {
-        if self.stage == Stage::HttpConnect {
-            return Ok(connect_answer(&mut self.buf, data));
-        }
-        self.buf.extend_from_slice(data);
-        let (used, next) = match self.stage {
-            Stage::SocksMethod => match socks::method(&self.buf)? {
-                None => return Ok(Tunnel::Pending),
-                Some(0) => (2, Stage::SocksConnect),
-                Some(2) => (2, Stage::SocksAuth),
-                Some(m) => return Err(format!("SOCKS proxy chose an unknown method {m}")),
-            },
-            Stage::SocksAuth => match socks::auth_reply(&self.buf)? {
-                false => return Ok(Tunnel::Pending),
-                true => (2, Stage::SocksConnect),
-            },
-            _ => match socks::connect_reply(&self.buf)? {
-                None => return Ok(Tunnel::Pending),
-                Some(n) if n == self.buf.len() => return Ok(Tunnel::Open),
-                Some(_) => return Err("SOCKS proxy: bytes after its answer".into()),
-            },
-        };
-        if used != self.buf.len() {
-            return Err("SOCKS proxy: bytes after its answer".into());
-        }
-        self.buf.clear();
-        let send = match (&next, &route.credentials) {
-            (Stage::SocksAuth, Some((user, pw))) => socks::auth_request(user, pw)?,
-            (Stage::SocksAuth, None) => {
-                return Err("SOCKS proxy wants a user name and password".into())
-            }
-            _ => socks::connect_request(&key.host, key.port)?,
-        };
-        self.stage = next;
-        Ok(Tunnel::Send(send))
-    }
-}
-
-/// Add `data` to the CONNECT answer read so far (`head`) and see what it says.
-fn connect_answer(head: &mut Vec<u8>, data: &[u8]) -> Tunnel {
-    head.extend_from_slice(data);
-    let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") else {
-        if head.len() > MAX_CONNECT_HEAD {
-            return Tunnel::Refused("proxy: answer to CONNECT over 16 KiB".into());
-        }
-        return Tunnel::Pending;
-    };
-    let mut headers = [httparse::EMPTY_HEADER; 64];
-    let mut response = httparse::Response::new(&mut headers);
-    match response.parse(&head[..end + 4]) {
-        Ok(httparse::Status::Complete(_)) => {}
-        _ => return Tunnel::Refused("proxy: malformed answer to CONNECT".into()),
-    }
-    let status = response.code.unwrap_or(0);
-    if !(200..300).contains(&status) {
-        let reason = response.reason.unwrap_or("");
-        return Tunnel::Refused(format!("proxy refused the tunnel: {status} {reason}"));
-    }
-    if end + 4 != head.len() {
-        // The server speaks first in no protocol we tunnel (TLS: the client does).
-        return Tunnel::Refused("proxy: bytes after its answer to CONNECT".into());
-    }
-    Tunnel::Open
 }
 
 /// The routes of a run's hosts, worked out once per host.
@@ -457,20 +328,6 @@ mod tests {
         assert_eq!(
             route.connect_request(&key("https://a.b/")),
             b"CONNECT a.b:443 HTTP/1.1\r\nHost: a.b:443\r\n\r\n"
-        );
-        let mut head = Vec::new();
-        assert_eq!(
-            connect_answer(&mut head, b"HTTP/1.1 200 Connection"),
-            Tunnel::Pending
-        );
-        assert_eq!(
-            connect_answer(&mut head, b" established\r\n\r\n"),
-            Tunnel::Open
-        );
-        let mut head = Vec::new();
-        assert_eq!(
-            connect_answer(&mut head, b"HTTP/1.1 403 Forbidden\r\n\r\n"),
-            Tunnel::Refused("proxy refused the tunnel: 403 Forbidden".into())
         );
     }
 }
