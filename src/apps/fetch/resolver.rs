@@ -71,7 +71,8 @@ pub type Overrides = HashMap<(String, u16), Vec<IpAddr>>;
 /// Errors name the option and say what is wrong.
 pub fn parse_resolve(entry: &str) -> Result<((String, u16), Vec<IpAddr>), String> {
     let bad = |why: &str| format!("--resolve {entry:?}: {why} (expected HOST:PORT:ADDR[,ADDR...])");
-    let mut parts = entry.splitn(3, ':');
+    // curl's `+HOST:...` (an entry that may time out of its cache) means the same here.
+    let mut parts = entry.strip_prefix('+').unwrap_or(entry).splitn(3, ':');
     let (Some(host), Some(port), Some(addrs)) = (parts.next(), parts.next(), parts.next()) else {
         return Err(bad("missing fields"));
     };
