@@ -257,6 +257,18 @@ fn resets_and_refused_connects_are_retried() {
     let files = std::fs::read_dir(&out).expect("out dir").count();
     assert_eq!(files, 2, "no partial or failed file left");
 
+    // A body that already went to stdout is not retried (it cannot be taken back).
+    let url = server.url("/cut/1?stdout");
+    let run = fetch(&["--json", "--retry", "3", "--retry-delay", "0", &url]);
+    let r = run.only(&url);
+    assert_eq!(r["attempts"], 1, "{r}");
+    assert_eq!(
+        run.stdout,
+        vec![b'x'; 500],
+        "what arrived is on stdout, once"
+    );
+    assert_eq!(server.hits("/cut/1?stdout"), 1);
+
     // Without --retry a reset is final.
     let url = server.url("/reset/1");
     let r = fetch(&["--json", &url]).only(&url);
