@@ -15,7 +15,8 @@
 #   IDLE=200000 HOLD=10 bench/million.sh   # smaller
 #
 # Needs: cargo, python3, ~12 GB of free memory for a million (see NOTES.md). Output:
-# bench/out/million/ (JSON reports, logs, samples) and bench/out/million.json.
+# bench/out/million/ (JSON reports, logs, samples, latency.svg: both runs' latency by
+# percentile) and bench/out/million.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -73,13 +74,14 @@ grep -- "--workers auto" "$OUT/serve.log" || true
 
 echo "baseline: $ACTIVE active, no idle, ${BASE_HOLD}s" >&2
 "$BIN" stress "127.0.0.1:$PORT" --active "$ACTIVE" --hold "$BASE_HOLD" --json \
-  >"$OUT/baseline.json" 2>"$OUT/baseline.err"
+  --hdr-log "$OUT/baseline.hlog" >"$OUT/baseline.json" 2>"$OUT/baseline.err"
 
 snapshot before >"$OUT/samples.jsonl"
 echo "$IDLE idle + $ACTIVE active, ${HOLD}s hold" >&2
 started=$(date +%s.%N)
 "$BIN" stress "127.0.0.1:$PORT" --idle "$IDLE" --active "$ACTIVE" --hold "$HOLD" \
-  --server-pid "$server_pid" --json >"$OUT/million.json" 2>"$OUT/million.err" &
+  --server-pid "$server_pid" --hdr-log "$OUT/million.hlog" --json \
+  >"$OUT/million.json" 2>"$OUT/million.err" &
 stress_pid=$!
 ( while kill -0 "$stress_pid" 2>/dev/null; do snapshot during >>"$OUT/samples.jsonl"; sleep 2; done ) &
 sampler_pid=$!
@@ -90,6 +92,10 @@ wait "$sampler_pid" 2>/dev/null || true
 sampler_pid=""
 snapshot after >>"$OUT/samples.jsonl"
 echo "stress exit status $status after $(python3 -c "print(round($ended - $started, 1))") s" >&2
+# The two runs' latency by percentile on one chart.
+"$BIN" stress merge "$OUT/baseline.hlog" "$OUT/million.hlog" --label "0 idle" \
+  --label "$IDLE idle" --plot "$OUT/latency.svg" >"$OUT/merge.out" 2>&1 ||
+  echo "merge --plot: see $OUT/merge.out" >&2
 
 python3 - "$OUT" "$IDLE" "$ACTIVE" "$status" <<'PY'
 import json, sys

@@ -10,11 +10,9 @@ use std::io;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use netloop::apps::stress::merge::merge_logs;
+use netloop::apps::stress::merge::{self, MergeOptions};
 use netloop::apps::stress::pacing::Pacing;
 use netloop::apps::stress::plan::ProbeKind;
-use netloop::apps::stress::report::Report;
-use netloop::apps::stress::run::verdict;
 use netloop::apps::stress::segment::Segment;
 use netloop::apps::stress::{self, worker, StressOptions};
 
@@ -110,9 +108,15 @@ pub struct Args {
     #[arg(long, value_name = "UNIX_SECONDS", value_parser = unix_time)]
     pub start_at: Option<SystemTime>,
     /// Write the active connections' latency as an HdrHistogram interval log (V2, one
-    /// histogram per second, microseconds), with the report's counters as a comment.
+    /// histogram per second, microseconds), with the report's counters as a comment,
+    /// into this new file (an existing file is refused, never overwritten).
     #[arg(long, value_name = "FILE")]
     pub hdr_log: Option<PathBuf>,
+    /// Draw the active connections' latency by percentile as an SVG chart into this new
+    /// file (HdrHistogram's percentile distribution: 50%, 90%, 99%, 99.9%, ... on a log
+    /// scale). An existing file is refused, never overwritten.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
     /// Internal: keep per-interval latency (workers of a run with --hdr-log).
     #[arg(long, hide = true)]
     pub log_intervals: bool,
@@ -128,22 +132,34 @@ pub struct Args {
 #[derive(Clone, Debug, clap::Subcommand)]
 pub enum Command {
     /// Add up the --hdr-log files of a split test (--segment K/N on each instance) and
-    /// print the report of the whole: counters summed, histograms merged exactly.
+    /// print the report of the whole: counters summed, histograms merged exactly. Files
+    /// of several runs (each log, or the segments of one split) are reported run by run,
+    /// and --plot draws them on one chart.
     Merge(MergeArgs),
 }
 
 /// Options of `netloop stress merge`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct MergeArgs {
-    /// The --hdr-log files, one per instance.
+    /// The --hdr-log files: one per instance of a split test; the segments of one split
+    /// (the same N and --start-at) are one run, any other log a run of its own.
     #[arg(value_name = "FILE", required = true)]
     pub files: Vec<PathBuf>,
-    /// Print exactly one JSON object on stdout (the human report goes to stderr).
+    /// Print exactly one JSON object on stdout (the human report goes to stderr); with
+    /// several runs, `{"runs": [{"label", "files", "report"}, ...]}`.
     #[arg(long)]
     pub json: bool,
-    /// Also write the merged interval log here.
+    /// Also write the merged interval log into this new file (one run only).
     #[arg(long, value_name = "FILE")]
     pub hdr_log: Option<PathBuf>,
+    /// Draw every run's latency by percentile on one SVG chart in this new file (one
+    /// line and legend entry per run, e.g. 0 idle against 1,000,000 idle).
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+    /// The legend entry of each run, in the order of their first file (repeat the
+    /// option; default: what the run held, e.g. "1,000,000 idle + 10 active").
+    #[arg(long, value_name = "TEXT")]
+    pub label: Vec<String>,
 }
 
 /// Seconds since the Unix epoch (fractions allowed), as a wall-clock time.
@@ -157,27 +173,15 @@ fn unix_time(text: &str) -> Result<SystemTime, String> {
         .map_err(|_| format!("`{text}` is not a time after 1970"))
 }
 
-/// `netloop stress merge`: the report of the whole split test.
+/// `netloop stress merge`: the report of the whole split test (or of each run given).
 fn merge(args: &MergeArgs) -> io::Result<()> {
-    let merged = merge_logs(&args.files)?;
-    for note in &merged.notes {
-        log::warn!("{note}");
-    }
-    if let Some(path) = &args.hdr_log {
-        netloop::apps::stress::hdrlog::write_log(path, &merged.report)?;
-    }
-    let opts = MergeOptions { json: args.json };
-    print_merged(&opts, &merged.report)?;
-    verdict(&merged.report)
-}
-
-/// What printing a merged report needs.
-struct MergeOptions {
-    json: bool,
-}
-
-fn print_merged(opts: &MergeOptions, report: &Report) -> io::Result<()> {
-    netloop::apps::stress::run::print_report_as(opts.json, report)
+    merge::run(&MergeOptions {
+        files: args.files.clone(),
+        json: args.json,
+        hdr_log: args.hdr_log.clone(),
+        plot: args.plot.clone(),
+        labels: args.label.clone(),
+    })
 }
 
 /// `--pacing`.
@@ -255,6 +259,7 @@ pub fn run(args: &Args) -> io::Result<()> {
         segment: args.segment,
         start_at: args.start_at,
         hdr_log: args.hdr_log.clone(),
+        plot: args.plot.clone(),
         log_intervals: args.log_intervals,
         connect_timeout: args.connect_timeout,
         keepalive: args.keepalive,
@@ -296,6 +301,7 @@ fn worker_args(opts: &StressOptions) -> Vec<String> {
         segment: _,
         start_at: _,
         hdr_log: _,
+        plot: _,
         log_intervals,
         connect_timeout,
         keepalive,

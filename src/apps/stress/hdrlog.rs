@@ -22,7 +22,7 @@
 //! the run (all holds started on the same `go`), and writes the log.
 
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -34,6 +34,7 @@ use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer}
 use hdrhistogram::Histogram;
 use serde_json::Value;
 
+use crate::apps::stress::output::Claimed;
 use crate::apps::stress::report::{new_histogram, record_us, Report};
 
 /// Length of one interval of the log.
@@ -140,8 +141,14 @@ impl Default for IntervalRecorder {
     }
 }
 
-/// Write `report` as an interval log to `path`.
+/// Write `report` as an interval log into the new file `path` (an existing file is
+/// refused, never overwritten: `output.rs`).
 pub fn write_log(path: &Path, report: &Report) -> io::Result<()> {
+    Claimed::new(path, "--hdr-log")?.write(&log_bytes(path, report)?)
+}
+
+/// `report` as the text of an interval log (`path` only names it in messages).
+pub fn log_bytes(path: &Path, report: &Report) -> io::Result<Vec<u8>> {
     let shown = path.display();
     let base = report
         .intervals
@@ -166,11 +173,7 @@ pub fn write_log(path: &Path, report: &Report) -> io::Result<()> {
                 .map_err(|e| bad_data(format!("{shown}: {e}")))?;
         }
     }
-    let mut file = fs::File::create(path)
-        .map_err(|e| io::Error::new(e.kind(), format!("--hdr-log {shown}: {e}")))?;
-    file.write_all(&text)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| io::Error::new(e.kind(), format!("--hdr-log {shown}: {e}")))
+    Ok(text)
 }
 
 /// Read a log written by `write_log` back into a report: the counters from its comment,

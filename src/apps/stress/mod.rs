@@ -29,7 +29,9 @@
 //!   `netstat.rs` (the kernel's count of lost SYNs); `hold.rs` (the hold, `--start-at`);
 //!   `rounds.rs` (the active connections' round trips, checked and timed).
 //! - `report.rs`, `report_json.rs`, `report_text.rs`: the results, merged across
-//!   processes; `hdrlog.rs`: `--hdr-log`; `merge.rs`: `stress merge FILE...`.
+//!   processes; `hdrlog.rs`: `--hdr-log`; `merge.rs`: `stress merge FILE...`;
+//!   `plot.rs`: `--plot`, the latency by percentile as an SVG chart; `output.rs`: those
+//!   files, claimed before the run (an existing file is refused, never overwritten).
 //! - `memory.rs` (RSS, `--server-pid` process trees), `progress.rs` (the live line).
 //!
 //! The command line is not here: `cli/stress.rs` parses it into `StressOptions`, and
@@ -41,8 +43,10 @@ pub mod hold;
 pub mod memory;
 pub mod merge;
 pub mod netstat;
+pub mod output;
 pub mod pacing;
 pub mod plan;
+pub mod plot;
 pub mod preflight;
 pub mod probe;
 pub mod progress;
@@ -104,6 +108,8 @@ pub struct StressOptions {
     pub start_at: Option<SystemTime>,
     /// Write the latency as an HdrHistogram interval log here (`--hdr-log`).
     pub hdr_log: Option<PathBuf>,
+    /// Draw the latency by percentile as an SVG chart here (`--plot`).
+    pub plot: Option<PathBuf>,
     /// Keep the latency per interval (set for the workers of a run with `hdr_log`).
     pub log_intervals: bool,
     /// How long a connect may take before it counts as a timeout.

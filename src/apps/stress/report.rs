@@ -190,9 +190,17 @@ impl Report {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
         };
-        if self.source_ips.is_none() {
-            self.source_ips = other.source_ips.clone();
-            self.source_ips_automatic = other.source_ips_automatic;
+        // Hosts (merged logs) each name their own addresses: keep every distinct one.
+        match (&mut self.source_ips, &other.source_ips) {
+            (None, theirs) => {
+                self.source_ips = theirs.clone();
+                self.source_ips_automatic = other.source_ips_automatic;
+            }
+            (Some(ours), Some(theirs)) if !ours.split(", ").any(|s| s == theirs) => {
+                ours.push_str(", ");
+                ours.push_str(theirs);
+            }
+            _ => {}
         }
         self.pacing_cuts += other.pacing_cuts;
         self.stalled_connects += other.stalled_connects;

@@ -11,10 +11,13 @@
 use std::io::{self, Write};
 use std::time::UNIX_EPOCH;
 
+use crate::apps::stress::output::Claimed;
 use crate::apps::stress::plan::invalid;
 use crate::apps::stress::preflight::{self, Ask, Limits};
 use crate::apps::stress::report::Report;
-use crate::apps::stress::{hdrlog, memory, plan, run_single, sources, workers, StressOptions};
+use crate::apps::stress::{
+    hdrlog, memory, plan, plot, run_single, sources, workers, StressOptions,
+};
 use crate::core::Target;
 
 /// Descriptors a process keeps for itself (stdio, epoll, pipes, ...).
@@ -32,6 +35,13 @@ pub fn stress(
             "nothing to do: give --idle N and/or --active M".into(),
         ));
     }
+    if opts.plot.is_some() && opts.active == 0 {
+        return Err(invalid(
+            "--plot draws the active connections' latency: give --active M too".into(),
+        ));
+    }
+    // The output files, created now: an existing one is refused before any connect.
+    let mut outputs = Outputs::claim(opts)?;
     // This instance's share of a split test (all of it without --segment).
     let opts = &segment_share(opts);
     let total = (opts.idle + opts.active) as u64;
@@ -42,7 +52,7 @@ pub fn stress(
             segments: opts.segment.iter().map(|s| s.to_string()).collect(),
             ..Report::default()
         };
-        return finish(opts, report);
+        return finish(opts, report, &mut outputs);
     }
     // Check every option here, before any worker starts (each worker checks its share).
     let checked = plan(opts)?;
@@ -108,7 +118,7 @@ pub fn stress(
     };
     report.source_ips = sources.text;
     report.source_ips_automatic = sources.automatic;
-    finish(opts, report)
+    finish(opts, report, &mut outputs)
 }
 
 /// The split of the options for `--segment K/N` (`segment.rs`): this instance's exact
@@ -131,15 +141,54 @@ fn segment_share(opts: &StressOptions) -> StressOptions {
     }
 }
 
-/// The end of every run: note the segment and start time, write the log, print, judge.
-fn finish(opts: &StressOptions, mut report: Report) -> io::Result<()> {
+/// The files a run writes, created before it begins (`output.rs`).
+struct Outputs {
+    hdr_log: Option<Claimed>,
+    plot: Option<Claimed>,
+}
+
+impl Outputs {
+    fn claim(opts: &StressOptions) -> io::Result<Outputs> {
+        Ok(Outputs {
+            hdr_log: Claimed::maybe(opts.hdr_log.as_deref(), "--hdr-log")?,
+            plot: Claimed::maybe(opts.plot.as_deref(), "--plot")?,
+        })
+    }
+}
+
+/// The chart of one run (`--plot`): its latency, labelled with what it held.
+pub fn plot_run(report: &Report) -> io::Result<String> {
+    let label = plot::label(report);
+    let title = match report.segments.as_slice() {
+        [] => "netloop stress: latency of the active connections".to_string(),
+        segments => format!(
+            "netloop stress: latency of the active connections (segments {})",
+            segments.join(" ")
+        ),
+    };
+    plot::svg(
+        &title,
+        &[plot::Series {
+            label,
+            latency: &report.latency,
+        }],
+    )
+}
+
+/// The end of every run: note the segment and start time, write the log and the plot,
+/// print, judge.
+fn finish(opts: &StressOptions, mut report: Report, outputs: &mut Outputs) -> io::Result<()> {
     report.segments = opts.segment.iter().map(|s| s.to_string()).collect();
     report.start_at = opts
         .start_at
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map(|d| d.as_secs_f64());
-    if let Some(path) = &opts.hdr_log {
-        hdrlog::write_log(path, &report)?;
+    if let Some(log) = &mut outputs.hdr_log {
+        let bytes = hdrlog::log_bytes(log.path(), &report)?;
+        log.write(&bytes)?;
+    }
+    if let Some(plot) = &mut outputs.plot {
+        plot.write(plot_run(&report)?.as_bytes())?;
     }
     print_report(opts, &report)?;
     verdict(&report)

@@ -81,6 +81,7 @@ fn worker_options(opts: &StressOptions, count: usize, i: usize) -> StressOptions
         segment: None,
         start_at: None,
         hdr_log: None,
+        plot: None,
         log_intervals: opts.log_intervals || opts.hdr_log.is_some(),
         ..opts.clone()
     }

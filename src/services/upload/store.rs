@@ -38,6 +38,9 @@ pub const TEMP_PREFIX: &str = ".netloop-upload-";
 const MAX_COPIES: u32 = 10_000;
 /// Buffer between the socket reads (often small) and the file.
 const WRITE_BUFFER: usize = 64 * 1024;
+/// Ask the kernel to start writing a file's pages to disk every this many bytes (see
+/// [`Partial::write`]).
+const WRITEBACK_EVERY: u64 = 8 * 1024 * 1024;
 
 /// A file being received: its temporary file, and the running count and hash.
 #[derive(Debug)]
@@ -51,6 +54,8 @@ pub struct Partial {
     pub size: u64,
     /// Bytes written so far.
     pub written: u64,
+    /// Bytes whose write-back to disk has been started (`start_writeback`).
+    flushed: u64,
     hasher: Sha256,
 }
 
@@ -70,18 +75,58 @@ impl Partial {
             name: name.to_string(),
             size,
             written: 0,
+            flushed: 0,
             hasher: Sha256::new(),
         })
     }
 
     /// Append body bytes (and hash them). Blocking.
+    ///
+    /// Every `WRITEBACK_EVERY` bytes the kernel is asked to *start* writing what is
+    /// there to disk, without waiting for it. Left alone, it would hold a whole large
+    /// upload in dirty pages and write them all during the final `fsync`, after the
+    /// last byte arrived: the disk would idle while the network works, then the other
+    /// way round. Started early, the disk writes while the next bytes arrive, and the
+    /// `fsync` finds little left to do. (That is the one way a receiver can beat
+    /// `cat` followed by `sync`, which writes everything at the end.)
     pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.file.write_all(bytes)?;
         self.hasher.update(bytes);
         self.written += bytes.len() as u64;
+        if self.written - self.flushed >= WRITEBACK_EVERY {
+            self.file.flush()?;
+            start_writeback(
+                self.file.get_ref(),
+                self.flushed,
+                self.written - self.flushed,
+            );
+            self.flushed = self.written;
+        }
         Ok(())
     }
 }
+
+/// Start writing `len` bytes of `file` from `offset` to disk, not waiting for it
+/// (Linux's `sync_file_range(SYNC_FILE_RANGE_WRITE)`). Only a hint for speed: the
+/// `fsync` in `Store::finish` is what makes the data durable, so a failure here is
+/// ignored, and other systems skip it.
+#[cfg(target_os = "linux")]
+fn start_writeback(file: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (
+        libc::off64_t::try_from(offset),
+        libc::off64_t::try_from(len),
+    ) else {
+        return;
+    };
+    // SAFETY: a plain system call on a descriptor this `File` owns; no memory is passed.
+    unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn start_writeback(_file: &File, _offset: u64, _len: u64) {}
 
 impl Drop for Partial {
     /// An upload that did not finish leaves nothing behind.
@@ -285,6 +330,31 @@ pub fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn writeback_starts_every_few_mib_and_the_file_is_whole() {
+        let dir = std::env::temp_dir().join(format!("netloop-store-wb-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let mut store = Store::open(&dir).expect("open");
+        let batch: Vec<u8> = (0..1024 * 1024).map(|i| (i % 251) as u8).collect();
+        let mut partial = store
+            .begin("big.bin", 20 * batch.len() as u64)
+            .expect("begin");
+        let mut started = Vec::new();
+        for _ in 0..20 {
+            partial.write(&batch).expect("write");
+            started.push(partial.flushed);
+        }
+        // Write-back was started at 8 and 16 MiB; the last 4 MiB are left to the fsync.
+        let mib = 1024 * 1024;
+        assert_eq!(started[7], 8 * mib);
+        assert_eq!(started[19], 16 * mib);
+        let stored = store.finish(partial).expect("finish");
+        assert_eq!(stored.bytes, 20 * mib);
+        let data = fs::read(dir.join("big.bin")).expect("read");
+        assert!(data.chunks(batch.len()).all(|c| c == batch.as_slice()));
+        let _ = fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn duplicates_cost_a_constant_number_of_links() {
