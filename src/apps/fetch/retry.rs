@@ -252,8 +252,10 @@ impl Fetcher {
         t.status = None;
         t.bytes = 0;
         t.restart();
-        // A new attempt gets the keep-alive rule's one retry again.
+        // A new attempt gets the keep-alive rule's one resend again, and may take an
+        // idle connection like any request (`restart` asks for a new one).
         t.retried = false;
+        t.fresh_conn = false;
         t.net.attempts += 1;
         t.phase = Phase::Waiting;
         t.net.retry_timer = Some(ctx.timer_after(wait, timer_key(RETRY, id, t.serial)));
