@@ -22,7 +22,11 @@
 #           processes against one server); timed until every sender finished and, for
 #           socat, every byte is on disk.
 # Each case runs ROUNDS times per receiver (interleaved); the table shows the median
-# MB/s (10^6 bytes per second) and its ratio to cat's median. Needs socat (apt-get install socat). Work files go under
+# MB/s (10^6 bytes per second) and its ratio to cat's median. For the big file it also
+# shows the CPU time both ends spent (user + system, sender and receiver together) and
+# the fastest that CPU time allows on this machine's cores (MB/s if every core did
+# nothing else): a receiver that must hash every byte twice cannot beat that bound,
+# however well its threads overlap. Needs socat (apt-get install socat). Work files go under
 # WORK (default: a fresh directory in /tmp, removed at the end).
 set -euo pipefail
 
@@ -85,30 +89,39 @@ start_netloop() {
     echo "netloop serve did not start" >&2; cat "$WORK/serve.log" >&2; return 1
 }
 stop_netloop() { kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; }
+# CPU seconds (user + system) a live process has used, from /proc/PID/stat.
+proc_cpu() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat"; }
+# CPU seconds of a command (user + system), appended to $WORK/cpu.
+timed() { /usr/bin/time -a -o "$WORK/cpu" -f "%U %S" "$@"; }
+cpu_sum() { awk '{s += $1 + $2} END {print s + 0}' "$WORK/cpu"; }
 
 run_big() {
-    local who=$1 t0 t1
+    local who=$1 t0 t1 extra=0
     fresh_dst
+    : > "$WORK/cpu"
     case $who in
     cat)
-        t0=$(now); cat "$WORK/src/big.bin" > "$WORK/dst/big.bin"; sync "$WORK/dst/big.bin"; t1=$(now) ;;
+        t0=$(now); timed cat "$WORK/src/big.bin" > "$WORK/dst/big.bin"; timed sync "$WORK/dst/big.bin"; t1=$(now) ;;
     socat)
         next_port
-        socat -u "TCP-LISTEN:$PORT,reuseaddr" "OPEN:$WORK/dst/big.bin,creat,trunc" &
+        timed socat -u "TCP-LISTEN:$PORT,reuseaddr" "OPEN:$WORK/dst/big.bin,creat,trunc" &
         local recv=$!
         sleep 0.2
         t0=$(now)
-        socat -u "FILE:$WORK/src/big.bin" "TCP:127.0.0.1:$PORT"
-        wait "$recv"; sync "$WORK/dst/big.bin"; t1=$(now) ;;
+        timed socat -u "FILE:$WORK/src/big.bin" "TCP:127.0.0.1:$PORT"
+        wait "$recv"; timed sync "$WORK/dst/big.bin"; t1=$(now) ;;
     netloop|base)
         local nl=$bin
         [[ $who == base ]] && nl=$BASE
         start_netloop "$nl"
-        t0=$(now); "$nl" upload "$WORK/src/big.bin" --to "127.0.0.1:$PORT" > /dev/null 2>&1; t1=$(now)
+        local before
+        before=$(proc_cpu "$server_pid")
+        t0=$(now); timed "$nl" upload "$WORK/src/big.bin" --to "127.0.0.1:$PORT" > /dev/null 2>&1; t1=$(now)
+        extra=$(python3 -c "print($(proc_cpu "$server_pid") - $before)")
         stop_netloop ;;
     esac
     cmp -s "$WORK/src/big.bin" "$WORK/dst/big.bin" || { echo "$who: big.bin differs" >&2; exit 1; }
-    mbps "$big_bytes" "$t0" "$t1"
+    echo "$(mbps "$big_bytes" "$t0" "$t1") $(python3 -c "print(f'{$(cpu_sum) + $extra:.2f}')")"
 }
 
 run_many() {
@@ -152,22 +165,24 @@ run_many() {
 declare -A res
 for r in $(seq 1 "$ROUNDS"); do
     for who in $RECEIVERS; do
-        b=$(run_big "$who"); m=$(run_many "$who")
-        res[$who.big]+=" $b"; res[$who.many]+=" $m"
-        echo "round $r $who: big $b MB/s, many $m MB/s"
+        read -r b c < <(run_big "$who"); m=$(run_many "$who")
+        res[$who.big]+=" $b"; res[$who.cpu]+=" $c"; res[$who.many]+=" $m"
+        echo "round $r $who: big $b MB/s ($c s of CPU), many $m MB/s"
     done
 done
 
 echo
 echo "Upload throughput, MB/s (median of $ROUNDS; $(nproc) cores; $(df -h --output=source,fstype "$WORK" | tail -1 | xargs))"
 echo
-echo "| receiver | 1 file of $BIG_MIB MiB | x cat | $MANY x 1 MiB at once | x cat |"
-echo "| --- | ---: | ---: | ---: | ---: |"
+echo "| receiver | 1 file of $BIG_MIB MiB | x cat | CPU s, both ends | bound on $(nproc) cores | $MANY x 1 MiB at once | x cat |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
 ratio() { python3 -c "import sys; print(f'{$1 / $2:.2f}' if $2 else '-')"; }
 # shellcheck disable=SC2086
 cat_big=$(median ${res[cat.big]:-0}); cat_many=$(median ${res[cat.many]:-0})
 for who in $RECEIVERS; do
     # shellcheck disable=SC2086
     b=$(median ${res[$who.big]}); m=$(median ${res[$who.many]})
-    echo "| $who | $b | $(ratio "$b" "$cat_big") | $m | $(ratio "$m" "$cat_many") |"
+    c=$(python3 -c "import sys, statistics; print(f'{statistics.median(map(float, sys.argv[1:])):.2f}')" ${res[$who.cpu]})
+    bound=$(python3 -c "print(f'{$big_bytes / ($c / $(nproc)) / 1e6:.0f}' if $c else '-')")
+    echo "| $who | $b | $(ratio "$b" "$cat_big") | $c | $bound ($(ratio "$bound" "$cat_big")) | $m | $(ratio "$m" "$cat_many") |"
 done

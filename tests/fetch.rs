@@ -664,7 +664,7 @@ fn https_with_a_ca_made_in_the_test() {
         assert_error(
             &results,
             &url,
-            "TLS handshake failed: invalid peer certificate: UnknownIssuer",
+            "TLS handshake failed: the server's certificate is not signed by a CA we trust",
         );
     }
 

@@ -13,6 +13,7 @@ use std::io::{self, BufRead};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use netloop::apps::fetch::interrupt::interrupted;
 use netloop::apps::fetch::{fetch, FetchOptions, ProxyConfig, RetryPolicy};
 
 use super::args::{at_least_one, secs};
@@ -65,6 +66,10 @@ pub struct Args {
     /// Send HEAD requests instead of GET (no bodies).
     #[arg(short = 'I', long)]
     pub head: bool,
+    /// Fail on HTTP errors (curl's --fail): a final status of 400 or more is that URL's
+    /// error, and its body is neither saved nor printed.
+    #[arg(short = 'f', long)]
+    pub fail: bool,
     /// Print one JSON object per URL (JSON lines) instead of text: on stdout, or on
     /// stderr when stdout carries the body (one URL, no -o).
     #[arg(long)]
@@ -121,6 +126,7 @@ pub fn run(args: &Args) -> io::Result<()> {
         insecure: args.insecure,
         include: args.include,
         head: args.head,
+        fail: args.fail,
         json: args.json,
         record: args.record.clone(),
         record_limit: args.record_limit as u64,
@@ -135,7 +141,13 @@ pub fn run(args: &Args) -> io::Result<()> {
         })
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
     };
-    fetch(&opts)
+    let fetched = fetch(&opts);
+    if let Some(stop) = fetched.as_ref().err().and_then(interrupted) {
+        // Like a process the signal ended: 130 for SIGINT, 143 for SIGTERM.
+        eprintln!("netloop fetch: {stop}");
+        std::process::exit(stop.exit_code());
+    }
+    fetched
 }
 
 /// The URLs on the command line, then those in `-i FILE`.

@@ -60,7 +60,10 @@ enum Command {
                       dropped) and one result per URL, text or JSON lines, goes to stdout. With \
                       several URLs a summary line goes to stderr.\n\n\
                       Exit status: 0 when every URL got a complete 2xx response; 1 otherwise \
-                      (an error, a status other than 2xx, or output that could not be written)."
+                      (an error, a status other than 2xx, or output that could not be written); \
+                      130 after SIGINT (Ctrl-C), 143 after SIGTERM: running transfers are \
+                      cancelled, finished results and the summary printed (a second signal \
+                      exits at once)."
     )]
     Fetch(fetch::Args),
     /// Upload files to `netloop serve upload` (seeds 000/004's framing), checking replies.

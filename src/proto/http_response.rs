@@ -12,43 +12,16 @@
 //! How the body ends follows RFC 9112 §6.3: no body for HEAD, 1xx, 204 and 304; chunked
 //! when `Transfer-Encoding` ends in `chunked` (trailers read and dropped); else
 //! `Content-Length`; else everything until the server closes (`Parser::eof`).
+//!
+//! The head itself — what its fields mean for the body and the connection, and the caps
+//! on it — is `http_head.rs`; this file is the state machine around it and the body
+//! framing (length, chunked, until close).
 
-/// Largest header section (and largest trailer section) accepted.
-pub const MAX_HEAD_BYTES: usize = 64 * 1024;
-/// Most header fields accepted in one response.
-pub const MAX_HEADERS: usize = 100;
+use super::http_head::{head_too_large, interpret};
+pub use super::http_head::{BodyKind, Head, MAX_HEADERS, MAX_HEAD_BYTES, MAX_INTERIM};
+
 /// Longest chunk-size line (with extensions) accepted.
 const MAX_CHUNK_LINE: usize = 4096;
-
-/// How the body of a response is delimited.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BodyKind {
-    /// No body at all (HEAD, 204, 304).
-    Empty,
-    /// Exactly this many bytes.
-    Length(u64),
-    /// `Transfer-Encoding: chunked`.
-    Chunked,
-    /// Until the server closes the connection.
-    UntilClose,
-}
-
-/// The parsed header section of a response.
-#[derive(Clone, Debug)]
-pub struct Head {
-    /// Status code.
-    pub status: u16,
-    /// The `Location` header, for redirects.
-    pub location: Option<String>,
-    /// How the body ends.
-    pub body: BodyKind,
-    /// Whether the connection may carry another request after this response.
-    pub keep_alive: bool,
-    /// The header section exactly as received (only when asked for, for `--include`).
-    pub raw: Option<Vec<u8>>,
-    /// The `Retry-After` header (seconds or an HTTP date), for `--retry`.
-    pub retry_after: Option<String>,
-}
 
 /// What one call to `advance` found.
 #[derive(Debug)]
@@ -99,6 +72,8 @@ pub struct ResponseParser {
     body_bytes: u64,
     /// Any byte of this response was received.
     started: bool,
+    /// Interim (1xx) responses skipped so far (at most `MAX_INTERIM`).
+    interim: u32,
 }
 
 impl ResponseParser {
@@ -113,7 +88,14 @@ impl ResponseParser {
             promised: 0,
             body_bytes: 0,
             started: false,
+            interim: 0,
         }
+    }
+
+    /// True once the final response's header section is complete (interim responses
+    /// do not count): the fetcher's head deadline ends there.
+    pub fn head_complete(&self) -> bool {
+        self.stage != Stage::Head
     }
 
     /// True once any byte of the response arrived (a reused connection that closes
@@ -248,6 +230,12 @@ impl ResponseParser {
             if status == 101 {
                 return Err("malformed response: 101 Switching Protocols was not asked for".into());
             }
+            self.interim += 1;
+            if self.interim > MAX_INTERIM {
+                return Err(format!(
+                    "malformed response: more than {MAX_INTERIM} interim (1xx) responses"
+                ));
+            }
             self.partial.clear();
             return Ok((used, None));
         }
@@ -319,89 +307,6 @@ impl ResponseParser {
             _ => Ok(self.stage),
         }
     }
-}
-
-/// Decide how the body is delimited and whether the connection can be reused; returns
-/// the head and the promised `Content-Length` (0 if none).
-fn interpret(
-    status: u16,
-    version: u8,
-    headers: &[httparse::Header<'_>],
-    head_request: bool,
-    raw: Option<Vec<u8>>,
-) -> Result<(Head, u64), String> {
-    let mut location = None;
-    let mut retry_after = None;
-    let mut length: Option<u64> = None;
-    let mut chunked = false;
-    let mut other_coding = false;
-    let mut close = false;
-    let mut keep_alive_token = false;
-    for h in headers {
-        let value = std::str::from_utf8(h.value).unwrap_or("").trim();
-        if h.name.eq_ignore_ascii_case("content-length") {
-            let n: u64 = value
-                .parse()
-                .map_err(|_| format!("malformed response: bad Content-Length {value:?}"))?;
-            if length.is_some_and(|m| m != n) {
-                return Err("malformed response: conflicting Content-Length headers".into());
-            }
-            length = Some(n);
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            // Only the last coding decides the framing.
-            let last = value.rsplit(',').next().unwrap_or("").trim();
-            chunked = last.eq_ignore_ascii_case("chunked");
-            other_coding = !chunked;
-        } else if h.name.eq_ignore_ascii_case("connection") {
-            for token in value.split(',').map(str::trim) {
-                close |= token.eq_ignore_ascii_case("close");
-                keep_alive_token |= token.eq_ignore_ascii_case("keep-alive");
-            }
-        } else if h.name.eq_ignore_ascii_case("location") {
-            location = Some(value.to_string());
-        } else if h.name.eq_ignore_ascii_case("retry-after") {
-            retry_after = Some(value.to_string());
-        }
-    }
-    let body = if head_request || status == 204 || status == 304 {
-        BodyKind::Empty
-    } else if chunked {
-        BodyKind::Chunked
-    } else if other_coding {
-        BodyKind::UntilClose
-    } else {
-        match length {
-            Some(0) => BodyKind::Empty,
-            Some(n) => BodyKind::Length(n),
-            None => BodyKind::UntilClose,
-        }
-    };
-    let persistent = if version == 1 {
-        !close
-    } else {
-        keep_alive_token && !close
-    };
-    // With both Content-Length and Transfer-Encoding the message may have been
-    // smuggled through a proxy: read it, but never reuse the connection.
-    let keep_alive = persistent
-        && body != BodyKind::UntilClose
-        && !(length.is_some() && (chunked || other_coding));
-    let head = Head {
-        status,
-        location,
-        body,
-        keep_alive,
-        raw,
-        retry_after,
-    };
-    Ok((head, length.unwrap_or(0)))
-}
-
-fn head_too_large() -> String {
-    format!(
-        "malformed response: header section over {} KiB",
-        MAX_HEAD_BYTES / 1024
-    )
 }
 
 /// Take one LF-terminated line (CR before the LF stripped) from `rest`, continuing one
@@ -504,6 +409,18 @@ mod tests {
         assert!(matches!(step, Step::Body(b"abc")));
         let (_, step) = p.advance(&r[n + m..]).unwrap();
         assert!(matches!(step, Step::Done));
+    }
+
+    #[test]
+    fn interim_responses_are_capped() {
+        let mut few = b"HTTP/1.1 100 Continue\r\n\r\n".repeat(MAX_INTERIM as usize);
+        few.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        assert_eq!(parse_in_pieces(&few, &[]).unwrap().1, b"ok");
+        let many = b"HTTP/1.1 103 Early Hints\r\n\r\n".repeat(MAX_INTERIM as usize + 1);
+        let mut p = ResponseParser::new(false, false);
+        let e = p.advance(&many).unwrap_err();
+        assert!(e.contains("more than 10 interim (1xx) responses"), "{e}");
+        assert!(!p.head_complete());
     }
 
     #[test]

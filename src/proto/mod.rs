@@ -6,10 +6,12 @@
 //!
 //! - [`frames`]: seeds 000/004's sticky-packet fix: a 4-byte length, a JSON header, a body.
 //! - [`hmac_auth`]: seed 000 demo 4's HMAC-SHA256 challenge and response.
-//! - [`http_response`]: one HTTP/1.1 response, incrementally, for the fetcher.
+//! - [`http_response`]: one HTTP/1.1 response, incrementally, for the fetcher;
+//!   [`http_head`]: what its header section means, and the limits on it.
 //! - [`http_probe`]: just enough of a response to time round trips, for the stress tester.
 
 pub mod frames;
 pub mod hmac_auth;
+pub mod http_head;
 pub mod http_probe;
 pub mod http_response;

@@ -56,9 +56,12 @@ impl Fetcher {
                     t.unwritten
                 );
             }
-        } else {
+        } else if t.parser.head_complete() {
             ctx.set_deadline(token, self.plan.idle_timeout);
         }
+        // Until the final head is complete, the deadline set with the request stands:
+        // a head trickled a byte at a time, or endless `100 Continue`, cannot push it
+        // back (`exchange.rs`).
     }
 
     /// The transfer is done reading on its connection (the response is complete): undo
@@ -160,6 +163,7 @@ impl Fetcher {
         }
         if matches!(t.phase, Phase::Resolving | Phase::Waiting) {
             self.pool.host(t.host).waiting.retain(|&w| w != id);
+            self.forget_descriptor_wait(id);
         }
         self.schedule_admit(ctx);
         let (key, sink, started) = (t.key(id), t.sink, t.started);

@@ -15,7 +15,23 @@
 //! The connection's one deadline (`Ctx::set_deadline`) says what it is waiting for: the
 //! server's answer (idle timeout, pushed back after every read that leaves the response
 //! unfinished, unless the read paused it for output) or, back in the pool, its next
-//! request (`POOL_IDLE`, after which it is closed).
+//! request (`POOL_IDLE`, after which it is closed). The response *head* is the
+//! exception: the whole head must come within one `--idle-timeout` of the request, and
+//! reads before it is complete do not push the deadline back — otherwise a head
+//! trickled a byte every 0.2 s, or a `100 Continue` every 50 ms (each capped in number
+//! by the parser too), would hold a transfer forever without `--timeout`.
+//!
+//! Reuse (`pump`: a host's idle connections and free slots to its waiting transfers) has
+//! two rules (see `pool.rs` for the first):
+//! - A connection is offered again only after the turn that ended its response, so a
+//!   FIN that came with the last bytes is seen first, and the connection is dropped
+//!   instead of being handed a request the server will never read.
+//! - A server may still close an idle connection just as we write to it (its keep-alive
+//!   timer ran out while our request was on the way). Then the request failed *before
+//!   any response byte*, the server did not act on it, and an idempotent request (GET,
+//!   HEAD) is sent again — on a **new** connection, never another idle one (which may be
+//!   just as dead), and once per transfer: on a new connection the same failure is a real
+//!   one. This is not a `--retry` attempt: the request never reached the server.
 
 use std::time::Duration;
 
@@ -23,7 +39,7 @@ use log::debug;
 use mio::Token;
 
 use super::fetcher::{Fetcher, Link};
-use super::pool::HostKey;
+use super::pool::{Addrs, HostKey};
 use super::transfer::{HeadAction, Phase};
 use super::writer::Sink;
 use crate::core::CloseReason;
@@ -125,6 +141,11 @@ impl Fetcher {
                     }
                     let t = &mut self.transfers[id];
                     let action = t.on_head(&head, self.plan.max_redirects);
+                    if let Some(e) = self.refused(&action, head.status) {
+                        // `--fail`: nothing of this response is saved or printed.
+                        return self.finish(ctx, id, Some(e));
+                    }
+                    let t = &mut self.transfers[id];
                     if let Ok(HeadAction::Final) = action {
                         t.sink = self.output.open(t.key(id), &t.first);
                     }
@@ -157,6 +178,12 @@ impl Fetcher {
         }
     }
 
+    /// `--fail`: the final response's status is an HTTP error; the transfer's error.
+    fn refused(&self, action: &Result<HeadAction, String>, status: u16) -> Option<String> {
+        let fatal = self.plan.fail && status >= 400 && matches!(action, Ok(HeadAction::Final));
+        fatal.then(|| format!("HTTP status {status} (--fail: the body is not saved)"))
+    }
+
     /// A response is complete: free (or close) the connection, then follow a redirect or
     /// report the result.
     pub(super) fn response_done(
@@ -175,8 +202,11 @@ impl Fetcher {
             link.transfer = None;
         }
         if reuse {
-            self.pool.host(host_id).idle.push(token);
+            // Offered again later in this turn, once a FIN that came with the last
+            // bytes has been read (`pool.rs`).
+            self.pool.settle(host_id, token);
             ctx.set_deadline(token, POOL_IDLE);
+            self.schedule_admit(ctx);
         } else {
             ctx.close(token, CloseReason::Done);
         }
@@ -201,33 +231,125 @@ impl Fetcher {
             return;
         };
         let (id, reused) = (link.transfer, link.requests > 1);
+        let handshaking = link.tls.as_ref().is_some_and(|tls| tls.is_handshaking());
         let Some(id) = id else {
             // An idle keep-alive connection closed by the server: forget it.
             return ctx.close(token, CloseReason::PeerClosed);
         };
-        let t = &mut self.transfers[id];
-        match t.parser.eof() {
+        let eof = match self.transfers[id].parser.eof() {
+            Err(_) if handshaking => Err("TLS handshake failed: the server closed the \
+                 connection (does it speak TLS on this port?)"
+                .to_string()),
+            other => other,
+        };
+        match eof {
             Ok(()) => self.response_done(ctx, token, id, false),
-            Err(_) if !t.parser.started() && reused && !t.retried => self.retry(ctx, token, id),
+            Err(_) if self.may_resend(id, reused) => {
+                debug!(
+                    "{}: reused connection closed before answering",
+                    self.transfers[id].url
+                );
+                self.unpause(ctx, id, token);
+                self.transfers[id].conn = None;
+                if let Some(link) = ctx.state_mut(token) {
+                    link.transfer = None;
+                }
+                ctx.close(token, CloseReason::Done);
+                self.resend(ctx, id);
+            }
             // Closed before the response was complete: `--retry` may try again.
             Err(e) => self.fail_transient(ctx, id, e),
         }
     }
 
-    /// A reused connection died before answering: the server closed it while idle, just
-    /// as we sent. The request had no effect; send it again on a new connection.
-    fn retry(&mut self, ctx: &mut Ctx<Link>, token: Token, id: usize) {
-        debug!(
-            "{}: kept-alive connection closed before answering, retrying",
-            self.transfers[id].url
-        );
-        self.unpause(ctx, id, token);
-        self.transfers[id].conn = None;
-        self.transfers[id].restart();
-        if let Some(link) = ctx.state_mut(token) {
-            link.transfer = None;
-        }
-        ctx.close(token, CloseReason::Done);
-        self.dispatch(ctx, id);
+    /// True if transfer `id`, whose connection just failed, may be sent again on a new
+    /// one: the connection was `reused`, not a byte of the response came, the request is
+    /// idempotent, and the transfer was not resent already (see the module docs).
+    pub(super) fn may_resend(&self, id: usize, reused: bool) -> bool {
+        self.transfers.get(id).is_some_and(|t| {
+            reused && !t.parser.started() && !t.retried && idempotent(request_method(t))
+        })
     }
+
+    /// Send transfer `id` again on a new connection (its old one is already detached).
+    pub(super) fn resend(&mut self, ctx: &mut Ctx<Link>, id: usize) {
+        self.transfers[id].restart();
+        let host_id = self.transfers[id].host;
+        if self.pool.can_open(host_id) {
+            return self.dispatch(ctx, id);
+        }
+        // No free slot yet (the failed connection's own `on_close` frees one, and pumps
+        // the queue): wait first in line. `pump` never hands it an idle connection.
+        let t = &mut self.transfers[id];
+        t.phase = Phase::Waiting;
+        self.pool.host(host_id).waiting.push_front(id);
+    }
+
+    /// Hand idle connections and free connection slots of a host to its waiting queue.
+    pub(super) fn pump(&mut self, ctx: &mut Ctx<Link>, host_id: usize) {
+        loop {
+            let can_open = self.pool.can_open(host_id);
+            let host = self.pool.host(host_id);
+            if !matches!(host.addrs, Addrs::Ready(_)) || host.waiting.is_empty() {
+                return;
+            }
+            let first = host.waiting.front().copied();
+            let fresh =
+                first.is_some_and(|id| self.transfers.get(id).is_some_and(|t| t.fresh_conn));
+            if fresh && !can_open {
+                // It must have a new connection: close an idle one to free a slot (its
+                // `on_close` pumps again), or wait for one to close.
+                return self.make_room(ctx, host_id);
+            }
+            let host = self.pool.host(host_id);
+            let idle = if fresh { None } else { host.idle.pop() };
+            if let Some(token) = idle {
+                if let Some(id) = host.waiting.pop_front() {
+                    self.reuse(ctx, id, token);
+                }
+            } else if can_open {
+                if let Some(id) = host.waiting.pop_front() {
+                    self.connect(ctx, id);
+                }
+            } else {
+                return;
+            }
+        }
+    }
+
+    /// A transfer that needs a new connection waits first in `host_id`'s queue: close
+    /// an idle connection, if there is one, so a slot frees up.
+    pub(super) fn make_room(&mut self, ctx: &mut Ctx<Link>, host_id: usize) {
+        if let Some(token) = self.pool.oldest_idle(host_id) {
+            self.pool.host(host_id).idle.retain(|&t| t != token);
+            ctx.close(token, CloseReason::Done);
+        }
+    }
+
+    /// The later-in-this-turn part of reuse: connections whose response ended in this
+    /// turn and that are still open become idle, and go to their hosts' waiting
+    /// transfers (called from the zero-delay `ADMIT` timer).
+    pub(super) fn settle(&mut self, ctx: &mut Ctx<Link>) {
+        for host_id in self.pool.settled() {
+            self.pump(ctx, host_id);
+        }
+        self.idle_for_descriptors(ctx);
+    }
+}
+
+/// The method a transfer's request uses.
+fn request_method(t: &super::transfer::Transfer) -> &'static str {
+    if t.head_only {
+        "HEAD"
+    } else {
+        "GET"
+    }
+}
+
+/// Methods that may be sent twice with the effect of once (RFC 9110 §9.2.2).
+pub fn idempotent(method: &str) -> bool {
+    matches!(
+        method,
+        "GET" | "HEAD" | "PUT" | "DELETE" | "OPTIONS" | "TRACE"
+    )
 }

@@ -28,8 +28,10 @@ use std::time::Duration;
 
 use log::debug;
 
+use super::descriptors::out_of_descriptors;
 use super::fetcher::{Fetcher, Link};
 use super::net::{timer_key, RACE};
+use super::output::Destination;
 use super::pool::Addrs;
 use super::report::io_text;
 use super::transfer::Phase;
@@ -72,6 +74,13 @@ impl Fetcher {
             };
             let more = t.next_addr + 1 < addrs.len();
             t.next_addr += 1;
+            // Out of descriptors (`descriptors.rs`): a first connect waits for one; a
+            // racing one is simply not started (the others go on).
+            let with_files = matches!(self.output.destination, Destination::Dir(_));
+            if !self.descriptors.room(ctx.len(), with_files) {
+                let e = io::Error::from_raw_os_error(libc::EMFILE);
+                return self.no_descriptor(ctx, id, &e);
+            }
             let link = Link {
                 host: host_id,
                 transfer: Some(id),
@@ -94,10 +103,21 @@ impl Fetcher {
                     }
                     return;
                 }
-                // Failed at once (no route, no descriptor): the next address, now.
+                Err(e) if out_of_descriptors(&e) => return self.no_descriptor(ctx, id, &e),
+                // Failed at once (no route): the next address, now.
                 Err(e) => self.connect_error(id, addr, &e),
             }
         }
+    }
+
+    /// No descriptor for transfer `id`'s next connect: wait for one if nothing races for
+    /// it yet, else leave the address for later (a failed racer comes back here).
+    fn no_descriptor(&mut self, ctx: &mut Ctx<Link>, id: usize, e: &io::Error) {
+        let t = &mut self.transfers[id];
+        if t.net.racing.is_empty() {
+            return self.wait_for_descriptor(ctx, id, e);
+        }
+        t.next_addr = t.next_addr.saturating_sub(1);
     }
 
     /// Remember why the connect to `addr` failed (the last such error is reported).

@@ -43,6 +43,8 @@ use mio::{Token, Waker};
 use slab::Slab;
 use url::Url;
 
+use crate::apps::fetch::descriptors::DescriptorQueue;
+use crate::apps::fetch::interrupt::Interrupted;
 use crate::apps::fetch::net::{same_serial, split_key, RETRY};
 use crate::apps::fetch::output::{Output, LINES_BACKLOG};
 use crate::apps::fetch::pool::{Addrs, HostKey, Pool};
@@ -54,7 +56,7 @@ use crate::apps::fetch::transfer::{Phase, Transfer};
 use crate::apps::fetch::tunnel::Handshake;
 use crate::apps::fetch::Plan;
 use crate::core::Ctx;
-use crate::core::{CloseReason, Closed, Handler};
+use crate::core::{CloseReason, Closed, Handler, SignalAction};
 
 /// Loop timer key: admit URLs into the window (and stop once everything is done).
 pub(super) const ADMIT: u64 = 0;
@@ -109,6 +111,10 @@ pub struct Fetcher {
     pub results: Vec<FetchResult>,
     /// Whether to fill `results` (the command prints results and needs only totals).
     pub(super) keep_results: bool,
+    /// A signal cut the run short (`interrupt.rs`).
+    pub interrupted: Option<Interrupted>,
+    /// Transfers waiting for a file descriptor (`descriptors.rs`).
+    pub(super) descriptors: DescriptorQueue,
     /// Reused buffers: the request being sent, decrypted input, encrypted output.
     pub(super) request: Vec<u8>,
     pub(super) plain: Vec<u8>,
@@ -133,6 +139,8 @@ impl Fetcher {
             paused: 0,
             results: Vec::new(),
             keep_results: false,
+            interrupted: None,
+            descriptors: DescriptorQueue::default(),
             request: Vec::new(),
             plain: Vec::new(),
             cipher: Vec::new(),
@@ -240,6 +248,11 @@ impl Fetcher {
         if self.pool.can_open(host_id) {
             return self.connect(ctx, id);
         }
+        if fresh {
+            // A new connection or none (`exchange.rs`): wait first in line for a slot.
+            self.wait(id, Phase::Waiting);
+            return self.make_room(ctx, host_id);
+        }
         if let Some(token) = self.pool.take_idle(host_id) {
             return self.reuse(ctx, id, token);
         }
@@ -247,7 +260,7 @@ impl Fetcher {
     }
 
     /// Send transfer `id`'s request on an idle keep-alive connection.
-    fn reuse(&mut self, ctx: &mut Ctx<Link>, id: usize, token: Token) {
+    pub(super) fn reuse(&mut self, ctx: &mut Ctx<Link>, id: usize, token: Token) {
         let tls = self.pool.host(self.transfers[id].host).key.tls;
         self.transfers[id].net.marks.reused(tls);
         self.send_request(ctx, id, token);
@@ -257,28 +270,6 @@ impl Fetcher {
         let t = &mut self.transfers[id];
         t.phase = phase;
         self.pool.host(t.host).waiting.push_back(id);
-    }
-
-    /// Hand idle connections and free connection slots of a host to its waiting queue.
-    pub(super) fn pump(&mut self, ctx: &mut Ctx<Link>, host_id: usize) {
-        loop {
-            let can_open = self.pool.can_open(host_id);
-            let host = self.pool.host(host_id);
-            if !matches!(host.addrs, Addrs::Ready(_)) || host.waiting.is_empty() {
-                return;
-            }
-            if let Some(token) = host.idle.pop() {
-                if let Some(id) = host.waiting.pop_front() {
-                    self.reuse(ctx, id, token);
-                }
-            } else if can_open {
-                if let Some(id) = host.waiting.pop_front() {
-                    self.connect(ctx, id);
-                }
-            } else {
-                return;
-            }
-        }
     }
 }
 
@@ -341,7 +332,7 @@ impl Handler for Fetcher {
                 let done = ctx
                     .state(token)
                     .and_then(|l| l.tls.as_ref())
-                    .is_some_and(|tls| !tls.handshaking());
+                    .is_some_and(|tls| !tls.is_handshaking());
                 match self.transfers.get_mut(id).filter(|_| done) {
                     Some(t) if t.conn == Some(token) => t.net.marks.tls_done(),
                     _ => {}
@@ -378,10 +369,14 @@ impl Handler for Fetcher {
                 ctx.close(token, CloseReason::ConnectFailed(e));
             }
             (Some(id), true) => {
-                let e = format!(
-                    "timeout: no data from the server for {}",
-                    secs(self.plan.idle_timeout)
-                );
+                let idle = secs(self.plan.idle_timeout);
+                let e = match self.transfers.get(id).map(|t| t.parser.head_complete()) {
+                    Some(false) => format!(
+                        "timeout: no complete response head within {idle} of the request \
+                         (--idle-timeout)"
+                    ),
+                    _ => format!("timeout: no data from the server for {idle}"),
+                };
                 self.fail_transient(ctx, id, e);
             }
         }
@@ -390,6 +385,8 @@ impl Handler for Fetcher {
     fn on_close(&mut self, ctx: &mut Ctx<Link>, token: Token, closed: Closed<Link>) {
         let (link, reason) = (closed.state, &closed.reason);
         self.pool.closed(link.host, token);
+        // Its descriptor is closed already: a transfer waiting for one may go.
+        self.descriptor_freed(ctx);
         // A connect racing for its transfer failed: the next address (`eyeballs.rs`).
         if self.race_lost(ctx, token, &link, reason) {
             return self.pump(ctx, link.host);
@@ -406,10 +403,9 @@ impl Handler for Fetcher {
             self.unpause(ctx, id, token);
             let t = &self.transfers[id];
             match reason {
-                _ if !t.parser.started() && link.requests > 1 && !t.retried => {
-                    debug!("{}: reused connection failed ({reason}), retrying", t.url);
-                    self.transfers[id].restart();
-                    self.dispatch(ctx, id);
+                _ if self.may_resend(id, link.requests > 1) => {
+                    debug!("{}: reused connection failed ({reason}), resending", t.url);
+                    self.resend(ctx, id);
                 }
                 _ => {
                     let e = close_text(reason, t.parser.started(), t.bytes);
@@ -420,10 +416,17 @@ impl Handler for Fetcher {
         self.pump(ctx, link.host);
     }
 
+    /// SIGINT, SIGTERM: cancel the run in order, or (again) exit at once.
+    fn on_signal(&mut self, ctx: &mut Ctx<Link>, signal: i32) -> SignalAction {
+        self.interrupt(ctx, signal)
+    }
+
     /// `ADMIT`, a transfer's `--timeout`, `--retry` wait or happy eyeballs delay.
     fn on_timer(&mut self, ctx: &mut Ctx<Link>, key: u64) {
         if key == ADMIT {
             self.admit_armed = false;
+            // First the connections that finished a response in this turn (`pool.rs`).
+            self.settle(ctx);
             self.admit(ctx);
             return self.stop_if_done(ctx);
         }

@@ -15,9 +15,13 @@
 //! - `transfer.rs`: one URL's state: its request, redirects, result.
 //! - `pool.rs`: per host:port: addresses, idle keep-alive connections, waiting transfers.
 //! - `resolver.rs`: DNS on helper threads, answered through a channel and the loop's waker.
-//! - `tls.rs`: rustls on the loop's non-blocking sockets.
+//! - `tls.rs`: rustls on the loop's non-blocking sockets; `trust.rs`: which certificates
+//!   are trusted (a self-signed one given with `--cacert` too), TLS errors in words.
+//! - `descriptors.rs`: out of file descriptors, transfers wait for one.
+//! - `interrupt.rs`: SIGINT/SIGTERM end a run in order (a second one at once).
 //! - `output.rs`: where bodies go (stdout, files in a directory, nowhere), and the bound
-//!   on what waits for the writer; `writer.rs`: the writer thread's side.
+//!   on what waits for the writer; `writer.rs`: the writer thread's side; `naming.rs`:
+//!   file names, unique in O(1), written under a temporary name until complete.
 //! - `report.rs`: one result per URL (text or JSON lines), the progress bar.
 //! - `eyeballs.rs`: happy eyeballs: connects to a host's addresses racing, 250 ms apart.
 //! - `retry.rs`: `--retry`: what is transient, backoff with jitter, `Retry-After`.
@@ -39,9 +43,12 @@
 //! socket, and the loop thread never writes a file or stdout.
 
 pub mod delivery;
+pub mod descriptors;
 pub mod exchange;
 pub mod eyeballs;
 pub mod fetcher;
+pub mod interrupt;
+pub mod naming;
 pub mod net;
 pub mod output;
 pub mod pool;
@@ -53,6 +60,7 @@ pub mod socks;
 pub mod timing;
 pub mod tls;
 pub mod transfer;
+pub mod trust;
 pub mod tunnel;
 pub mod writer;
 
@@ -99,6 +107,8 @@ pub struct FetchOptions {
     pub include: bool,
     /// Send HEAD requests instead of GET.
     pub head: bool,
+    /// `--fail`: a final status of 400 or more is an error, and no body is saved.
+    pub fail: bool,
     /// Results as JSON lines instead of text.
     pub json: bool,
     /// Record the loop's events as JSON lines into this new file (`EventLoop::record_to`).
@@ -130,6 +140,7 @@ impl FetchOptions {
             insecure: false,
             include: false,
             head: false,
+            fail: false,
             json: false,
             record: None,
             record_limit: 1_000_000,
@@ -181,6 +192,9 @@ pub struct Plan {
     pub resolve: resolver::Overrides,
     /// Which proxy each URL takes.
     pub proxy: ProxyConfig,
+    /// A final status of 400 or more fails the transfer before any of its body is
+    /// saved or printed (curl's `--fail`).
+    pub fail: bool,
 }
 
 impl Plan {
@@ -200,6 +214,7 @@ impl Plan {
             retry: RetryPolicy::default(),
             resolve: resolver::Overrides::new(),
             proxy: ProxyConfig::default(),
+            fail: false,
         })
     }
 }
@@ -260,6 +275,7 @@ pub fn fetch(opts: &FetchOptions) -> io::Result<()> {
         retry: opts.retry,
         resolve: resolve_overrides(&opts.resolve)?,
         proxy: opts.proxy.clone(),
+        fail: opts.fail,
         urls,
     };
     let total = plan.urls.len();
@@ -273,6 +289,8 @@ pub fn fetch(opts: &FetchOptions) -> io::Result<()> {
     let reporter = Reporter::new(format, to_stderr, total);
     let started = Instant::now();
     let mut event_loop = EventLoop::new(LoopConfig::default())?;
+    // SIGINT and SIGTERM become loop events: the run ends in order (`interrupt.rs`).
+    event_loop.handle_signals()?;
     if let Some(path) = &opts.record {
         event_loop.record_to(path, opts.record_limit)?;
     }
@@ -284,6 +302,18 @@ pub fn fetch(opts: &FetchOptions) -> io::Result<()> {
     let fetcher = fetched?;
     recorded?;
     let r = &fetcher.reporter;
+    if let Some(stop) = fetcher.interrupted {
+        eprintln!(
+            "{total} URLs: {} ok, {} failed, {} not started, {} body bytes in {:.2} s \
+             ({stop})",
+            r.done - r.failed,
+            r.failed,
+            stop.not_started,
+            r.bytes,
+            started.elapsed().as_secs_f64()
+        );
+        return Err(io::Error::new(io::ErrorKind::Interrupted, stop));
+    }
     if total > 1 {
         eprintln!(
             "{total} URLs: {} ok, {} failed, {} body bytes in {:.2} s",

@@ -13,17 +13,20 @@
 //!
 //! With `-o DIR`, each body gets its own file named from the last segment of the URL
 //! path as requested (`/a/b/page.html` → `page.html`), made unique (`page-1.html`, ...)
-//! and created with `create_new`, so nothing already in DIR is overwritten; a transfer
-//! that fails has its partial file removed, so a file in DIR is always a complete body.
-//! Naming, creating, writing and removing all happen on the writer thread.
+//! in constant time, never overwriting what is already in DIR; it is written under a
+//! hidden temporary name and renamed once complete, and a transfer that fails has its
+//! temporary file removed, so a file in DIR under its final name is always a complete
+//! body (`naming.rs`). Naming, creating, writing, renaming and removing all happen on
+//! the writer thread.
 //!
 //! Result lines go through the writer too (they are output like any other), in
 //! batches, one batch in flight at a time; past `LINES_BACKLOG` bytes of lines not yet
 //! printed, no new URL is admitted, so a stdout nobody reads bounds them as well.
 
+use std::collections::HashSet;
 use std::io;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use indicatif::ProgressBar;
 use mio::Waker;
@@ -62,6 +65,8 @@ pub struct Output {
     writer: Pool<Written>,
     /// The writer thread's state, travelling with each job (see `writer.rs`).
     desk: Arc<Mutex<Desk>>,
+    /// The temporary files of bodies being written, for `remove_temp_files`.
+    temps: Arc<Mutex<HashSet<PathBuf>>>,
     /// Bytes handed to the writer and not written yet, all transfers together.
     unwritten: usize,
     /// Result lines not yet handed to the writer.
@@ -91,14 +96,29 @@ impl Output {
             }
             _ => None,
         };
+        let desk = Desk::new(dir);
         Ok(Output {
             destination,
             writer: Pool::new("fetch-output", 1, waker)?,
-            desk: Arc::new(Mutex::new(Desk::new(dir))),
+            temps: desk.temps(),
+            desk: Arc::new(Mutex::new(desk)),
             unwritten: 0,
             lines: None,
             lines_in_flight: 0,
         })
+    }
+
+    /// Remove every body's temporary file from the loop thread, at once: the process
+    /// is about to exit without waiting for the writer thread (a second signal), which
+    /// may be blocked. Partial bodies never had a final name; now they leave nothing.
+    /// Keep the returned guard until the process is gone: while it is held, the writer
+    /// cannot create another temporary file (`naming.rs` creates them under this lock).
+    pub fn remove_temp_files(&self) -> MutexGuard<'_, HashSet<PathBuf>> {
+        let temps = self.temps.lock().unwrap_or_else(PoisonError::into_inner);
+        for path in temps.iter() {
+            super::naming::remove_quietly(path);
+        }
+        temps
     }
 
     /// True when response heads are printed before bodies (`--include`).

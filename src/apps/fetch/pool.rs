@@ -10,6 +10,15 @@
 //! The pool holds tokens, not sockets: the sockets stay in the loop's slab. An idle
 //! connection is still registered with the loop, so a server closing it is seen at once
 //! (EOF on an idle connection) and the entry is removed in `on_close`.
+//!
+//! A connection whose response just ended is not idle at once: it *settles* until later
+//! in the same turn (`settling`, then `settled` from the fetcher's zero-delay timer). The
+//! event that carried the response's last bytes may also carry the server's FIN
+//! (`read_closed`): the loop hands the bytes over first and reads the EOF right after,
+//! in the same turn. A request written in between would go to a server that has already
+//! hung up, and fail. Waiting until the turn's events are all handled costs nothing —
+//! the next request still leaves in this turn — and a connection that did close is gone
+//! from the pool by then.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -63,6 +72,9 @@ pub struct Host {
     pub open: usize,
     /// Open connections with no transfer, most recently used last.
     pub idle: Vec<Token>,
+    /// Connections whose response ended in this turn, not yet offered (see the module
+    /// docs): they count as open, but are handed to no transfer before `settled`.
+    pub settling: Vec<Token>,
     /// Transfers waiting for an address or a connection, first come first served.
     pub waiting: VecDeque<usize>,
 }
@@ -72,6 +84,8 @@ pub struct Host {
 pub struct Pool {
     ids: HashMap<HostKey, usize>,
     hosts: Vec<Host>,
+    /// Hosts with settling connections (each listed once).
+    unsettled: Vec<usize>,
     /// `--per-host`: connections per host at most.
     pub per_host: usize,
 }
@@ -82,6 +96,7 @@ impl Pool {
         Pool {
             ids: HashMap::new(),
             hosts: Vec::new(),
+            unsettled: Vec::new(),
             per_host: per_host.max(1),
         }
     }
@@ -103,6 +118,7 @@ impl Pool {
             addrs,
             open: 0,
             idle: Vec::new(),
+            settling: Vec::new(),
             waiting: VecDeque::new(),
         });
         self.ids.insert(key, id);
@@ -145,6 +161,43 @@ impl Pool {
         let host = &mut self.hosts[id];
         host.open = host.open.saturating_sub(1);
         host.idle.retain(|&t| t != token);
+        host.settling.retain(|&t| t != token);
+    }
+
+    /// A connection to `id` finished its response and may be reused: it settles until
+    /// `settled` (call it later in the turn: the fetcher's zero-delay timer).
+    pub fn settle(&mut self, id: usize, token: Token) {
+        let host = &mut self.hosts[id];
+        if host.settling.is_empty() {
+            self.unsettled.push(id);
+        }
+        host.settling.push(token);
+    }
+
+    /// The turn's events are handled: settling connections still open are idle now.
+    /// Returns the hosts that got some (to hand them to their waiting transfers).
+    pub fn settled(&mut self) -> Vec<usize> {
+        let hosts = std::mem::take(&mut self.unsettled);
+        for &id in &hosts {
+            let host = &mut self.hosts[id];
+            host.idle.append(&mut host.settling);
+        }
+        hosts
+    }
+
+    /// Some idle connection, to any host (the least recently used of the first host
+    /// that has one): closed when a descriptor is needed (`descriptors.rs`).
+    pub fn any_idle(&self) -> Option<(usize, Token)> {
+        self.hosts
+            .iter()
+            .enumerate()
+            .find_map(|(id, h)| h.idle.first().map(|&t| (id, t)))
+    }
+
+    /// The least recently used idle connection to `id`, to close so that a transfer
+    /// that must have a new connection gets the slot.
+    pub fn oldest_idle(&self, id: usize) -> Option<Token> {
+        self.hosts[id].idle.first().copied()
     }
 }
 

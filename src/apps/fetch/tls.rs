@@ -10,18 +10,23 @@
 //! to rustls, and nothing blocks: a handshake is just a few more round trips of the same
 //! readable/writable events.
 //!
-//! Trust: the Mozilla roots compiled in (`webpki-roots`), plus any `--cacert FILE`.
-//! `--insecure` replaces verification with nothing, and the command prints a warning.
+//! Trust: the Mozilla roots compiled in (`webpki-roots`), plus any `--cacert FILE`, whose
+//! self-signed server certificates are accepted as curl accepts them (`trust.rs`, which
+//! also words every TLS error for people). `--insecure` replaces verification with
+//! nothing, and the command prints a warning.
 
 use std::io::{self, Read, Write};
 use std::path::Path;
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore};
+
+use super::trust::Verifier;
 
 /// Build the client configuration shared by every TLS connection of a run.
 pub fn client_config(cacert: Option<&Path>, insecure: bool) -> io::Result<Arc<ClientConfig>> {
@@ -29,6 +34,7 @@ pub fn client_config(cacert: Option<&Path>, insecure: bool) -> io::Result<Arc<Cl
     let mut roots = RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
+    let mut pinned = Vec::new();
     if let Some(path) = cacert {
         let bad = |e: String| {
             io::Error::new(
@@ -37,20 +43,29 @@ pub fn client_config(cacert: Option<&Path>, insecure: bool) -> io::Result<Arc<Cl
             )
         };
         let certs = CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))?;
-        let mut added = 0;
         for cert in certs {
             let cert = cert.map_err(|e| bad(e.to_string()))?;
-            roots.add(cert).map_err(|e| bad(e.to_string()))?;
-            added += 1;
+            roots.add(cert.clone()).map_err(|e| bad(e.to_string()))?;
+            pinned.push(cert);
         }
-        if added == 0 {
+        if pinned.is_empty() {
             return Err(bad("no PEM certificate in the file".into()));
         }
     }
+    let setup = |e: String| io::Error::other(format!("TLS setup: {e}"));
+    // rustls's own verification, wrapped to accept a self-signed `--cacert` certificate
+    // as curl does (`trust.rs`).
+    let webpki =
+        WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
+            .build()
+            .map_err(|e| setup(e.to_string()))?;
     let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
-        .map_err(|e| io::Error::other(format!("TLS setup: {e}")))?;
-    let mut config = builder.with_root_certificates(roots).with_no_client_auth();
+        .map_err(|e| setup(e.to_string()))?;
+    let mut config = builder
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Verifier::new(webpki, pinned)))
+        .with_no_client_auth();
     if insecure {
         config
             .dangerous()
@@ -119,8 +134,8 @@ impl TlsSession {
         }
     }
 
-    /// The handshake is still under way (for the `tls_us` timing).
-    pub fn handshaking(&self) -> bool {
+    /// The handshake is not complete yet.
+    pub fn is_handshaking(&self) -> bool {
         self.conn.is_handshaking()
     }
 
@@ -135,13 +150,9 @@ impl TlsSession {
     }
 }
 
-/// One line for a rustls error, saying it is TLS (and whether the handshake failed).
+/// One line for a rustls error, in words (`trust.rs`).
 fn describe(e: rustls::Error, handshaking: bool) -> String {
-    if handshaking {
-        format!("TLS handshake failed: {e}")
-    } else {
-        format!("TLS: {e}")
-    }
+    super::trust::describe(&e, handshaking)
 }
 
 /// `--insecure`: accept any certificate for any name (signatures are still checked, so

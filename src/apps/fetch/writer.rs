@@ -10,8 +10,9 @@
 //! result of each job comes back to the loop through its waker (`on_wake`).
 //!
 //! A job is a `Job` value run against the `Desk`, the writer thread's own state: the
-//! files it has open (by transfer), the names taken in the output directory, and which
-//! transfers' output failed. Only the writer thread touches the desk (the mutex around
+//! files it has open (by transfer), the names taken in the output directory
+//! (`naming.rs`: unique in O(1), written under a temporary name and renamed when
+//! complete), and which transfers' output failed. Only the writer thread touches the desk (the mutex around
 //! it is never contended: it is how the state travels with the jobs), so naming and
 //! creating a file, writing it and removing a partial one all happen on that thread. What
 //! comes back (`Written`) says how many bytes left the process, or why they could not.
@@ -20,12 +21,14 @@
 //! are the loop side's business (`output.rs`, `delivery.rs`).
 
 use std::collections::{HashMap, HashSet};
-use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use indicatif::ProgressBar;
 use url::Url;
+
+use super::naming::{Names, Pending};
 
 /// Which transfer a piece of output belongs to: its slot in the fetcher's slab (`id`,
 /// reused once the transfer is over) and its number in the run (`serial`, never reused),
@@ -122,12 +125,11 @@ pub enum Written {
 /// The writer thread's own state.
 #[derive(Debug, Default)]
 pub struct Desk {
-    /// The output directory (`-o DIR`), if bodies go to files.
-    dir: Option<PathBuf>,
-    /// Names handed out in this run (a name is taken even if its file was removed).
-    taken: HashSet<String>,
-    /// Open files, by transfer serial.
-    files: HashMap<u64, (File, PathBuf)>,
+    /// Names and temporary files in the output directory (`-o DIR`), if bodies go to
+    /// files (`naming.rs`).
+    names: Option<Names>,
+    /// Bodies being written, by transfer serial.
+    files: HashMap<u64, Pending>,
     /// Transfers whose output failed, with the message, until they finish.
     failed: HashMap<u64, String>,
 }
@@ -136,9 +138,14 @@ impl Desk {
     /// A desk writing files into `dir` (if given).
     pub fn new(dir: Option<PathBuf>) -> Desk {
         Desk {
-            dir,
+            names: dir.map(Names::new),
             ..Desk::default()
         }
+    }
+
+    /// The temporary files that exist now (for a last-moment cleanup, `naming.rs`).
+    pub fn temps(&self) -> Arc<Mutex<HashSet<PathBuf>>> {
+        self.names.as_ref().map(Names::temps).unwrap_or_default()
     }
 
     /// Do one job.
@@ -190,37 +197,14 @@ impl Desk {
         }
     }
 
-    /// Create a file for `serial` in the directory, under a name not used before.
+    /// Create the (temporary) file for `serial`'s body, named after `url`.
     fn open(&mut self, serial: u64, url: &Url) -> Result<(), String> {
-        let Some(dir) = self.dir.clone() else {
+        let Some(names) = self.names.as_mut() else {
             return Err("output: no directory to save to".into());
         };
-        let (stem, ext) = split_name(&file_name(url));
-        for n in 0u32.. {
-            let name = match n {
-                0 => format!("{stem}{ext}"),
-                n => format!("{stem}-{n}{ext}"),
-            };
-            if self.taken.contains(&name) {
-                continue;
-            }
-            let path = dir.join(&name);
-            // `create_new`: nothing already in the directory is ever overwritten.
-            match OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(file) => {
-                    self.taken.insert(name);
-                    self.files.insert(serial, (file, path));
-                    return Ok(());
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    self.taken.insert(name);
-                }
-                Err(e) => {
-                    return Err(format!("output: cannot create {}: {e}", path.display()));
-                }
-            }
-        }
-        Err("output: no free file name".into())
+        let pending = names.create(url)?;
+        self.files.insert(serial, pending);
+        Ok(())
     }
 
     /// Write `bytes` for `serial`; after a failure its later bytes are dropped (the first
@@ -239,9 +223,10 @@ impl Desk {
                     .map_err(|e| format!("output: writing to stdout: {e}"))
             }
             Sink::File => match self.files.get_mut(&serial) {
-                Some((file, path)) => file
+                Some(p) => p
+                    .file
                     .write_all(bytes)
-                    .map_err(|e| format!("output: writing {}: {e}", path.display())),
+                    .map_err(|e| format!("output: writing {}: {e}", p.target.display())),
                 None => Err("output: the file was never opened".into()),
             },
         };
@@ -251,18 +236,14 @@ impl Desk {
         written
     }
 
-    /// The transfer is over: keep a complete file, remove a partial one.
+    /// The transfer is over: give a complete body its name, remove a partial one.
     fn finish(&mut self, serial: u64, sink: Sink, ok: bool) -> Result<Option<PathBuf>, String> {
         let failed = self.failed.remove(&serial);
-        let file = self.files.remove(&serial);
-        if let Some((file, path)) = file {
-            // `File` has no user-space buffer: every byte was handed to the kernel by
-            // `write_all`. Closing it cannot lose data that `write` accepted.
-            drop(file);
+        if let (Some(pending), Some(names)) = (self.files.remove(&serial), self.names.as_mut()) {
             if ok && failed.is_none() {
-                return Ok(Some(path));
+                return names.publish(pending).map(Some);
             }
-            remove_partial(&path);
+            names.discard(pending);
         }
         match failed {
             Some(e) => Err(e),
@@ -272,68 +253,9 @@ impl Desk {
     }
 }
 
-/// Remove a partial file: a file in the output directory is always a complete body.
-fn remove_partial(path: &Path) {
-    if let Err(e) = std::fs::remove_file(path) {
-        log::warn!("output: cannot remove the partial {}: {e}", path.display());
-    }
-}
-
-/// Longest name made from a URL (file systems allow 255 bytes; leave room for `-N`).
-const MAX_NAME: usize = 120;
-
-/// A safe file name from the last segment of the URL's path: `/a/b/page.html` →
-/// `page.html`, `/` → `index.html`; only `[A-Za-z0-9._-]`, never a leading dot, so no
-/// name can reach outside the directory (no `/`, no `..`) or hide.
-pub fn file_name(url: &Url) -> String {
-    let last = url
-        .path_segments()
-        .and_then(|mut s| s.next_back())
-        .unwrap_or("");
-    let mut name: String = last
-        .chars()
-        .map(|c| match c {
-            'a'..='z' | 'A'..='Z' | '0'..='9' | '.' | '_' | '-' => c,
-            _ => '_',
-        })
-        .take(MAX_NAME)
-        .collect();
-    // No hidden files, and never "." or "..": a leading dot becomes '_'.
-    if name.starts_with('.') {
-        name.replace_range(..1, "_");
-    }
-    if name.is_empty() {
-        name = "index.html".into();
-    }
-    name
-}
-
-/// `page.html` → (`page`, `.html`); `README` → (`README`, ``).
-fn split_name(name: &str) -> (String, String) {
-    match name.rfind('.') {
-        Some(i) if i > 0 => (name[..i].to_string(), name[i..].to_string()),
-        _ => (name.to_string(), String::new()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn names_are_safe() {
-        let name = |u: &str| file_name(&Url::parse(u).unwrap());
-        assert_eq!(name("http://h/a/b/page.html?x=1"), "page.html");
-        assert_eq!(name("http://h/"), "index.html");
-        assert_eq!(name("http://h/a/"), "index.html");
-        // The URL parser already drops dot segments, encoded or not.
-        assert_eq!(name("http://h/%2e%2e"), "index.html");
-        assert_eq!(
-            name("http://h/..%2f..%2fetc%2fpasswd"),
-            "_._2f.._2fetc_2fpasswd"
-        );
-        assert_eq!(name("http://h/.hidden"), "_hidden");
-    }
 
     #[test]
     fn files_are_unique_and_partial_ones_removed() {
@@ -378,6 +300,8 @@ mod tests {
         assert_eq!(names, ["page.html", "page-2.html"]);
         assert!(kept.iter().all(|p| p.parent() == Some(dir.as_path())));
         assert!(!dir.join("page-1.html").exists(), "partial file removed");
+        let left = std::fs::read_dir(&dir).unwrap().count();
+        assert_eq!(left, 2, "no temporary file left behind");
         assert_eq!(std::fs::read(&kept[0]).unwrap(), b"body");
         let _ = std::fs::remove_dir_all(&dir);
     }
