@@ -6,8 +6,9 @@
 # the 10 active ones with `netloop stress` — no tuning: the tool picks its source
 # addresses (127.0.0.x), its worker processes and its pace — holds them for HOLD seconds
 # and reports: the connect phase (seconds, connections per second, errors), user-space
-# memory per idle connection on both sides (RSS growth; --server-pid on the supervisor
-# sums its workers), the kernel's memory per connection (/proc/meminfo Slab and
+# memory per idle connection on both sides (RSS growth, and anonymous RSS growth: the
+# processes' own memory without the program code every process counts again; --server-pid
+# on the supervisor sums its workers), the kernel's memory per connection (/proc/meminfo Slab and
 # MemAvailable, /proc/net/sockstat, sampled every 2 s while the connections are open),
 # and the active p99 against the baseline's.
 #
@@ -114,7 +115,9 @@ res = {
     "connects_per_sec": round(conns / run["connect_secs"], 1) if run["connect_secs"] else None,
     "pacing": run.get("pacing"), "source_ips": run.get("source_ips"),
     "client_rss_bytes_per_conn": run["client_rss_bytes_per_conn"],
+    "client_anon_bytes_per_conn": run.get("client_anon_bytes_per_conn"),
     "server_rss_bytes_per_conn": run["server_rss_bytes_per_conn"],
+    "server_anon_bytes_per_conn": run.get("server_anon_bytes_per_conn"),
     "kernel": {
         "tcp_sockets_at_peak": peak["tcp_inuse"],
         "slab_bytes_per_conn": round(k("slab_kb") * 1024 / conns, 1) if conns else None,

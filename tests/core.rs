@@ -217,11 +217,17 @@ struct Running {
 impl Running {
     #[track_caller]
     fn start(config: LoopConfig) -> Running {
+        Running::start_on(config, SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// Like `start`, listening on `listen` (e.g. `[::1]:0`).
+    #[track_caller]
+    fn start_on(config: LoopConfig, listen: SocketAddr) -> Running {
         let (seen_tx, seen) = channel();
         let (ready_tx, ready) = channel();
         let thread = std::thread::spawn(move || {
             let mut event_loop = EventLoop::new(config)?;
-            let listener = bind_tcp(SocketAddr::from(([127, 0, 0, 1], 0)), TcpOptions::default())?;
+            let listener = bind_tcp(listen, TcpOptions::default())?;
             let addr = listener.local_addr().expect("tcp listener address");
             event_loop.add_listener(listener)?;
             let waker = event_loop.waker()?;
@@ -374,6 +380,28 @@ fn on_close_names_the_peer_and_peer_closed() {
     assert_eq!(reason, "PeerClosed");
     assert_eq!(unsent, 0);
     assert!(common::read_to_eof(&mut c).is_empty());
+}
+
+/// A slot keeps only an IPv4 peer inline; an IPv6 peer's address is kept beside the slab
+/// (`Ctx::v6_peers`) and must come back whole, in `peer` and in `on_close`.
+#[test]
+fn an_ipv6_peer_is_named_whole_while_open_and_at_close() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("no IPv6 loopback here ([::1]:0 does not bind): skipping");
+        return;
+    }
+    let running = Running::start_on(LoopConfig::default(), "[::1]:0".parse().expect("addr"));
+    // Two clients, so that a second IPv6 peer is kept beside the first.
+    let (_first, _) = running.client();
+    let (c, token) = running.client(); // `client` matches on_open's peer to ours
+    let local = c.local_addr().expect("client address");
+    assert!(local.is_ipv6());
+    c.shutdown(Shutdown::Write).expect("client EOF");
+    let Seen::Close { peer, reason, .. } = running.close_of(token) else {
+        unreachable!()
+    };
+    assert_eq!(peer, Some(local));
+    assert_eq!(reason, "PeerClosed");
 }
 
 /// `close_after_flush` closes with the given reason, and `on_close` comes when the flush

@@ -63,8 +63,9 @@ impl<S: Default> EventLoop<S> {
                 .map(|p| std::mem::take(&mut p.read_buf))
                 .unwrap_or_default();
             self.ctx.input_held -= unconsumed.capacity();
+            let peer = conn.peer.get(self.ctx.v6_peers.get(&key));
             let closed = notify.then(|| Closed {
-                peer: conn.peer,
+                peer,
                 state: std::mem::take(&mut conn.state),
                 unconsumed,
                 unsent: conn.queued(),
@@ -93,8 +94,11 @@ impl<S: Default> EventLoop<S> {
                 if conn.has(flags::DETACHED) {
                     self.ctx.detached -= 1;
                 }
-                if conn.idle_filed != 0 {
-                    self.ctx.timers.unfile_idle(key, conn.idle_filed);
+                if let Some(filed) = conn.idle_filed(self.ctx.clock.now()) {
+                    self.ctx.timers.unfile_idle(key, filed);
+                }
+                if conn.peer.is_v6() {
+                    self.ctx.v6_peers.remove(&key);
                 }
                 // Dropping the stream closes the descriptor, which also removes it from
                 // the epoll set (the kernel drops an epoll entry when the last descriptor

@@ -24,7 +24,7 @@ use super::log_limit::RateLimit;
 use super::record::Recorder;
 use super::slot::{flags, Peer, Slot, Stream, NO_LISTENER};
 use super::stats::Stats;
-use super::timers::{Clock, Millis, TimerId, Timers};
+use super::timers::{Clock, Millis, TimerId, Timers, STAMP_RANGE};
 
 /// The waker's token (the loop's other reserved tokens are in `event_loop.rs`).
 pub(crate) const WAKER_TOKEN: Token = Token(usize::MAX - 1);
@@ -50,6 +50,9 @@ pub(crate) struct Warnings {
 pub struct Ctx<S> {
     pub(crate) registry: Registry,
     pub(crate) slab: Slab<Slot<S>>,
+    /// The address of each IPv6 peer, by slab key: a slot keeps only that its peer is
+    /// one (`StoredPeer`), so that IPv4 connections do not pay for IPv6 addresses.
+    pub(crate) v6_peers: HashMap<usize, Peer>,
     pub(crate) udp: Vec<UdpSocket>,
     /// Connections (and UDP ports) that may still have unread input: no edge will come.
     pub(crate) ready: Vec<Token>,
@@ -88,7 +91,8 @@ impl<S> Ctx<S> {
         }
         Ctx {
             registry,
-            slab: Slab::new(),
+            slab: Slab::with_capacity(slab_capacity(&config)),
+            v6_peers: HashMap::new(),
             udp: Vec::new(),
             ready: Vec::new(),
             closing: Vec::new(),
@@ -198,7 +202,13 @@ impl<S> Ctx<S> {
 
     /// The connection's peer, for messages.
     pub fn peer(&self, token: Token) -> Option<Peer> {
-        self.slab.get(token.0).map(|c| c.peer)
+        let conn = self.slab.get(token.0)?;
+        Some(conn.peer.get(self.v6_peers.get(&token.0)))
+    }
+
+    /// The peer of a connection, for the loop's own log lines (`Local` if it is gone).
+    pub(crate) fn peer_of(&self, token: Token) -> Peer {
+        self.peer(token).unwrap_or(Peer::Local)
     }
 
     /// Bytes waiting in the connection's outbound queue.
@@ -353,6 +363,9 @@ impl<S> Ctx<S> {
         if write_only {
             conn.flags |= flags::READ_DONE; // nothing to read from a pipe's write end
         }
+        if conn.peer.is_v6() {
+            self.v6_peers.insert(token.0, peer);
+        }
         entry.insert(conn);
         self.stats.peak_open = self.stats.peak_open.max(self.slab.len());
         self.touch(token);
@@ -361,18 +374,23 @@ impl<S> Ctx<S> {
 
     /// Move the connection's loop deadline (idle or linger end) to `when`.
     pub(crate) fn set_idle_at(&mut self, key: usize, when: Millis) {
+        let now = self.clock.now();
+        // A slot keeps its times as 32-bit `Stamp`s, exact within `STAMP_RANGE` (24.8
+        // days) of now: an idle timeout longer than that acts as that long.
+        let when = when.min(now + STAMP_RANGE);
         let Some(conn) = self.slab.get_mut(key) else {
             return;
         };
-        conn.idle_at = when;
+        conn.set_idle_at(Some(when));
         // Only an earlier time needs a new entry; a later one is found lazily when the
         // filed entry comes up (see `timers.rs`).
-        if conn.idle_filed == 0 || when < conn.idle_filed {
-            if conn.idle_filed != 0 {
-                self.timers.unfile_idle(key, conn.idle_filed);
+        let filed = conn.idle_filed(now);
+        if filed.is_none_or(|filed| when < filed) {
+            if let Some(filed) = filed {
+                self.timers.unfile_idle(key, filed);
             }
             self.timers.file_idle(key, when);
-            conn.idle_filed = when;
+            conn.set_idle_filed(Some(when));
         }
     }
 
@@ -405,4 +423,27 @@ impl<S> Ctx<S> {
             }
         }
     }
+}
+
+/// How many slots the slab reserves at the start: as many connections as this process
+/// can ever hold (one descriptor each: the open-file limit, or `max_conns` if lower).
+///
+/// Why: a `Vec` (the slab's storage) that grows by doubling copies itself each time, and
+/// an old copy the allocator keeps in its heap still counts in the process's memory.
+/// Reserved at once, the storage is address space only: the kernel gives it memory page
+/// by page as slots are first written, so a loop with ten connections still uses a few
+/// pages, and one with 20,000 uses 20,000 slots' worth.
+fn slab_capacity(config: &LoopConfig) -> usize {
+    /// A cap for unlimited or huge limits (a million slots: 40 MB of address space).
+    const MOST: usize = 1 << 20;
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit with a valid pointer to a local struct.
+    let files = match unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } {
+        0 => usize::try_from(lim.rlim_cur).unwrap_or(MOST),
+        _ => 1024,
+    };
+    files.min(config.max_conns.unwrap_or(MOST)).min(MOST)
 }

@@ -52,30 +52,30 @@ impl<S: Default> EventLoop<S> {
         let Some(conn) = self.ctx.slab.get_mut(key) else {
             return;
         };
-        if conn.idle_filed != when {
+        if conn.idle_filed(now) != Some(when) {
             return; // a stale entry: the connection filed an earlier one since
         }
-        conn.idle_filed = 0;
-        match conn.idle_at {
-            0 => {}
-            later if later > now => {
+        conn.set_idle_filed(None);
+        match conn.idle_at(now) {
+            None => {}
+            Some(later) if later > now => {
                 // Active since this entry was filed: file it again at the true time.
                 self.ctx.timers.file_idle(key, later);
-                conn.idle_filed = later;
+                conn.set_idle_filed(Some(later));
             }
             _ if conn.has(flags::LINGERING) => {
-                conn.idle_at = 0;
+                conn.set_idle_at(None);
                 self.ctx.close(Token(key), CloseReason::PeerClosed);
             }
             _ if conn.has(flags::CLOSE_WHEN_FLUSHED) => {
                 // The peer did not read what it was owed within `flush_timeout`.
-                conn.idle_at = 0;
+                conn.set_idle_at(None);
                 let reason = self.ctx.flushed_close_reason(Token(key));
                 self.ctx.close(Token(key), reason);
             }
             _ if conn.has(flags::CLOSING | flags::DETACHED) => {}
             _ => {
-                conn.idle_at = 0;
+                conn.set_idle_at(None);
                 trace!("token {key}: idle timeout");
                 record!(self.ctx, "idle", conn = key);
                 handler.on_idle(&mut self.ctx, Token(key));

@@ -421,8 +421,12 @@ impl<S: Default> EventLoop<S> {
             return false;
         }
         conn.flags &= !flags::CONNECTING;
-        debug!("token {}: connected to {}", token.0, conn.peer);
-        let peer = conn.peer.to_string();
+        debug!(
+            "token {}: connected to {}",
+            token.0,
+            self.ctx.peer_of(token)
+        );
+        let peer = self.ctx.peer_of(token).to_string();
         record!(self.ctx, "connected", conn = token.0, peer = peer);
         self.ctx.stats.connected += 1;
         handler.on_open(&mut self.ctx, token);

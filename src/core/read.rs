@@ -60,7 +60,7 @@ impl<S: Default> EventLoop<S> {
             }
             match conn.stream.read(&mut self.scratch) {
                 Ok(0) => {
-                    debug!("{}: EOF", conn.peer);
+                    debug!("{}: EOF", self.ctx.peer_of(token));
                     record!(self.ctx, "eof", conn = token.0);
                     let Some(conn) = self.ctx.slab.get_mut(token.0) else {
                         return;
@@ -222,7 +222,10 @@ fn keep_unconsumed<S>(ctx: &mut Ctx<S>, token: Token, mut input: Vec<u8>) {
     if input.is_empty() {
         conn.release_empty_buffers();
     } else if input.len() > limit {
-        debug!("{}: more than {limit} bytes of unconsumed input", conn.peer);
+        debug!(
+            "{}: more than {limit} bytes of unconsumed input",
+            ctx.peer_of(token)
+        );
         ctx.close(token, CloseReason::InputTooLarge);
     } else {
         if input.capacity() > 2 * input.len() + 4096 {

@@ -1,10 +1,10 @@
 //! `Slot`: one connection's slot in the loop's slab.
 //!
 //! A slot is what the loop remembers about a socket between events. It is kept small on
-//! purpose, because an idle server holds tens of thousands of them: the socket, the peer
-//! address (for log lines, since a reset socket can no longer tell it), a few flags, the
-//! deadline bookkeeping, the handler's own per-connection state, and **one pointer** for
-//! buffers. An idle connection has no buffers at all: reads land in the loop's shared
+//! purpose, because an idle server holds up to a million of them (40 bytes each, plus the
+//! handler's state): the socket, the peer address (for log lines, since a reset socket can
+//! no longer tell it), a few flags, the deadline bookkeeping, the handler's own
+//! per-connection state, and **one pointer** for buffers. An idle connection has no buffers at all: reads land in the loop's shared
 //! scratch buffer, and a `Pending` box exists only while bytes are waiting, either
 //! unconsumed input (`ReadBuf`) or unwritten output (`OutboundQueue`).
 //!
@@ -23,7 +23,7 @@ use mio::unix::pipe;
 use mio::{Interest, Registry, Token};
 
 use super::outbound::OutboundQueue;
-use super::timers::Millis;
+use super::timers::{Millis, Stamp};
 
 /// What a connection reads and writes: a TCP or Unix stream socket, or one end of a pipe.
 ///
@@ -155,8 +155,8 @@ impl Source for Stream {
 
 /// Who is on the other end, for log lines.
 ///
-/// Stored compactly (20 bytes rather than `SocketAddr`'s 32): every idle connection
-/// carries one, and IPv6 flow and scope ids are not needed to name a peer in a log line.
+/// Compact (20 bytes rather than `SocketAddr`'s 32): IPv6 flow and scope ids are not
+/// needed to name a peer in a log line. A slot keeps it smaller still (`StoredPeer`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Peer {
     /// A TCP peer over IPv4: address and port.
@@ -210,6 +210,69 @@ pub struct Pending {
     pub outbound: OutboundQueue,
 }
 
+/// Which kind of peer a `StoredPeer` is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PeerKind {
+    V4,
+    V6,
+    Unix,
+    Local,
+    Process,
+}
+
+/// The peer as a slot keeps it: 7 bytes, where `Peer` takes 20.
+///
+/// Why: every idle connection carries its peer (a reset socket can no longer tell it,
+/// and `on_close` and log lines name it), and `Peer` is as large as its largest case,
+/// an IPv6 address. So the slot keeps the common cases inline — an IPv4 address and
+/// port, a process id, or nothing — and an IPv6 peer only as its kind: its address
+/// lives in the loop's side table (`Ctx::v6_peers`), so only IPv6 connections pay for
+/// IPv6 addresses. Bytes rather than `u32`/`u16` fields keep the alignment at 1, so
+/// the slot can pack the 7 bytes beside its other small fields with no padding.
+#[derive(Clone, Copy, Debug)]
+pub struct StoredPeer {
+    kind: PeerKind,
+    /// IPv4 address (`V4`), or process id (`Process`, native byte order).
+    word: [u8; 4],
+    /// Port (`V4`), native byte order.
+    port: [u8; 2],
+}
+
+impl StoredPeer {
+    /// The stored form of `peer`. For an IPv6 peer the caller keeps `peer` itself in
+    /// its side table (see `is_v6`).
+    pub fn new(peer: Peer) -> StoredPeer {
+        let (kind, word, port) = match peer {
+            Peer::V4(ip, port) => (PeerKind::V4, ip, port),
+            Peer::V6(..) => (PeerKind::V6, [0; 4], 0),
+            Peer::Unix => (PeerKind::Unix, [0; 4], 0),
+            Peer::Local => (PeerKind::Local, [0; 4], 0),
+            Peer::Process(pid) => (PeerKind::Process, pid.to_ne_bytes(), 0),
+        };
+        StoredPeer {
+            kind,
+            word,
+            port: port.to_ne_bytes(),
+        }
+    }
+
+    /// An IPv6 peer, whose address is kept outside the slot.
+    pub fn is_v6(&self) -> bool {
+        self.kind == PeerKind::V6
+    }
+
+    /// The peer again; `v6` is the address kept outside the slot, for an IPv6 peer.
+    pub fn get(&self, v6: Option<&Peer>) -> Peer {
+        match self.kind {
+            PeerKind::V4 => Peer::V4(self.word, u16::from_ne_bytes(self.port)),
+            PeerKind::V6 => v6.copied().unwrap_or(Peer::V6([0; 16], 0)),
+            PeerKind::Unix => Peer::Unix,
+            PeerKind::Local => Peer::Local,
+            PeerKind::Process => Peer::Process(u32::from_ne_bytes(self.word)),
+        }
+    }
+}
+
 /// Flag bits describing where a connection is in its life.
 pub mod flags {
     /// A non-blocking connect is in progress: wait for writable, then check `SO_ERROR`.
@@ -238,27 +301,38 @@ pub mod flags {
     pub const HELD: u16 = 1 << 11;
     /// The handler deferred the rest of its input to the next turn (`Ctx::defer`).
     pub const DEFERRED: u16 = 1 << 12;
+    /// `Slot::idle_at` holds a time (a `Stamp` has no spare value to mean "none").
+    pub const IDLE_SET: u16 = 1 << 13;
+    /// `Slot::idle_filed` holds a time: the connection has an idle entry in `Timers`.
+    pub const IDLE_FILED: u16 = 1 << 14;
 }
 
-/// One connection's slot.
+/// One connection's slot: 40 bytes plus the handler's state (`slot_stays_small`).
+///
+/// The layout, field by field (the compiler orders fields to avoid padding):
+/// `stream` 8 (a descriptor and which kind of stream it is), `pending` 8 (one pointer,
+/// null while idle), `idle_at` and `idle_filed` 4 each (`Stamp`s: 32-bit times),
+/// `peer` 7 (`StoredPeer`), `flags` 2, `listener` 1: 34 bytes, rounded up to 40 by the
+/// pointer's alignment, which leaves 6 bytes for a small handler state at no cost. The
+/// slab adds nothing: its vacant entries borrow a value `Stream` never uses as their tag.
 #[derive(Debug)]
 pub struct Slot<S> {
     /// The socket.
     pub stream: Stream,
-    /// The peer, for log lines.
-    pub peer: Peer,
     /// Buffers, present only while bytes are pending.
     pub pending: Option<Box<Pending>>,
     /// When the loop next wants to look at this connection: its idle timeout, or the
-    /// end of a lingering close (0: never).
-    pub idle_at: Millis,
-    /// The time of this connection's idle entry in `Timers` (0: no entry).
-    pub idle_filed: Millis,
+    /// end of a lingering close (only with `flags::IDLE_SET`; see `idle_at()`).
+    idle_at: Stamp,
+    /// The time of this connection's idle entry in `Timers` (only with
+    /// `flags::IDLE_FILED`; see `idle_filed()`).
+    idle_filed: Stamp,
+    /// The peer, for log lines (`Ctx::peer` adds an IPv6 peer's address).
+    pub peer: StoredPeer,
     /// `flags::*` bits.
     pub flags: u16,
     /// The listener that accepted it (`NO_LISTENER` for outbound connections and pipes):
-    /// how one loop tells a metrics client from a service client. It fits in the slot's
-    /// padding, so it costs no memory.
+    /// how one loop tells a metrics client from a service client.
     pub listener: u8,
     /// The handler's per-connection state.
     pub state: S,
@@ -272,10 +346,10 @@ impl<S> Slot<S> {
     pub fn new(stream: Stream, peer: Peer, state: S) -> Slot<S> {
         Slot {
             stream,
-            peer,
             pending: None,
-            idle_at: 0,
-            idle_filed: 0,
+            idle_at: Stamp::default(),
+            idle_filed: Stamp::default(),
+            peer: StoredPeer::new(peer),
             flags: 0,
             listener: NO_LISTENER,
             state,
@@ -285,6 +359,42 @@ impl<S> Slot<S> {
     /// Test a flag bit.
     pub fn has(&self, flag: u16) -> bool {
         self.flags & flag != 0
+    }
+
+    /// A time kept in a `Stamp` under `flag`, read back around `now`.
+    fn stamp(&self, flag: u16, stamp: Stamp, now: Millis) -> Option<Millis> {
+        self.has(flag).then(|| stamp.widen(now))
+    }
+
+    /// The connection's loop deadline (idle timeout or lingering end), if any; `now` is
+    /// the loop's time (a `Stamp` is read back relative to it).
+    pub fn idle_at(&self, now: Millis) -> Option<Millis> {
+        self.stamp(flags::IDLE_SET, self.idle_at, now)
+    }
+
+    /// Set or clear the loop deadline (within `STAMP_RANGE` of now).
+    pub fn set_idle_at(&mut self, when: Option<Millis>) {
+        self.set_stamp(flags::IDLE_SET, when, |slot, s| slot.idle_at = s);
+    }
+
+    /// The time of the connection's idle entry in `Timers`, if it has one.
+    pub fn idle_filed(&self, now: Millis) -> Option<Millis> {
+        self.stamp(flags::IDLE_FILED, self.idle_filed, now)
+    }
+
+    /// Record that the idle entry is filed at `when` (or that there is none).
+    pub fn set_idle_filed(&mut self, when: Option<Millis>) {
+        self.set_stamp(flags::IDLE_FILED, when, |slot, s| slot.idle_filed = s);
+    }
+
+    fn set_stamp(&mut self, flag: u16, when: Option<Millis>, store: fn(&mut Self, Stamp)) {
+        match when {
+            Some(t) => {
+                store(self, Stamp::of(t));
+                self.flags |= flag;
+            }
+            None => self.flags &= !flag,
+        }
     }
 
     /// Bytes waiting in the outbound queue.
@@ -310,12 +420,68 @@ impl<S> Slot<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::mem::size_of;
 
-    /// Idle memory per connection is mostly this slot (plus the slab's tag): keep it small.
+    /// The slab's entry, as `slab` declares it (its own type is private): a slot or the
+    /// next free key.
+    #[allow(dead_code)]
+    enum Entry<T> {
+        Vacant(usize),
+        Occupied(T),
+    }
+
+    /// Idle memory per connection is this slot in the slab: keep it from growing back.
+    /// (A layout fact of the compiler, checked here so a new field cannot sneak in.)
     #[test]
     fn slot_stays_small() {
-        let size = std::mem::size_of::<slab::Slab<Slot<()>>>();
-        let slot = std::mem::size_of::<Slot<()>>();
-        assert!(slot <= 56, "Slot<()> is {slot} bytes (slab {size})");
+        assert_eq!(size_of::<Stream>(), 8);
+        assert_eq!(size_of::<StoredPeer>(), 7);
+        assert_eq!(size_of::<Slot<()>>(), 40);
+        assert_eq!(
+            size_of::<Entry<Slot<()>>>(),
+            40,
+            "the slab's tag costs nothing"
+        );
+        // A handler state of up to 6 bytes fits in the padding; a pointer adds 8.
+        assert_eq!(size_of::<Entry<Slot<[u8; 6]>>>(), 40);
+        assert_eq!(size_of::<Entry<Slot<Option<Box<u64>>>>>(), 48);
+    }
+
+    #[test]
+    fn every_peer_comes_back_from_its_stored_form() {
+        let v6 = Peer::V6([7; 16], 443);
+        for peer in [
+            Peer::V4([127, 0, 0, 1], 8080),
+            Peer::Unix,
+            Peer::Local,
+            Peer::Process(4_000_000),
+        ] {
+            let stored = StoredPeer::new(peer);
+            assert!(!stored.is_v6());
+            assert_eq!(stored.get(None), peer);
+        }
+        let stored = StoredPeer::new(v6);
+        assert!(stored.is_v6());
+        assert_eq!(stored.get(Some(&v6)), v6);
+    }
+
+    #[test]
+    fn idle_times_come_back_across_the_32_bit_wrap() {
+        let (sock, _other) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+        sock.set_nonblocking(true).expect("nonblocking");
+        let mut slot = Slot::new(Stream::Unix(UnixStream::from_std(sock)), Peer::Unix, ());
+        assert_eq!(slot.idle_at(5), None);
+        // Past 2^32 ms (49.7 days) the low bits wrap; a time near now still comes back.
+        let now = (1u64 << 32) + 1_000;
+        for when in [now - 2_000, now, now + 60_000, (1 << 32) - 5, 3 << 32] {
+            let now = if when == 3 << 32 { when - 7 } else { now };
+            slot.set_idle_at(Some(when));
+            slot.set_idle_filed(Some(when));
+            assert_eq!(slot.idle_at(now), Some(when));
+            assert_eq!(slot.idle_filed(now), Some(when));
+        }
+        slot.set_idle_at(None);
+        assert_eq!(slot.idle_at(now), None);
+        assert!(slot.idle_filed(now).is_some());
     }
 }

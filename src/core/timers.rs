@@ -27,6 +27,35 @@ use std::time::{Duration, Instant};
 /// Milliseconds since the loop started: compact, cheap to compare, and monotonic.
 pub type Millis = u64;
 
+/// A `Millis` kept in 32 bits: the form of the two times every connection's slot holds.
+///
+/// Why: a million idle connections with two 8-byte times each spend 16 MB on them, and
+/// 4 bytes each halve that. A 32-bit count of milliseconds wraps every 49.7 days, and a
+/// loop may well run longer, so a `Stamp` keeps only the *low* 32 bits of the time and
+/// is read back relative to now (`widen`): as the time within 2^31 ms (24.8 days) of now
+/// that has those low bits. That is how TCP compares its 32-bit sequence numbers (serial
+/// number arithmetic, RFC 1982). It is exact for every time a slot stores, since none is
+/// ever further from now than that: `Ctx::set_idle_at` keeps them within `STAMP_RANGE`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stamp(u32);
+
+/// How far from now a `Stamp` may be and still be read back exactly (24.8 days).
+pub const STAMP_RANGE: Millis = (1 << 31) - 1;
+
+impl Stamp {
+    /// The stamp of time `t` (its low 32 bits).
+    pub fn of(t: Millis) -> Stamp {
+        Stamp(t as u32)
+    }
+
+    /// The full time again: the one within `STAMP_RANGE` of `now` with these low bits.
+    pub fn widen(self, now: Millis) -> Millis {
+        // The signed distance from now to the stamp, in 32-bit wrapping arithmetic.
+        let ahead = self.0.wrapping_sub(now as u32) as i32;
+        now.saturating_add_signed(i64::from(ahead))
+    }
+}
+
 /// The loop's clock: read at most once per turn, and only if someone asks.
 ///
 /// Everything that schedules work in the crate uses this clock. The system clock is read

@@ -79,7 +79,8 @@ impl<S> Ctx<S> {
             // cannot make us hold more than this for it.
             debug!(
                 "{}: outbound queue would pass {} bytes, closing",
-                conn.peer, self.config.max_queue_hard
+                self.peer_of(token),
+                self.config.max_queue_hard
             );
             self.close(token, CloseReason::QueueOverflow);
             return SendStatus::Closed;
@@ -131,7 +132,7 @@ impl<S> Ctx<S> {
                 conn.flags |= flags::READ_PAUSED;
                 debug!(
                     "{}: queue {queued} bytes over watermark, reading paused",
-                    conn.peer
+                    self.peer_of(token)
                 );
             }
         }
@@ -239,7 +240,7 @@ impl<S> Ctx<S> {
         conn.flags |= flags::WRITE_SHUT;
         if let Err(e) = conn.stream.shutdown_write() {
             if !peer_gone(&e) {
-                debug!("{}: shutdown(write): {e}", conn.peer);
+                debug!("{}: shutdown(write): {e}", self.peer_of(token));
             }
         }
     }
@@ -309,7 +310,7 @@ pub(crate) fn flush<S, H: Handler<State = S>>(ctx: &mut Ctx<S>, handler: &mut H,
         ctx.stats.paused_now = ctx.stats.paused_now.saturating_sub(1);
         debug!(
             "{}: queue drained to {queued} bytes, reading resumed",
-            conn.peer
+            ctx.peer_of(token)
         );
     }
     if wrote > 0 {

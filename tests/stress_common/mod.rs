@@ -174,7 +174,12 @@ pub fn assert_report_shape(v: &Value) {
             "{key} in {v}"
         );
     }
-    for key in ["client_rss_bytes_per_conn", "server_rss_bytes_per_conn"] {
+    for key in [
+        "client_rss_bytes_per_conn",
+        "client_anon_bytes_per_conn",
+        "server_rss_bytes_per_conn",
+        "server_anon_bytes_per_conn",
+    ] {
         assert!(
             obj.get(key).is_some_and(|x| x.is_null() || x.is_f64()),
             "{key} in {v}"

@@ -74,18 +74,19 @@ impl Stress {
         // wait is ours, not the target's. The completion is timed at the turn that
         // sees it (when the poll returned), for the same reason.
         let started = (ctx.now() + ctx.instant().elapsed().as_millis() as Millis) as u32;
-        let state = ProbeState {
-            active: is_active.then(|| Box::new(ActiveProbe::new(Instant::now()))),
-            started,
-            connected: false,
-        };
+        let probe = is_active.then(|| self.probes.insert(ActiveProbe::new(Instant::now())));
+        let state = probe.map_or_else(ProbeState::default, ProbeState::active);
         match ctx.connect_from(&self.plan.target, source, state) {
             Ok(token) => {
                 self.inflight += 1;
                 self.pending.push_back((token, started));
+                self.connecting.insert(token, started);
                 ctx.set_deadline(token, self.plan.connect_timeout);
             }
             Err(e) => {
+                if let Some(key) = probe {
+                    self.probes.remove(key);
+                }
                 self.connect_failed(&e);
                 if is_active {
                     self.launched_active -= 1;
@@ -125,9 +126,8 @@ impl Stress {
         }
         let stall = self.pacer.stall_ms();
         while let Some(&(token, started)) = self.pending.front() {
-            let pending = ctx
-                .state(token)
-                .is_some_and(|s| !s.connected && s.started == started);
+            // Still the same connect (a token is reused once its connection closes).
+            let pending = self.connecting.get(&token) == Some(&started);
             if pending {
                 match stall {
                     Some(stall) if now.saturating_sub(started as Millis) > stall => {
@@ -155,10 +155,11 @@ impl Stress {
             ctx.cancel_timer(timer);
         }
         self.pending = Default::default();
+        self.connecting = Default::default();
         self.report_pacing();
         self.report.conns_open = self.open;
         self.report.connect_secs = secs_since(ctx, self.started);
-        self.report.client_rss_bytes_per_conn = self.rss_growth_per_conn();
+        self.report_memory();
         self.phase = Phase::Connected;
         if self.open == 0 {
             // Nothing to hold or measure: say so now rather than after the hold.

@@ -95,12 +95,10 @@ impl Stress {
             self.report_pacing();
             self.report.conns_open = self.open;
             self.report.connect_secs = secs_since(ctx, self.started);
-            self.report.client_rss_bytes_per_conn = self.rss_growth_per_conn();
+            self.report_memory();
         }
-        for &token in &self.active_tokens {
-            if let Some(Some(probe)) = ctx.state_mut(token).map(|s| s.active.as_mut()) {
-                probe.in_flight = false;
-            }
+        for probe in self.probes.iter_mut().map(|(_, p)| p) {
+            probe.in_flight = false;
         }
         self.end(ctx);
     }
@@ -114,7 +112,7 @@ impl Stress {
             let waits: Vec<u64> = self
                 .active_tokens
                 .iter()
-                .filter_map(|&t| ctx.state(t).and_then(|s| s.active.as_ref()))
+                .filter_map(|&t| self.probe(ctx, t))
                 .filter(|probe| probe.in_flight)
                 .map(|probe| now.saturating_duration_since(probe.from).as_micros() as u64)
                 .collect();
@@ -153,11 +151,7 @@ impl Stress {
     pub(super) fn in_flight(&self, ctx: &Ctx<ProbeState>) -> usize {
         self.active_tokens
             .iter()
-            .filter(|&&t| {
-                ctx.state(t)
-                    .and_then(|s| s.active.as_ref())
-                    .is_some_and(|p| p.in_flight)
-            })
+            .filter(|&&t| self.probe(ctx, t).is_some_and(|p| p.in_flight))
             .count()
     }
 

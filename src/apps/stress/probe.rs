@@ -25,22 +25,24 @@
 //! So the loop sleeps until exactly the next thing due and nothing here runs per turn:
 //! with 20,000 idle connections a turn that handles one reply costs one reply.
 //!
-//! An idle connection costs the loop a slot and this handler a 16-byte state, so the
+//! An idle connection costs the loop a slot and this handler an 8-byte state, so the
 //! stress tester itself stays cheap per connection: that is the loop's claim, tested on
 //! the client side.
 //!
 //! This file holds the handler's state, its phases and its callbacks; the work of the
 //! two busy phases is in `connecting.rs` and `rounds.rs`, as more `impl Stress` blocks.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io;
+use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
 use mio::Token;
+use slab::Slab;
 
 use crate::apps::stress::connecting::is_congestion;
 use crate::apps::stress::hdrlog::IntervalRecorder;
-use crate::apps::stress::memory::{rss_kb, server_rss_per_conn, tree_rss_kb};
+use crate::apps::stress::memory::{mem_kb, server_mem_per_conn, tree_mem_kb, Mem};
 use crate::apps::stress::netstat::{self, SynCounters};
 use crate::apps::stress::pacing::{Pacer, STALL_CHECK};
 use crate::apps::stress::plan::Plan;
@@ -72,16 +74,37 @@ pub const INTERVAL_TIMER: u64 = 7;
 /// here up for its own timers and passes the others on.
 pub const FIRST_FREE_TIMER: u64 = 16;
 
-/// Per-connection state: 16 bytes for an idle connection (the start time and the flag
-/// fit in the padding beside the pointer).
-#[derive(Debug, Default)]
+/// Per-connection state: 4 bytes, the number of an active connection's round-trip
+/// state in `Stress::probes` (None: an idle connection).
+///
+/// Why so little: a million idle connections keep a million of these, inside the loop's
+/// slots. The slot has 6 bytes of padding, so a 4-byte state costs nothing more, where a
+/// pointer to the probe (8 bytes, as before) made every slot 8 bytes larger. What only a
+/// connect in flight needs (when it started) is in `Stress::connecting`, which holds as
+/// many entries as there are connects in flight, not connections.
+#[derive(Clone, Copy, Debug, Default)]
 pub struct ProbeState {
-    /// The round-trip state of an active connection (None: idle).
-    pub(super) active: Option<Box<ActiveProbe>>,
-    /// When its connect started, on the loop's clock (ms; for the pacer).
-    pub(super) started: u32,
-    /// The connect has completed.
-    pub(super) connected: bool,
+    /// Key + 1 of the connection's `ActiveProbe` in `Stress::probes` (None: idle).
+    active: Option<NonZeroU32>,
+}
+
+impl ProbeState {
+    /// The state of an active connection whose probe is `probes[key]`.
+    pub(super) fn active(key: usize) -> ProbeState {
+        ProbeState {
+            active: u32::try_from(key + 1).ok().and_then(NonZeroU32::new),
+        }
+    }
+
+    /// The key of the connection's probe in `Stress::probes`, if it is an active one.
+    pub(super) fn probe(self) -> Option<usize> {
+        self.active.map(|k| k.get() as usize - 1)
+    }
+
+    /// An active (measuring) connection.
+    pub(super) fn is_active(self) -> bool {
+        self.active.is_some()
+    }
 }
 
 /// Where the run is.
@@ -114,6 +137,8 @@ pub struct Stress {
     pub(super) open: u64,
     pub(super) next_source: usize,
     pub(super) active_tokens: Vec<Token>,
+    /// The round-trip state of each active connection (`ProbeState` holds its key).
+    pub(super) probes: Slab<ActiveProbe>,
     /// When the hold started, on the loop's clock.
     pub(super) hold_started: Option<Millis>,
     /// The pending `LAUNCH_TIMER`, so that there is only ever one.
@@ -123,6 +148,9 @@ pub struct Stress {
     /// Connects in start order with their start times, oldest first, to find stalled
     /// ones (entries of completed connects are dropped as they reach the front).
     pub(super) pending: VecDeque<(Token, u32)>,
+    /// The connects in flight, with their start times on the loop's clock (ms; for
+    /// the pacer). A connection not in here has completed its connect.
+    pub(super) connecting: HashMap<Token, u32>,
     /// The repeating `STALL_TIMER`, while connecting.
     pub(super) stall_timer: Option<TimerId>,
     /// The kernel's count of lost SYNs at the last check (None: not readable; then
@@ -133,10 +161,12 @@ pub struct Stress {
     /// Hold automatically when connected (single process); workers wait for `go`.
     pub auto_hold: bool,
     pub(super) payload: Vec<u8>,
-    /// This process's RSS before connecting, KiB.
-    pub(super) rss_before_kb: Option<u64>,
-    /// The target's RSS before connecting, KiB (with `server_pid`).
-    pub(super) server_rss_before_kb: Option<u64>,
+    /// This process's memory just before the first connect (read in `start`: the loop
+    /// and this handler are set up by then, so their own memory is not counted as the
+    /// connections').
+    pub(super) mem_before: Option<Mem>,
+    /// The target's memory before connecting (with `server_pid`).
+    pub(super) server_mem_before: Option<Mem>,
     /// The `--hdr-log` intervals of the hold, while it lasts.
     pub(super) intervals: Option<IntervalRecorder>,
     /// A bad HTTP response was logged (once is enough).
@@ -156,7 +186,7 @@ impl Stress {
         let loopback = matches!(&plan.target, Target::Tcp(a) if a.ip().is_loopback());
         Stress {
             payload: vec![0; plan.size],
-            server_rss_before_kb: tree_rss_kb(&plan.server_pids),
+            server_mem_before: tree_mem_kb(&plan.server_pids),
             plan,
             report,
             phase: Phase::Connecting,
@@ -167,15 +197,17 @@ impl Stress {
             open: 0,
             next_source: 0,
             active_tokens: Vec::new(),
+            probes: Slab::new(),
             hold_started: None,
             launch_timer: None,
             pacer: Pacer::new(plan_pacing, plan_max_inflight, plan_rate),
             pending: VecDeque::new(),
+            connecting: HashMap::new(),
             stall_timer: None,
             syn_counters: None,
             loopback,
             auto_hold: true,
-            rss_before_kb: rss_kb("self"),
+            mem_before: None,
             intervals: None,
             http_error_logged: false,
         }
@@ -184,6 +216,7 @@ impl Stress {
     /// Start connecting (before the loop runs). If no connect can even start, the run
     /// is over at once and the loop is stopped.
     pub fn start(&mut self, ctx: &mut Ctx<ProbeState>) {
+        self.mem_before = mem_kb("self");
         self.started = ctx.now();
         if matches!(self.plan.target, Target::Tcp(_)) {
             self.syn_counters = netstat::read();
@@ -213,10 +246,12 @@ impl Stress {
         }
     }
 
-    /// This process's memory growth per open connection since it started connecting.
-    pub(super) fn rss_growth_per_conn(&self) -> Option<f64> {
-        let (before, after) = (self.rss_before_kb?, rss_kb("self")?);
-        (self.open > 0).then(|| (after as f64 - before as f64) * 1024.0 / self.open as f64)
+    /// This process's memory growth per open connection since it started connecting,
+    /// into the report: RSS, and anonymous RSS (`memory.rs`).
+    pub(super) fn report_memory(&mut self) {
+        let growth = mem_kb("self").and_then(|m| m.growth_per_conn(self.mem_before?, self.open));
+        self.report.client_rss_bytes_per_conn = growth.map(|g| g.0);
+        self.report.client_anon_bytes_per_conn = growth.map(|g| g.1);
     }
 }
 
@@ -233,13 +268,13 @@ impl Handler for Stress {
         self.open += 1;
         ctx.clear_deadline(token);
         let now = ctx.now();
-        let Some(state) = ctx.state_mut(token) else {
+        if let Some(started) = self.connecting.remove(&token) {
+            self.pacer.opened(started as Millis, now, self.inflight);
+        }
+        let Some(&state) = ctx.state(token) else {
             return;
         };
-        state.connected = true;
-        self.pacer
-            .opened(state.started as Millis, now, self.inflight);
-        if state.active.is_some() {
+        if state.is_active() {
             self.active_tokens.push(token);
             if self.phase == Phase::Holding {
                 // A replacement for an active connection the target closed.
@@ -257,13 +292,13 @@ impl Handler for Stress {
 
     /// The connection's own deadline; its state says which one it was.
     fn on_deadline(&mut self, ctx: &mut Ctx<ProbeState>, token: Token) {
-        let Some(state) = ctx.state(token) else {
+        let Some(&state) = ctx.state(token) else {
             return;
         };
-        if !state.connected {
+        if self.connecting.contains_key(&token) {
             let e = io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
             ctx.close(token, CloseReason::ConnectFailed(e));
-        } else if state.active.is_some() {
+        } else if state.is_active() {
             // The rate-limited schedule says: now, or nearly (unless the hold ended).
             if self.phase == Phase::Holding {
                 self.send_when_due(ctx, token);
@@ -289,11 +324,10 @@ impl Handler for Stress {
             START_TIMER if self.phase == Phase::Connected => self.hold_when_due(ctx),
             INTERVAL_TIMER => self.cut_interval(),
             MID_HOLD_TIMER if self.phase == Phase::Holding => {
-                self.report.server_rss_bytes_per_conn = server_rss_per_conn(
-                    &self.plan.server_pids,
-                    self.server_rss_before_kb,
-                    self.open,
-                );
+                let growth =
+                    server_mem_per_conn(&self.plan.server_pids, self.server_mem_before, self.open);
+                self.report.server_rss_bytes_per_conn = growth.map(|g| g.0);
+                self.report.server_anon_bytes_per_conn = growth.map(|g| g.1);
             }
             _ => {}
         }
@@ -307,13 +341,16 @@ impl Handler for Stress {
 
     fn on_close(&mut self, ctx: &mut Ctx<ProbeState>, token: Token, closed: Closed<ProbeState>) {
         let (state, reason) = (closed.state, &closed.reason);
-        if !state.connected {
+        if let Some(key) = state.probe() {
+            self.probes.try_remove(key);
+        }
+        if let Some(started) = self.connecting.remove(&token) {
             self.inflight -= 1;
             match reason {
                 CloseReason::ConnectFailed(e) | CloseReason::Error(e) => {
                     self.connect_failed(e);
                     if is_congestion(e) {
-                        self.pacer.congested(state.started as Millis, ctx.now());
+                        self.pacer.congested(started as Millis, ctx.now());
                     }
                 }
                 _ => self.connect_failed(&io::Error::other(reason.to_string())),
@@ -328,7 +365,7 @@ impl Handler for Stress {
             self.report.closed_by_peer += 1;
             log::debug!("token {}: closed during the run: {reason}", token.0);
         }
-        if state.active.is_some() {
+        if state.is_active() {
             self.active_tokens.retain(|&t| t != token);
             if by_peer && self.phase == Phase::Holding {
                 // Keep measuring: replace the active connection the target closed.
@@ -336,5 +373,22 @@ impl Handler for Stress {
             }
             self.end_if_drained(ctx);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An idle connection costs the tester the loop's slot and nothing more: the state
+    /// fits in the slot's padding (a layout fact, checked so it cannot grow back).
+    #[test]
+    fn probe_state_fits_in_the_slot() {
+        use std::mem::size_of;
+        assert_eq!(size_of::<ProbeState>(), 4);
+        assert_eq!(size_of::<crate::core::slot::Slot<ProbeState>>(), 40);
+        assert_eq!(ProbeState::active(0).probe(), Some(0));
+        assert_eq!(ProbeState::active(41).probe(), Some(41));
+        assert!(!ProbeState::default().is_active());
     }
 }

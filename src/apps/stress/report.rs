@@ -68,8 +68,13 @@ pub struct Report {
     pub client_rss_kb: u64,
     /// This process's RSS growth per connection opened (a worker's, or the largest).
     pub client_rss_bytes_per_conn: Option<f64>,
+    /// The same for anonymous RSS only: the process's own memory, without the shared
+    /// program code that RSS counts in every process (`memory.rs`).
+    pub client_anon_bytes_per_conn: Option<f64>,
     /// Target's RSS growth per connection opened, when `--server-pid` was given.
     pub server_rss_bytes_per_conn: Option<f64>,
+    /// Target's anonymous RSS growth per connection opened (`--server-pid`).
+    pub server_anon_bytes_per_conn: Option<f64>,
     /// The source addresses connections were spread over (None: the kernel's choice).
     pub source_ips: Option<String>,
     /// Those were chosen by the tester (a loopback target needing more than one).
@@ -113,7 +118,9 @@ impl Default for Report {
             interrupted: None,
             client_rss_kb: 0,
             client_rss_bytes_per_conn: None,
+            client_anon_bytes_per_conn: None,
             server_rss_bytes_per_conn: None,
+            server_anon_bytes_per_conn: None,
             source_ips: None,
             source_ips_automatic: false,
             pacing_cuts: 0,
@@ -183,13 +190,18 @@ impl Report {
             self.interrupted = other.interrupted.clone();
         }
         self.client_rss_kb += other.client_rss_kb;
-        self.client_rss_bytes_per_conn = match (
-            self.client_rss_bytes_per_conn,
-            other.client_rss_bytes_per_conn,
-        ) {
+        let largest = |a: Option<f64>, b: Option<f64>| match (a, b) {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
         };
+        self.client_rss_bytes_per_conn = largest(
+            self.client_rss_bytes_per_conn,
+            other.client_rss_bytes_per_conn,
+        );
+        self.client_anon_bytes_per_conn = largest(
+            self.client_anon_bytes_per_conn,
+            other.client_anon_bytes_per_conn,
+        );
         // Hosts (merged logs) each name their own addresses: keep every distinct one.
         match (&mut self.source_ips, &other.source_ips) {
             (None, theirs) => {

@@ -42,7 +42,9 @@ impl Report {
             "interrupted": self.interrupted,
             "client_rss_kb": self.client_rss_kb,
             "client_rss_bytes_per_conn": self.client_rss_bytes_per_conn.map(round3),
+            "client_anon_bytes_per_conn": self.client_anon_bytes_per_conn.map(round3),
             "server_rss_bytes_per_conn": self.server_rss_bytes_per_conn.map(round3),
+            "server_anon_bytes_per_conn": self.server_anon_bytes_per_conn.map(round3),
             "source_ips": self.source_ips,
             "source_ips_automatic": self.source_ips_automatic,
             "pacing": {
@@ -135,7 +137,9 @@ impl Report {
                 .map(String::from),
             client_rss_kb: n("client_rss_kb")?,
             client_rss_bytes_per_conn: f("client_rss_bytes_per_conn"),
+            client_anon_bytes_per_conn: f("client_anon_bytes_per_conn"),
             server_rss_bytes_per_conn: f("server_rss_bytes_per_conn"),
+            server_anon_bytes_per_conn: f("server_anon_bytes_per_conn"),
             source_ips: v
                 .get("source_ips")
                 .and_then(Value::as_str)

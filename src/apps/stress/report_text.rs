@@ -75,13 +75,21 @@ impl Report {
         }
         s.push_str(&format!("client RSS: {} KiB", self.client_rss_kb));
         if let Some(per) = self.client_rss_bytes_per_conn {
-            s.push_str(&format!(" (grew {per:.0} bytes per connection)"));
+            s.push_str(&format!(" (grew {per:.0} bytes per connection"));
+            if let Some(anon) = self.client_anon_bytes_per_conn {
+                s.push_str(&format!("; its own memory, without shared code: {anon:.0}"));
+            }
+            s.push(')');
         }
         s.push('\n');
         if let Some(per) = self.server_rss_bytes_per_conn {
-            s.push_str(&format!(
-                "server RSS growth: {per:.1} bytes per connection\n"
-            ));
+            s.push_str(&format!("server RSS growth: {per:.1} bytes per connection"));
+            if let Some(anon) = self.server_anon_bytes_per_conn {
+                s.push_str(&format!(
+                    " (its own memory, without shared code: {anon:.1})"
+                ));
+            }
+            s.push('\n');
         }
         s
     }

@@ -90,15 +90,34 @@ impl Stress {
         token: Token,
         first: Instant,
     ) {
-        if let Some(Some(probe)) = ctx.state_mut(token).map(|s| s.active.as_mut()) {
+        if let Some(probe) = self.probe_mut(ctx, token) {
             probe.intended = first;
         }
         self.send_when_due(ctx, token);
     }
 
+    /// The round-trip state of an active connection (None: idle, or gone).
+    pub(super) fn probe(&self, ctx: &Ctx<ProbeState>, token: Token) -> Option<&ActiveProbe> {
+        let key = ctx.state(token)?.probe()?;
+        self.probes.get(key)
+    }
+
+    /// The round-trip state of an active connection, to change.
+    pub(super) fn probe_mut(
+        &mut self,
+        ctx: &Ctx<ProbeState>,
+        token: Token,
+    ) -> Option<&mut ActiveProbe> {
+        let key = ctx.state(token)?.probe()?;
+        self.probes.get_mut(key)
+    }
+
     /// Send the current round's request on an active connection.
     pub(super) fn send_round(&mut self, ctx: &mut Ctx<ProbeState>, token: Token) {
-        let Some(probe) = ctx.state_mut(token).and_then(|s| s.active.as_mut()) else {
+        let Some(key) = ctx.state(token).and_then(|s| s.probe()) else {
+            return;
+        };
+        let Some(probe) = self.probes.get_mut(key) else {
             return;
         };
         probe.in_flight = true;
@@ -121,7 +140,7 @@ impl Stress {
     /// The connection's deadline came up during the hold: send the scheduled request if
     /// it is due (or nearly), else wait again for the rest of the time.
     pub(super) fn send_when_due(&mut self, ctx: &mut Ctx<ProbeState>, token: Token) {
-        let Some(probe) = ctx.state(token).and_then(|s| s.active.as_ref()) else {
+        let Some(probe) = self.probe(ctx, token) else {
             return;
         };
         match wait_before_send(probe.intended, Instant::now()) {
@@ -135,27 +154,32 @@ impl Stress {
         let now = Instant::now();
         let holding = self.phase == Phase::Holding;
         let measuring = holding || self.phase == Phase::Draining;
-        let Some(probe) = ctx.state_mut(token).and_then(|s| s.active.as_mut()) else {
+        let Some(probe) = self.probe_mut(ctx, token) else {
             return;
         };
         probe.in_flight = false;
+        probe.seq += 1;
+        let (from, bad) = (probe.from, probe.bad);
         if measuring {
-            let us = now.saturating_duration_since(probe.from).as_micros() as u64;
+            let us = now.saturating_duration_since(from).as_micros() as u64;
             self.record(us);
             self.report.round_trips += 1;
-            if probe.bad {
+            if bad {
                 self.report.mismatches += 1;
             }
         }
-        probe.seq += 1;
         if !holding {
             self.end_if_drained(ctx);
             return;
         }
-        match self.plan.rate_limit {
+        let (rate_limit, active) = (self.plan.rate_limit, self.plan.active);
+        let Some(probe) = self.probe_mut(ctx, token) else {
+            return;
+        };
+        match rate_limit {
             None => probe.intended = now,
             Some(total_rate) => {
-                let per_conn = total_rate / self.plan.active.max(1) as f64;
+                let per_conn = total_rate / active.max(1) as f64;
                 probe.intended += Duration::from_secs_f64(1.0 / per_conn.max(1e-3));
                 if let Some(wait) = wait_before_send(probe.intended, now) {
                     // Not yet: the connection's deadline sends it (`send_when_due`).
@@ -181,8 +205,11 @@ impl Stress {
         }
         let size = self.plan.size;
         let kind = self.plan.probe;
-        let Some(probe) = ctx.state_mut(token).and_then(|s| s.active.as_mut()) else {
+        let Some(key) = ctx.state(token).and_then(|s| s.probe()) else {
             return data.len(); // idle connections ignore whatever the target sends
+        };
+        let Some(probe) = self.probes.get_mut(key) else {
+            return data.len();
         };
         if !probe.in_flight {
             probe.bad = true;

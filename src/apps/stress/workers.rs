@@ -34,7 +34,7 @@ use log::{debug, warn};
 use mio::Token;
 use serde_json::Value;
 
-use crate::apps::stress::memory::{server_rss_per_conn, tree_rss_kb};
+use crate::apps::stress::memory::{server_mem_per_conn, tree_mem_kb, Mem};
 use crate::apps::stress::progress::Progress;
 use crate::apps::stress::report::Report;
 use crate::apps::stress::segment::Segment;
@@ -109,8 +109,9 @@ struct Parent {
     /// The signal that cut the run short (`stop` was sent to every worker).
     interrupted: Option<String>,
     server_pids: Vec<u32>,
-    server_rss_before: Option<u64>,
-    server_rss_per_conn: Option<f64>,
+    server_mem_before: Option<Mem>,
+    /// The target's memory growth per connection: (RSS, anonymous RSS), bytes.
+    server_mem_per_conn: Option<(f64, f64)>,
     hold: Duration,
     /// `--start-at`: release the workers then, not before.
     start_at: Option<SystemTime>,
@@ -276,8 +277,8 @@ impl Handler for Parent {
             START_TIMER => self.release_when_all_connected(ctx),
             MEASURE_TIMER => {
                 let open = self.total_progress().open;
-                self.server_rss_per_conn =
-                    server_rss_per_conn(&self.server_pids, self.server_rss_before, open);
+                self.server_mem_per_conn =
+                    server_mem_per_conn(&self.server_pids, self.server_mem_before, open);
             }
             STRAGGLER_TIMER => {
                 for (i, w) in self.workers.iter().enumerate() {
@@ -315,8 +316,8 @@ pub fn run_workers(
         released: false,
         interrupted: None,
         server_pids: opts.server_pids.clone(),
-        server_rss_before: tree_rss_kb(&opts.server_pids),
-        server_rss_per_conn: None,
+        server_mem_before: tree_mem_kb(&opts.server_pids),
+        server_mem_per_conn: None,
         hold: opts.hold,
         start_at: opts.start_at,
         straggler_timer: false,
@@ -354,7 +355,8 @@ pub fn run_workers(
             merged.merge(r);
         }
     }
-    merged.server_rss_bytes_per_conn = parent.server_rss_per_conn;
+    merged.server_rss_bytes_per_conn = parent.server_mem_per_conn.map(|g| g.0);
+    merged.server_anon_bytes_per_conn = parent.server_mem_per_conn.map(|g| g.1);
     if merged.interrupted.is_none() {
         merged.interrupted = parent.interrupted;
     }
