@@ -7,8 +7,10 @@ Each round runs every workload with every tool, the tools in an order rotated pe
 (A/B interleaving: drift on the machine hits all of them alike). Every run is one
 process, timed from start to exit (start-up included, the same for all), its peak RSS
 taken by GNU time (see run_measured). A run counts only if every URL came back 200 with
-the expected number of body bytes. Output: a Markdown table of medians (and the ratio of
-netloop to curl) on stdout, every round's figures in OUT/results.json.
+the expected number of body bytes (decoded bytes, for the compressed workloads: in
+netloop's summary line, or in the files saved). Output: a Markdown table of medians (and
+the ratio of netloop to curl doing the same) on stdout, every round's figures in
+OUT/results.json.
 """
 
 import argparse
@@ -23,6 +25,29 @@ import time
 # netloop-50 is netloop with --per-host 50: as many connections as curl opens (the
 # default, --per-host 6, shares 6 keep-alive connections among the 50 transfers).
 TOOLS = ["netloop", "netloop-50", "curl", "python"]
+# The compressed workloads (a name ending in "-gz"): both fetchers ask for gzip and
+# decode it, dropping the bodies or saving them (netloop -o DIR; curl one output file
+# per URL in DIR). The Python fetcher does not decode, so it sits these out.
+TOOLS_GZ = ["netloop", "netloop-save", "curl", "curl-save"]
+
+
+def tools_for(workload):
+    return TOOLS_GZ if workload.endswith("-gz") else TOOLS
+
+
+def save_dir(args, tool):
+    return os.path.join(args.out, "save", tool)
+
+
+def empty_dir(path):
+    """Make path an empty directory (saving runs start with nothing in it)."""
+    os.makedirs(path, exist_ok=True)
+    for name in os.listdir(path):
+        os.remove(os.path.join(path, name))
+
+
+def saved_bytes(path):
+    return sum(os.path.getsize(os.path.join(path, n)) for n in os.listdir(path))
 
 
 def run_measured(cmd, cpu, rss_file):
@@ -87,12 +112,17 @@ def check(tool, code, out, err, pages, body_bytes):
             return "no summary line: " + err[-300:]
         if code != 0 or ok != pages or failed or got != body_bytes:
             return f"exit {code}, {ok} ok, {failed} failed, {got} bytes"
-    elif tool == "curl":
+    elif tool.startswith("curl"):
         lines = out.split()
         codes = lines[0::2]
         sizes = [int(s) for s in lines[1::2]]
         bad = sum(1 for c in codes if c != "200")
-        if code != 0 or len(codes) != pages or bad or sum(sizes) != body_bytes:
+        # With --compressed, curl's size_download counts the compressed bytes: there
+        # the decoded bytes are checked in the saved files (curl-save) instead.
+        if body_bytes is None:
+            if code != 0 or len(codes) != pages or bad:
+                return f"exit {code}, {len(codes)} transfers, {bad} not 200"
+        elif code != 0 or len(codes) != pages or bad or sum(sizes) != body_bytes:
             return f"exit {code}, {len(codes)} transfers, {bad} not 200, {sum(sizes)} bytes"
     else:
         fields = dict(kv.split("=") for kv in out.split())
@@ -105,6 +135,18 @@ def check(tool, code, out, err, pages, body_bytes):
 
 def command(tool, args, workload):
     urls = os.path.join(args.out, workload + ".txt")
+    if workload.endswith("-gz"):
+        curl = ["curl", "-s", "--compressed", "--parallel", "--parallel-max", "50",
+                "-w", "%{http_code} %{size_download}\\n"]
+        if tool == "netloop":
+            return [args.netloop, "fetch", "--concurrency", "50", "--compressed", "-i", urls]
+        if tool == "netloop-save":
+            return [args.netloop, "fetch", "--concurrency", "50", "--compressed",
+                    "-o", save_dir(args, tool), "-i", urls]
+        if tool == "curl":
+            return curl + ["-K", os.path.join(args.out, workload + ".curl")]
+        return curl + ["--output-dir", save_dir(args, tool), "-K",
+                       os.path.join(args.out, workload + ".save.curl")]
     if tool == "netloop":
         return [args.netloop, "fetch", "--concurrency", "50", "-i", urls]
     if tool == "netloop-50":
@@ -132,17 +174,31 @@ def main():
         name, pages, size = spec.split(":")
         workloads.append((name, int(pages), int(size)))
 
-    raw = {w: {t: [] for t in TOOLS} for w, _, _ in workloads}
+    raw = {w: {t: [] for t in tools_for(w)} for w, _, _ in workloads}
     for r in range(args.rounds):
-        k = r % len(TOOLS)
-        order = TOOLS[k:] + TOOLS[:k]
         for name, pages, size in workloads:
+            tools = tools_for(name)
+            k = r % len(tools)
+            order = tools[k:] + tools[:k]
             for tool in order:
                 rss_file = os.path.join(args.out, "tmp", "rss")
+                saving = tool.endswith("-save")
+                if saving:
+                    empty_dir(save_dir(args, tool))
                 secs, rss, code, out, err = run_measured(
                     command(tool, args, name), args.cpu, rss_file
                 )
-                problem = check(tool, code, out, err, pages, size)
+                gz_curl = name.endswith("-gz") and tool.startswith("curl")
+                problem = check(tool, code, out, err, pages, None if gz_curl else size)
+                if problem is None and saving:
+                    got = saved_bytes(save_dir(args, tool))
+                    if got != size:
+                        problem = f"saved {got} bytes, expected {size}"
+                if problem is None and gz_curl and tool == "curl" and r == 0:
+                    # What came over the wire, compressed (the same for every tool).
+                    wire = sum(int(x) for x in out.split()[1::2])
+                    print(f"{name}: {wire} bytes on the wire for {size} decoded "
+                          f"({size / wire:.2f}x)", file=sys.stderr)
                 raw[name][tool].append(
                     {"seconds": secs, "rss_kib": rss, "ok": problem is None, "problem": problem}
                 )
@@ -156,7 +212,7 @@ def main():
     rows = []
     for name, pages, size in workloads:
         summary[name] = {}
-        for tool in TOOLS:
+        for tool in tools_for(name):
             good = [x for x in raw[name][tool] if x["ok"]]
             if not good:
                 summary[name][tool] = None
@@ -169,14 +225,17 @@ def main():
                 "peak_rss_mib": max(x["rss_kib"] for x in good) / 1024,
                 "valid_runs": len(good),
             }
-        curl = summary[name].get("curl")
-        for tool in TOOLS:
+        for tool in tools_for(name):
             s = summary[name][tool]
             if s is None:
                 rows.append(f"| {name} | {tool} | invalid | | | | |")
                 continue
+            # Against curl doing the same (saving against saving, dropping against
+            # dropping); the ratio is of pages/s, so above 1 means faster than curl.
+            base = "curl-save" if tool.endswith("-save") else "curl"
+            curl = summary[name].get(base)
             ratio = ""
-            if curl and tool != "curl":
+            if curl and not tool.startswith("curl"):
                 ratio = f"{s['pages_per_s'] / curl['pages_per_s']:.2f}x"
             rows.append(
                 f"| {name} | {tool} | {s['median_seconds'] * 1000:.0f} ms | {s['pages_per_s']:,.0f} "

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use netloop::apps::fetch::interrupt::interrupted;
-use netloop::apps::fetch::{fetch, FetchOptions, ProxyConfig, RetryPolicy};
+use netloop::apps::fetch::{fetch, Data, FetchOptions, ProxyConfig, RequestOptions, RetryPolicy};
 
 use super::args::{at_least_one, secs};
 
@@ -81,6 +81,54 @@ pub struct Args {
     /// Most events --record writes.
     #[arg(long, default_value_t = 1_000_000, value_name = "N", value_parser = at_least_one)]
     pub record_limit: usize,
+    /// Add a request header, as curl: 'Name: value' (repeatable); it replaces a default
+    /// of the same name (User-Agent, Accept, ...); 'Name:' removes one; 'Name;' sends it
+    /// empty. Authorization and Cookie given here are not sent to other hosts on redirects.
+    #[arg(short = 'H', long = "header", value_name = "LINE")]
+    pub headers: Vec<String>,
+    /// The User-Agent header (default netloop/VERSION).
+    #[arg(short = 'A', long = "user-agent", value_name = "NAME")]
+    pub user_agent: Option<String>,
+    /// The request method (default GET; POST with -d). Redirects 301/302 turn POST into
+    /// GET and 303 turns anything but HEAD into GET; 307/308 keep it, body included.
+    #[arg(short = 'X', long = "request", value_name = "METHOD")]
+    pub method: Option<String>,
+    /// Send DATA as the body (implies POST, Content-Type
+    /// application/x-www-form-urlencoded); repeated: joined with '&' (every -d before any
+    /// --data-binary); '@FILE': the file's contents without CR/LF (read whole).
+    #[arg(short = 'd', long = "data", value_name = "DATA")]
+    pub data: Vec<String>,
+    /// Send DATA as the body byte for byte; '@FILE' streams the file (Content-Length from
+    /// its size, never read whole), and then nothing else may be given with -d.
+    #[arg(long = "data-binary", value_name = "DATA")]
+    pub data_binary: Vec<String>,
+    /// Basic authentication 'user:password' (credentials in the URL work too); sent only
+    /// to the host they were given for, never to another host on a redirect.
+    #[arg(short = 'u', long = "user", value_name = "USER:PASSWORD")]
+    pub user: Option<String>,
+    /// The Referer header; 'URL;auto' (or ';auto') also sends the previous URL as Referer
+    /// on each redirect.
+    #[arg(short = 'e', long = "referer", value_name = "URL")]
+    pub referer: Option<String>,
+    /// Ask for compressed bodies (Accept-Encoding: gzip, deflate, br, zstd) and decode
+    /// them as they stream. Default: on with -o DIR or several URLs, off for one body on
+    /// stdout (as curl).
+    #[arg(long, conflicts_with = "no_compressed")]
+    pub compressed: bool,
+    /// Never ask for compressed bodies (bodies arrive and are saved as sent).
+    #[arg(long)]
+    pub no_compressed: bool,
+    /// Start with cookies: a Netscape cookie file (as curl -c writes it), or
+    /// 'name=value; ...' to send as a Cookie header.
+    #[arg(short = 'b', long = "cookie", value_name = "FILE|NAME=VALUE")]
+    pub cookie: Option<String>,
+    /// Write the run's cookies to FILE at the end (Netscape format, as curl).
+    #[arg(short = 'c', long = "cookie-jar", value_name = "FILE")]
+    pub cookie_jar: Option<PathBuf>,
+    /// Do not keep cookies within the run (by default Set-Cookie is honoured for later
+    /// requests to the same site, with the usual domain/path/secure/expiry rules).
+    #[arg(long, conflicts_with_all = ["cookie", "cookie_jar"])]
+    pub no_cookies: bool,
     /// Retry a transient failure up to N times: a failed or timed-out connect, a
     /// connection reset or closed before the response was complete, no data for
     /// --idle-timeout, or status 408, 429, 500, 502, 503, 504. Waits 1 s, 2 s, 4 s ...
@@ -130,6 +178,20 @@ pub fn run(args: &Args) -> io::Result<()> {
         json: args.json,
         record: args.record.clone(),
         record_limit: args.record_limit as u64,
+        request: request_options(args),
+        compressed: match (args.compressed, args.no_compressed) {
+            (true, _) => Some(true),
+            (_, true) => Some(false),
+            _ => None,
+        },
+        cookies: !args.no_cookies,
+        // `-b name=value` is a header; anything else names a file (curl's rule).
+        cookie_file: args
+            .cookie
+            .as_ref()
+            .filter(|c| !c.contains('='))
+            .map(PathBuf::from),
+        cookie_jar: args.cookie_jar.clone(),
         retry: RetryPolicy {
             retries: args.retry,
             delay: args.retry_delay,
@@ -148,6 +210,25 @@ pub fn run(args: &Args) -> io::Result<()> {
         std::process::exit(stop.exit_code());
     }
     fetched
+}
+
+/// `-X`, `-H`, `-A`, `-e`, `-d`, `--data-binary`, `-u`, `-b name=value`.
+fn request_options(args: &Args) -> RequestOptions {
+    let mut headers = args.headers.clone();
+    if let Some(cookie) = args.cookie.as_ref().filter(|c| c.contains('=')) {
+        headers.push(format!("Cookie: {cookie}"));
+    }
+    let data = args.data.iter().cloned().map(Data::Ascii);
+    let binary = args.data_binary.iter().cloned().map(Data::Binary);
+    RequestOptions {
+        method: args.method.clone(),
+        headers,
+        user_agent: args.user_agent.clone(),
+        referer: args.referer.clone(),
+        data: data.chain(binary).collect(),
+        user: args.user.clone(),
+        compressed: false, // decided by `fetch` from `FetchOptions::compressed`
+    }
 }
 
 /// The URLs on the command line, then those in `-i FILE`.

@@ -47,6 +47,10 @@ pub struct Head {
     pub keep_alive: bool,
     /// The header section exactly as received (only when asked for, for `--include`).
     pub raw: Option<Vec<u8>>,
+    /// The `Content-Encoding` (several headers joined with `, `), for `--compressed`.
+    pub content_encoding: Option<String>,
+    /// Every `Set-Cookie` value, in order, for the run's cookie jar.
+    pub set_cookies: Vec<String>,
     /// The `Retry-After` header (seconds or an HTTP date), for `--retry`.
     pub retry_after: Option<String>,
 }
@@ -61,6 +65,8 @@ pub(super) fn interpret(
     raw: Option<Vec<u8>>,
 ) -> Result<(Head, u64), String> {
     let mut location = None;
+    let mut content_encoding: Option<String> = None;
+    let mut set_cookies = Vec::new();
     let mut retry_after = None;
     let mut length: Option<u64> = None;
     let mut chunked = false;
@@ -88,6 +94,13 @@ pub(super) fn interpret(
             }
         } else if h.name.eq_ignore_ascii_case("location") {
             location = Some(value.to_string());
+        } else if h.name.eq_ignore_ascii_case("content-encoding") {
+            content_encoding = Some(match content_encoding {
+                Some(before) => format!("{before}, {value}"),
+                None => value.to_string(),
+            });
+        } else if h.name.eq_ignore_ascii_case("set-cookie") {
+            set_cookies.push(value.to_string());
         } else if h.name.eq_ignore_ascii_case("retry-after") {
             retry_after = Some(value.to_string());
         }
@@ -121,6 +134,8 @@ pub(super) fn interpret(
         body,
         keep_alive,
         raw,
+        content_encoding,
+        set_cookies,
         retry_after,
     };
     Ok((head, length.unwrap_or(0)))

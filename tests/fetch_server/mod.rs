@@ -388,3 +388,4 @@ fn respond(
     }
     Ok(After::KeepOpen)
 }
+pub mod requests;

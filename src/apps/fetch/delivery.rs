@@ -183,6 +183,7 @@ impl Fetcher {
             url,
             status: None,
             bytes: 0,
+            wire_bytes: 0,
             elapsed: Duration::ZERO,
             redirects: 0,
             file: None,

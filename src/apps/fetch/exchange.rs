@@ -55,7 +55,8 @@ impl Fetcher {
         let t = &mut self.transfers[id];
         t.conn = Some(token);
         t.phase = Phase::Requesting;
-        t.write_request(&mut self.request, self.plan.keepalive);
+        let cookie = self.cookies.header(&t.url);
+        t.write_request(&mut self.request, self.plan.keepalive, cookie.as_deref());
         if let Some(route) = self.proxies.get(t.host).filter(|r| !r.tunnel) {
             // Through an http proxy: the request line names the whole URL (`proxy.rs`).
             route.absolute_form(&mut self.request, &t.url);
@@ -76,6 +77,7 @@ impl Fetcher {
             ctx.send(token, &self.request);
         }
         ctx.set_deadline(token, self.plan.idle_timeout);
+        self.start_upload(ctx, id, token);
     }
 
     /// Decrypt what arrived on a TLS connection, send what the session wants sent, and
@@ -135,19 +137,23 @@ impl Fetcher {
             match step {
                 Step::NeedMore => return self.after_read(ctx, token, id),
                 Step::Head(head) => {
+                    self.cookies.store(&head.set_cookies, &t.url);
                     // `--retry` on 408/429/5xx: this response is dropped (`retry.rs`).
                     if self.retry_status(ctx, token, id, &head) {
                         return;
                     }
                     let t = &mut self.transfers[id];
-                    let action = t.on_head(&head, self.plan.max_redirects);
+                    let mut action = t.on_head(&head, self.plan.max_redirects);
                     if let Some(e) = self.refused(&action, head.status) {
                         // `--fail`: nothing of this response is saved or printed.
                         return self.finish(ctx, id, Some(e));
                     }
                     let t = &mut self.transfers[id];
                     if let Ok(HeadAction::Final) = action {
-                        t.sink = self.output.open(t.key(id), &t.first);
+                        match t.start_decoding(&head) {
+                            Ok(()) => t.sink = self.output.open(t.key(id), &t.first),
+                            Err(e) => action = Err(e),
+                        }
                     }
                     if let Some(raw) = &head.raw {
                         // `--include`: every head of the chain, in order with the body.
@@ -163,15 +169,15 @@ impl Fetcher {
                 }
                 Step::Body(bytes) => {
                     if t.redirect_to.is_none() {
-                        t.bytes += bytes.len() as u64;
-                        self.reporter.add_bytes(bytes.len() as u64);
-                        let sink = t.sink;
-                        self.deliver(id, sink, bytes);
+                        self.body_piece(ctx, id, bytes);
                     }
                 }
                 Step::Done => {
                     // Bytes after the response were never asked for: do not reuse.
-                    let clean = at == data.len() && !ended;
+                    let clean = at == data.len() && !ended && self.request_sent(id);
+                    if self.body_done(ctx, token, id) {
+                        return;
+                    }
                     return self.response_done(ctx, token, id, clean);
                 }
             }
@@ -243,7 +249,11 @@ impl Fetcher {
             other => other,
         };
         match eof {
-            Ok(()) => self.response_done(ctx, token, id, false),
+            Ok(()) => {
+                if !self.body_done(ctx, token, id) {
+                    self.response_done(ctx, token, id, false)
+                }
+            }
             Err(_) if self.may_resend(id, reused) => {
                 debug!(
                     "{}: reused connection closed before answering",

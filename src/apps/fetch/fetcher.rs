@@ -43,6 +43,7 @@ use mio::{Token, Waker};
 use slab::Slab;
 use url::Url;
 
+use crate::apps::fetch::cookies::Jar;
 use crate::apps::fetch::descriptors::DescriptorQueue;
 use crate::apps::fetch::interrupt::Interrupted;
 use crate::apps::fetch::net::{same_serial, split_key, RETRY};
@@ -119,6 +120,12 @@ pub struct Fetcher {
     pub(super) request: Vec<u8>,
     pub(super) plain: Vec<u8>,
     pub(super) cipher: Vec<u8>,
+    /// A piece of a file body being sent (`upload.rs`), reused.
+    pub(super) piece: Vec<u8>,
+    /// The run's cookies (`cookies.rs`): Set-Cookie in, Cookie out.
+    pub cookies: Jar,
+    /// Transfers (id, serial) whose decoder stopped for the output (`body.rs`).
+    pub(super) stalled: Vec<(usize, u64)>,
 }
 
 impl Fetcher {
@@ -144,7 +151,16 @@ impl Fetcher {
             request: Vec::new(),
             plain: Vec::new(),
             cipher: Vec::new(),
+            piece: Vec::new(),
+            cookies: Jar::default(),
+            stalled: Vec::new(),
         }
+    }
+
+    /// Use `jar` for the run's cookies (the default jar keeps none).
+    pub fn with_cookies(mut self, jar: Jar) -> Fetcher {
+        self.cookies = jar;
+        self
     }
 
     /// Keep every result in `results` (for callers that want them after the run).
@@ -206,7 +222,8 @@ impl Fetcher {
         let host = self.pool.id(key);
         let keep_heads = self.output.include_heads();
         let head_only = self.plan.head_only;
-        let mut t = Transfer::new(serial, requested, url, host, head_only, keep_heads);
+        let request = Arc::clone(&self.plan.request);
+        let mut t = Transfer::new(serial, requested, url, host, head_only, keep_heads, request);
         let entry = self.transfers.vacant_entry();
         let id = entry.key();
         if let Some(limit) = self.plan.timeout {
@@ -337,10 +354,18 @@ impl Handler for Fetcher {
                     Some(t) if t.conn == Some(token) => t.net.marks.tls_done(),
                     _ => {}
                 }
+                self.resume_upload(ctx, token);
             }
             (Some(id), false) => self.response_bytes(ctx, token, id, data, false),
         }
         data.len()
+    }
+
+    /// A connection's queue drained: continue sending its file body (`upload.rs`).
+    fn on_drained(&mut self, ctx: &mut Ctx<Link>, token: Token) {
+        if let Some(id) = ctx.state(token).and_then(|l| l.transfer) {
+            self.send_upload(ctx, id, token);
+        }
     }
 
     fn on_eof(&mut self, ctx: &mut Ctx<Link>, token: Token) {
@@ -473,6 +498,7 @@ impl Handler for Fetcher {
             }
         }
         self.output_answers(ctx);
+        self.drain_decoders(ctx);
     }
 
     /// Output only, like Redis's `beforesleep`: hand the waiting result lines to the

@@ -13,6 +13,11 @@
 //! - `exchange.rs`: one request/response on a connection: send, receive, reuse or close.
 //! - `delivery.rs`: body bytes to the writer, pausing for it, reporting a transfer's end.
 //! - `transfer.rs`: one URL's state: its request, redirects, result.
+//! - `request.rs`: what is sent (`-X`, `-H`, `-A`, `-e`, `-d`, `-u`); `sending.rs`: how
+//!   redirects change it, and the request head; `upload.rs`: a file body streamed, paced
+//!   by `on_drained`.
+//! - `body.rs`: the final body counted, decoded (`decode.rs`: gzip, deflate, br, zstd in
+//!   bounded memory) and delivered; `cookies.rs`: the run's cookie jar and its files.
 //! - `pool.rs`: per host:port: addresses, idle keep-alive connections, waiting transfers.
 //! - `resolver.rs`: DNS on helper threads, answered through a channel and the loop's waker.
 //! - `tls.rs`: rustls on the loop's non-blocking sockets; `trust.rs`: which certificates
@@ -42,6 +47,9 @@
 //! and calls `on_wake` when a helper thread has answers; the fetcher never touches a
 //! socket, and the loop thread never writes a file or stdout.
 
+pub mod body;
+pub mod cookies;
+pub mod decode;
 pub mod delivery;
 pub mod descriptors;
 pub mod exchange;
@@ -54,14 +62,17 @@ pub mod output;
 pub mod pool;
 pub mod proxy;
 pub mod report;
+pub mod request;
 pub mod resolver;
 pub mod retry;
+pub mod sending;
 pub mod socks;
 pub mod timing;
 pub mod tls;
 pub mod transfer;
 pub mod trust;
 pub mod tunnel;
+pub mod upload;
 pub mod writer;
 
 use std::io;
@@ -69,11 +80,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::apps::fetch::cookies::Jar;
 use crate::core::{EventLoop, LoopConfig};
 pub use fetcher::{Fetcher, Link};
 pub use output::{Destination, Output};
 pub use proxy::ProxyConfig;
 pub use report::{FetchResult, Reporter, ResultFormat};
+pub use request::{Data, Request, RequestOptions};
 pub use retry::RetryPolicy;
 
 /// Everything `netloop fetch` is told, as plain values (the command line's `Args`
@@ -115,6 +128,17 @@ pub struct FetchOptions {
     pub record: Option<PathBuf>,
     /// Most events recorded.
     pub record_limit: u64,
+    /// Method, headers, body, credentials (`-X`, `-H`, `-A`, `-e`, `-d`, `-u`).
+    pub request: RequestOptions,
+    /// `--compressed` (Some(true)) or `--no-compressed` (Some(false)); None: on when
+    /// bodies are saved (`-o`) or dropped, off when one body goes to stdout (as curl).
+    pub compressed: Option<bool>,
+    /// Keep cookies within the run (`--no-cookies`: false).
+    pub cookies: bool,
+    /// `-b FILE`: start with the cookies of this Netscape cookie file.
+    pub cookie_file: Option<PathBuf>,
+    /// `-c FILE`: write the run's cookies to this file at the end.
+    pub cookie_jar: Option<PathBuf>,
     /// `--retry`, `--retry-delay`, `--retry-max-time`.
     pub retry: RetryPolicy,
     /// `--resolve HOST:PORT:ADDR[,ADDR...]` entries, as given.
@@ -144,6 +168,11 @@ impl FetchOptions {
             json: false,
             record: None,
             record_limit: 1_000_000,
+            request: RequestOptions::default(),
+            compressed: None,
+            cookies: true,
+            cookie_file: None,
+            cookie_jar: None,
             retry: RetryPolicy::default(),
             resolve: Vec::new(),
             proxy: ProxyConfig::default(),
@@ -186,6 +215,8 @@ pub struct Plan {
     pub tls: Arc<rustls::ClientConfig>,
     /// Send HEAD instead of GET.
     pub head_only: bool,
+    /// Method, headers, body and credentials of every request (`request.rs`).
+    pub request: Arc<Request>,
     /// `--retry` and its limits.
     pub retry: RetryPolicy,
     /// `--resolve`: addresses given for host:port pairs.
@@ -211,6 +242,7 @@ impl Plan {
             idle_timeout: Duration::from_secs(30),
             tls: tls::client_config(None, false)?,
             head_only: false,
+            request: Arc::new(Request::from_options(&RequestOptions::default())?),
             retry: RetryPolicy::default(),
             resolve: resolver::Overrides::new(),
             proxy: ProxyConfig::default(),
@@ -256,6 +288,24 @@ pub fn fetch(opts: &FetchOptions) -> io::Result<()> {
             "--include prints one response to stdout: give one URL and no -o".into(),
         ));
     }
+    if opts.head && !opts.request.data.is_empty() {
+        return Err(invalid(
+            "-I (HEAD) sends no body: leave out -d/--data-binary".into(),
+        ));
+    }
+    // Compressed transfers by default where nobody reads the body as it comes (saved or
+    // dropped, as a browser would); one body on stdout stays as curl prints it.
+    let compressed = opts
+        .compressed
+        .unwrap_or(!matches!(destination, Destination::Stdout { .. }));
+    let request = Request::from_options(&RequestOptions {
+        compressed,
+        ..opts.request.clone()
+    })?;
+    let mut jar = Jar::new(opts.cookies || opts.cookie_file.is_some());
+    if let Some(path) = &opts.cookie_file {
+        jar.load(path)?;
+    }
     if opts.insecure {
         eprintln!(
             "WARNING: --insecure: TLS certificates are NOT verified. Anyone between you and \
@@ -272,6 +322,7 @@ pub fn fetch(opts: &FetchOptions) -> io::Result<()> {
         idle_timeout: positive("--idle-timeout", opts.idle_timeout)?,
         tls: tls::client_config(opts.cacert.as_deref(), opts.insecure)?,
         head_only: opts.head,
+        request: Arc::new(request),
         retry: opts.retry,
         resolve: resolve_overrides(&opts.resolve)?,
         proxy: opts.proxy.clone(),
@@ -295,12 +346,17 @@ pub fn fetch(opts: &FetchOptions) -> io::Result<()> {
         event_loop.record_to(path, opts.record_limit)?;
     }
     let waker = event_loop.waker()?;
-    let fetched = Output::new(destination, Arc::clone(&waker))
-        .and_then(|output| run(Fetcher::new(plan, output, reporter, waker), &mut event_loop));
+    let fetched = Output::new(destination, Arc::clone(&waker)).and_then(|output| {
+        let fetcher = Fetcher::new(plan, output, reporter, waker).with_cookies(jar);
+        run(fetcher, &mut event_loop)
+    });
     // The record is finished however the run went (a failed run is worth a look).
     let recorded = event_loop.finish_recording();
     let fetcher = fetched?;
     recorded?;
+    if let Some(path) = &opts.cookie_jar {
+        fetcher.cookies.save(path)?;
+    }
     let r = &fetcher.reporter;
     if let Some(stop) = fetcher.interrupted {
         eprintln!(

@@ -28,8 +28,10 @@ pub struct FetchResult {
     pub url: String,
     /// The final status (after redirects), if a response head arrived.
     pub status: Option<u16>,
-    /// Body bytes received for the final response.
+    /// Body bytes of the final response (decoded, when it came compressed).
     pub bytes: u64,
+    /// Body bytes of the final response as they arrived (before decoding).
+    pub wire_bytes: u64,
     /// From the start of the transfer to its end.
     pub elapsed: Duration,
     /// Redirects followed.
@@ -60,10 +62,11 @@ impl FetchResult {
             |t| t.json_fields(),
         );
         format!(
-            "{{\"url\":{},\"status\":{},\"bytes\":{},\"elapsed_ms\":{:.3},\"redirects\":{},\"file\":{},\"error\":{},\"attempts\":{},{timings}}}",
+            "{{\"url\":{},\"status\":{},\"bytes\":{},\"wire_bytes\":{},\"elapsed_ms\":{:.3},\"redirects\":{},\"file\":{},\"error\":{},\"attempts\":{},{timings}}}",
             json!(self.url),
             json!(self.status),
             self.bytes,
+            self.wire_bytes,
             self.elapsed.as_secs_f64() * 1000.0,
             self.redirects,
             json!(file),

@@ -251,6 +251,7 @@ impl Fetcher {
         t.sink = Sink::None;
         t.status = None;
         t.bytes = 0;
+        t.wire_bytes = 0;
         t.restart();
         // A new attempt gets the keep-alive rule's one resend again, and may take an
         // idle connection like any request (`restart` asks for a new one).

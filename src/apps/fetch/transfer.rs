@@ -22,13 +22,18 @@
 //! head means for it (a redirect to follow, a loop, a final response to save) — so the
 //! fetcher only routes bytes and connections.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use mio::Token;
 use url::Url;
 
+use crate::apps::fetch::decode::Decoder;
 use crate::apps::fetch::net::NetState;
 use crate::apps::fetch::report::FetchResult;
+use crate::apps::fetch::request::Request;
+use crate::apps::fetch::sending::{write_head, Sending};
+use crate::apps::fetch::upload::Upload;
 use crate::apps::fetch::writer::{Key, Sink};
 use crate::core::TimerId;
 use crate::proto::http_response::{Head, ResponseParser};
@@ -106,6 +111,16 @@ pub struct Transfer {
     pub head_only: bool,
     /// Keep raw heads (for `--include`).
     pub keep_heads: bool,
+    /// The run's request settings (`-X`, `-H`, `-d`, `-u`, ...).
+    pub request: Arc<Request>,
+    /// Method, body and credentials of the current request (redirects change them).
+    pub sending: Sending,
+    /// The file body being sent (`--data-binary @FILE`), while it is.
+    pub upload: Option<Upload>,
+    /// Decodes the final response's `Content-Encoding` (`--compressed`).
+    pub decoder: Option<Decoder>,
+    /// Body bytes of the final response as they arrived (before decoding).
+    pub wire_bytes: u64,
     /// Retry attempts, racing connects, phase timings (`net.rs`).
     pub net: NetState,
 }
@@ -119,9 +134,13 @@ impl Transfer {
         host: usize,
         head_only: bool,
         keep: bool,
+        request: Arc<Request>,
     ) -> Self {
         // A fragment is never sent, and must not make `/a#x` and `/a` two URLs.
         url.set_fragment(None);
+        let sending = Sending::new(&request, &url, head_only);
+        // `-X HEAD` reads the response as a HEAD response too (no body).
+        let head_only = sending.method == "HEAD";
         Transfer {
             requested,
             first: url.clone(),
@@ -147,33 +166,26 @@ impl Transfer {
             paused: false,
             head_only,
             keep_heads: keep,
+            request,
+            sending,
+            upload: None,
+            decoder: None,
+            wire_bytes: 0,
             net: NetState::new(),
         }
     }
 
-    /// The request for the current URL, into `buf` (cleared first).
-    pub fn write_request(&self, buf: &mut Vec<u8>, keepalive: bool) {
-        buf.clear();
-        let method = if self.head_only { "HEAD" } else { "GET" };
-        let path = &self.url[url::Position::BeforePath..url::Position::AfterQuery];
-        let path = if path.is_empty() { "/" } else { path };
-        // `host_str` keeps IPv6 literals in brackets, as the Host header wants them.
-        let host = self.url.host_str().unwrap_or("");
-        buf.extend_from_slice(method.as_bytes());
-        buf.push(b' ');
-        buf.extend_from_slice(path.as_bytes());
-        buf.extend_from_slice(b" HTTP/1.1\r\nHost: ");
-        buf.extend_from_slice(host.as_bytes());
-        if let Some(port) = self.url.port() {
-            buf.extend_from_slice(format!(":{port}").as_bytes());
-        }
-        buf.extend_from_slice(b"\r\nUser-Agent: netloop/");
-        buf.extend_from_slice(env!("CARGO_PKG_VERSION").as_bytes());
-        buf.extend_from_slice(b"\r\nAccept: */*\r\n");
-        if !keepalive {
-            buf.extend_from_slice(b"Connection: close\r\n");
-        }
-        buf.extend_from_slice(b"\r\n");
+    /// The request for the current URL, into `buf` (cleared first): its head, and an
+    /// in-memory body; `cookie` is the `Cookie` value the run's jar has for the URL.
+    pub fn write_request(&self, buf: &mut Vec<u8>, keepalive: bool, cookie: Option<&str>) {
+        write_head(
+            buf,
+            &self.request,
+            &self.sending,
+            &self.url,
+            cookie,
+            keepalive,
+        );
     }
 
     /// A response head arrived: follow a redirect, or take it as the final response.
@@ -201,7 +213,20 @@ impl Transfer {
                 "too many redirects (more than --max-redirects {max_redirects}), next was {next}"
             ));
         }
+        // The next request's method, body, credentials and referer.
+        self.sending
+            .after_redirect(&self.request, head.status, &self.url, &next);
         Ok(HeadAction::Redirect(next))
+    }
+
+    /// The final response's head arrived: decode its body if `--compressed` asked for
+    /// codings and it came with one.
+    pub fn start_decoding(&mut self, head: &Head) -> Result<(), String> {
+        self.decoder = match (&head.content_encoding, self.request.compressed) {
+            (Some(coding), true) => Decoder::for_encoding(coding)?,
+            _ => None,
+        };
+        Ok(())
     }
 
     /// Move on to the redirect target: a new response, possibly on another host.
@@ -211,6 +236,7 @@ impl Transfer {
         self.url = next;
         self.host = host;
         self.next_addr = 0;
+        self.upload = None;
         self.parser = ResponseParser::new(self.head_only, self.keep_heads);
     }
 
@@ -222,6 +248,8 @@ impl Transfer {
         self.next_addr = 0;
         self.parser = ResponseParser::new(self.head_only, self.keep_heads);
         self.redirect_to = None;
+        self.upload = None;
+        self.decoder = None;
     }
 
     /// Who the transfer is, for the output's writer thread.
@@ -241,6 +269,7 @@ impl Transfer {
             url: self.requested,
             status: self.status,
             bytes: self.bytes,
+            wire_bytes: self.wire_bytes,
             elapsed,
             redirects: self.redirects,
             file: None,
@@ -263,6 +292,8 @@ mod tests {
             body: BodyKind::Empty,
             keep_alive: true,
             raw: None,
+            content_encoding: None,
+            set_cookies: Vec::new(),
             retry_after: None,
         }
     }
@@ -270,9 +301,10 @@ mod tests {
     #[test]
     fn requests_and_redirects() {
         let url = Url::parse("http://[::1]:8080/a/b?q=1#frag").unwrap();
-        let mut t = Transfer::new(0, url.to_string(), url, 0, false, false);
+        let request = Arc::new(Request::default());
+        let mut t = Transfer::new(0, url.to_string(), url, 0, false, false, request);
         let mut buf = Vec::new();
-        t.write_request(&mut buf, false);
+        t.write_request(&mut buf, false, None);
         let text = String::from_utf8(buf).unwrap();
         assert!(
             text.starts_with("GET /a/b?q=1 HTTP/1.1\r\nHost: [::1]:8080\r\n"),
