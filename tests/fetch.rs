@@ -19,14 +19,31 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::{mpsc, Arc};
+use std::sync::mpsc;
 use std::time::Duration;
 
+use fetch_server::net::make_tls;
 use fetch_server::{page, pattern, pattern_at, TestServer, CHUNKED, CHUNKED_BODY};
 use serde_json::Value;
 
 /// Bound for one run of the binary.
 const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The binary, with no proxy settings from the environment it was started in (fetch
+/// follows `http_proxy` and friends as curl does; these tests talk to loopback only).
+fn netloop() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_netloop"));
+    for var in [
+        "http_proxy",
+        "https_proxy",
+        "HTTPS_PROXY",
+        "all_proxy",
+        "ALL_PROXY",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
 
 /// What one run of `netloop fetch` left behind.
 struct Run {
@@ -53,7 +70,7 @@ impl Run {
 /// Run `netloop fetch ARGS`, with `stdin` piped in; killed after `TIMEOUT`.
 #[track_caller]
 fn fetch(args: &[&str], stdin: Option<&str>) -> Run {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_netloop"))
+    let mut child = netloop()
         .arg("fetch")
         .args(args)
         .env("RUST_LOG", "netloop=warn")
@@ -372,7 +389,7 @@ fn an_unwritable_stdout_is_an_error() {
         args.extend_from_slice(extra);
         let url = server.url("/len/10");
         args.push(&url);
-        let output = Command::new(env!("CARGO_BIN_EXE_netloop"))
+        let output = netloop()
             .args(&args)
             .env("RUST_LOG", "netloop=warn")
             .stdin(Stdio::null())
@@ -398,7 +415,7 @@ fn rss_kb(pid: u32) -> Option<u64> {
 
 /// Start `netloop fetch ARGS` with stdout and stderr piped (stdin closed).
 fn spawn_fetch(args: &[&str]) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_netloop"))
+    netloop()
         .arg("fetch")
         .args(args)
         .env("RUST_LOG", "netloop=warn")
@@ -533,7 +550,7 @@ fn a_file_that_cannot_be_written_is_that_urls_error() {
     let dir = temp_dir("fsize");
     let out = dir.join("out");
     let (big, small) = (server.url("/len/300000"), server.url("/len/1000"));
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_netloop"));
+    let mut cmd = netloop();
     cmd.args(["fetch", "--json", "-o", out.to_str().unwrap(), &big, &small])
         .env("RUST_LOG", "netloop=warn")
         .stdin(Stdio::null())
@@ -592,35 +609,6 @@ fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
     check()
-}
-
-/// A CA named `ca_name`, a certificate for `localhost` and 127.0.0.1 signed by it, and
-/// the CA as PEM.
-fn make_tls(ca_name: &str) -> (Arc<rustls::ServerConfig>, String) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
-    let ca_key = KeyPair::generate().expect("CA key");
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, ca_name);
-    let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
-    let issuer = Issuer::new(ca_params, ca_key);
-    let key = KeyPair::generate().expect("server key");
-    let params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-        .expect("server params");
-    let cert = params.signed_by(&key, &issuer).expect("server certificate");
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("protocol versions")
-    .with_no_client_auth()
-    .with_single_cert(vec![cert.der().clone()], key)
-    .expect("server config");
-    (Arc::new(config), ca_cert.pem())
 }
 
 #[test]
@@ -705,11 +693,7 @@ impl Drop for Nginx {
 
 fn start_nginx(bin: &str, prefix: &Path) -> Option<Nginx> {
     let www = prefix.join("www");
-    std::fs::create_dir_all(www.join("p")).ok()?;
-    for i in 0..200 {
-        std::fs::write(www.join(format!("p/{i}.html")), page(i)).ok()?;
-    }
-    std::fs::write(www.join("big.bin"), pattern(3 << 20)).ok()?;
+    write_site(&www)?;
     let port = closed_port();
     let conf = format!(
         "daemon off;\nmaster_process off;\nworker_processes 1;\npid {prefix}/nginx.pid;\n\
@@ -758,36 +742,17 @@ fn start_nginx(bin: &str, prefix: &Path) -> Option<Nginx> {
 
 /// The nginx binary: on PATH, or where Debian puts it (/usr/sbin is not always on PATH).
 fn nginx_binary() -> Option<&'static str> {
-    ["nginx", "/usr/sbin/nginx"].into_iter().find(|bin| {
-        Command::new(bin)
-            .arg("-v")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok()
-    })
+    server_binary(&["nginx", "/usr/sbin/nginx"], "-v")
 }
 
-#[test]
-fn the_same_fetches_against_nginx() {
-    let Some(bin) = nginx_binary() else {
-        // In CI a missing nginx is a broken setup (`.ci/run` installs it), not a pass.
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true but nginx is not on PATH (nor /usr/sbin/nginx): install nginx-light \
-             (.ci/run does); the nginx test must not be skipped in CI"
-        );
-        println!("SKIPPED the_same_fetches_against_nginx: nginx is not on PATH (apt-get install nginx-light)");
-        return;
-    };
-    let prefix = temp_dir("nginx");
-    let nginx = start_nginx(bin, &prefix).expect("set up nginx");
-    let base = format!("http://127.0.0.1:{}", nginx.port);
+/// The fetches every real server gets (its files made by `write_site`): 200 pages, a
+/// 3 MiB file, a redirect, a 404; every body checked byte for byte.
+#[track_caller]
+fn fetch_site(base: &str, out: &Path) -> Run {
     let mut urls: Vec<String> = (0..200).map(|i| format!("{base}/p/{i}.html")).collect();
     urls.push(format!("{base}/big.bin"));
     urls.push(format!("{base}/moved"));
     urls.push(format!("{base}/missing"));
-    let out = prefix.join("out");
     let run = fetch(
         &["--json", "-o", out.to_str().unwrap(), "-i", "-"],
         Some(&urls.join("\n")),
@@ -810,15 +775,123 @@ fn the_same_fetches_against_nginx() {
         "{}",
         run.stderr
     );
+    run
+}
+
+/// The files `fetch_site` asks for, under `www`.
+fn write_site(www: &Path) -> Option<()> {
+    std::fs::create_dir_all(www.join("p")).ok()?;
+    for i in 0..200 {
+        std::fs::write(www.join(format!("p/{i}.html")), page(i)).ok()?;
+    }
+    std::fs::write(www.join("big.bin"), pattern(3 << 20)).ok()
+}
+
+/// Distinct connections in an access log whose lines start with the connection's id.
+fn connections_in_log(log: &str) -> usize {
+    let mut ids: Vec<&str> = log.lines().filter_map(|l| l.split(' ').next()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids.len()
+}
+
+/// A server binary: the first of `names` that runs with `version_flag`.
+fn server_binary(names: &[&'static str], version_flag: &str) -> Option<&'static str> {
+    names.iter().copied().find(|bin| {
+        Command::new(bin)
+            .arg(version_flag)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok()
+    })
+}
+
+/// In CI a missing server is a broken setup (`.ci/run` installs it), not a pass.
+fn skip_without(server: &str, package: &str) {
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "CI=true but {server} is not on PATH (nor /usr/sbin): install {package} (.ci/run \
+         does); the {server} test must not be skipped in CI"
+    );
+    println!("SKIPPED the_same_fetches_against_{server}: {server} is not on PATH (apt-get install {package})");
+}
+
+#[test]
+fn the_same_fetches_against_nginx() {
+    let Some(bin) = nginx_binary() else {
+        return skip_without("nginx", "nginx-light");
+    };
+    let prefix = temp_dir("nginx");
+    let nginx = start_nginx(bin, &prefix).expect("set up nginx");
+    let base = format!("http://127.0.0.1:{}", nginx.port);
+    fetch_site(&base, &prefix.join("out"));
     // nginx's log names the connection of every request: a handful for 203 URLs.
     let log = std::fs::read_to_string(prefix.join("access.log")).unwrap_or_default();
-    let mut ctx: Vec<&str> = log.lines().filter_map(|l| l.split(' ').next()).collect();
-    ctx.sort_unstable();
-    ctx.dedup();
     assert!(
         log.lines().count() >= 203,
         "requests logged: {}",
         log.lines().count()
     );
-    assert!(ctx.len() <= 7, "{} connections for 203 URLs", ctx.len());
+    let conns = connections_in_log(&log);
+    assert!(conns <= 7, "{conns} connections for 203 URLs");
+}
+
+/// lighttpd 1.4 (Debian's), in the foreground on a free loopback port: the same
+/// fetches as nginx's. Its access log is written when it stops, so the connections are
+/// counted after a SIGTERM (each line starts with the client's port: one per connection).
+#[test]
+fn the_same_fetches_against_lighttpd() {
+    let Some(bin) = server_binary(&["lighttpd", "/usr/sbin/lighttpd"], "-v") else {
+        return skip_without("lighttpd", "lighttpd");
+    };
+    let prefix = temp_dir("lighttpd");
+    let www = prefix.join("www");
+    write_site(&www).expect("write the site");
+    let port = closed_port();
+    let conf = format!(
+        "server.document-root = \"{www}\"\nserver.bind = \"127.0.0.1\"\nserver.port = {port}\n\
+         server.errorlog = \"{prefix}/error.log\"\n\
+         server.modules = (\"mod_redirect\", \"mod_accesslog\")\n\
+         accesslog.filename = \"{prefix}/access.log\"\naccesslog.format = \"%{{remote}}p %U %s\"\n\
+         url.redirect = (\"^/moved$\" => \"/p/7.html\")\n\
+         mimetype.assign = (\".html\" => \"text/html\", \"\" => \"application/octet-stream\")\n",
+        www = www.display(),
+        prefix = prefix.display(),
+    );
+    std::fs::write(prefix.join("lighttpd.conf"), conf).expect("write lighttpd.conf");
+    let mut child = Command::new(bin)
+        .args(["-D", "-f", prefix.join("lighttpd.conf").to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start lighttpd");
+    let up = wait_until(TIMEOUT, || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            || matches!(child.try_wait(), Ok(Some(_)))
+    });
+    if !up || matches!(child.try_wait(), Ok(Some(_))) {
+        let _ = child.kill();
+        let _ = child.wait();
+        let log = std::fs::read_to_string(prefix.join("error.log")).unwrap_or_default();
+        panic!("lighttpd did not start listening on port {port}: {log}");
+    }
+    let base = format!("http://127.0.0.1:{port}");
+    fetch_site(&base, &prefix.join("out"));
+    // SAFETY: kill(2) on our own child's pid: a graceful stop flushes the access log.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let stopped = wait_until(TIMEOUT, || matches!(child.try_wait(), Ok(Some(_))));
+    if !stopped {
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+    let log = std::fs::read_to_string(prefix.join("access.log")).unwrap_or_default();
+    assert!(
+        log.lines().count() >= 203,
+        "requests logged: {}",
+        log.lines().count()
+    );
+    let conns = connections_in_log(&log);
+    assert!(conns <= 7, "{conns} connections for 203 URLs");
+    let _ = std::fs::remove_dir_all(&prefix);
 }

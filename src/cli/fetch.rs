@@ -5,13 +5,16 @@
 //! `netloop::apps::fetch::FetchOptions` and calls `fetch`. Every SECS option goes
 //! through the shared `args::secs` parser; the library refuses zero timeouts itself.
 //! `--record FILE` records the loop's events as JSON lines, as `serve --record` does.
+//! The proxy settings are read here from `-x`/`--noproxy` and the environment
+//! (`http_proxy`, `https_proxy`, `no_proxy`... as curl reads them), so the library
+//! itself never looks at the environment.
 
 use std::io::{self, BufRead};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use netloop::apps::fetch::interrupt::interrupted;
-use netloop::apps::fetch::{fetch, Data, FetchOptions, RequestOptions};
+use netloop::apps::fetch::{fetch, Data, FetchOptions, ProxyConfig, RequestOptions, RetryPolicy};
 
 use super::args::{at_least_one, secs};
 
@@ -126,6 +129,33 @@ pub struct Args {
     /// requests to the same site, with the usual domain/path/secure/expiry rules).
     #[arg(long, conflicts_with_all = ["cookie", "cookie_jar"])]
     pub no_cookies: bool,
+    /// Retry a transient failure up to N times: a failed or timed-out connect, a
+    /// connection reset or closed before the response was complete, no data for
+    /// --idle-timeout, or status 408, 429, 500, 502, 503, 504. Waits 1 s, 2 s, 4 s ...
+    /// (with jitter, at most 10 min), or what the server's Retry-After says.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub retry: u32,
+    /// Wait SECS between retries instead of the growing backoff (a Retry-After still wins).
+    #[arg(long, value_name = "SECS", value_parser = secs)]
+    pub retry_delay: Option<Duration>,
+    /// Start no retry, and wait for none (Retry-After included), past SECS after the
+    /// transfer started.
+    #[arg(long, value_name = "SECS", value_parser = secs)]
+    pub retry_max_time: Option<Duration>,
+    /// Use these addresses for HOST:PORT instead of asking DNS (curl's syntax; HOST may
+    /// be `*`; IPv6 in brackets; repeatable). Several addresses race (happy eyeballs).
+    #[arg(long, value_name = "HOST:PORT:ADDR[,ADDR...]")]
+    pub resolve: Vec<String>,
+    /// Use this proxy for every URL: `http://[user:pw@]host[:port]` (absolute-form
+    /// requests for http://, a CONNECT tunnel for https://) or `socks5h://...` (SOCKS5,
+    /// the proxy resolves names); port 1080 by default. Without it: http_proxy,
+    /// https_proxy/HTTPS_PROXY, all_proxy/ALL_PROXY (not HTTP_PROXY), as curl reads them.
+    #[arg(short = 'x', long, value_name = "URL")]
+    pub proxy: Option<String>,
+    /// Hosts that never go through a proxy: comma-separated names (matching their
+    /// subdomains too), IP addresses, or `*` (default: no_proxy/NO_PROXY).
+    #[arg(long, value_name = "LIST")]
+    pub noproxy: Option<String>,
 }
 
 /// Run `netloop fetch`.
@@ -162,6 +192,16 @@ pub fn run(args: &Args) -> io::Result<()> {
             .filter(|c| !c.contains('='))
             .map(PathBuf::from),
         cookie_jar: args.cookie_jar.clone(),
+        retry: RetryPolicy {
+            retries: args.retry,
+            delay: args.retry_delay,
+            max_time: args.retry_max_time,
+        },
+        resolve: args.resolve.clone(),
+        proxy: ProxyConfig::new(args.proxy.as_deref(), args.noproxy.as_deref(), |name| {
+            std::env::var(name).ok()
+        })
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
     };
     let fetched = fetch(&opts);
     if let Some(stop) = fetched.as_ref().err().and_then(interrupted) {

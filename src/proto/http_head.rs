@@ -51,6 +51,8 @@ pub struct Head {
     pub content_encoding: Option<String>,
     /// Every `Set-Cookie` value, in order, for the run's cookie jar.
     pub set_cookies: Vec<String>,
+    /// The `Retry-After` header (seconds or an HTTP date), for `--retry`.
+    pub retry_after: Option<String>,
 }
 
 /// Decide how the body is delimited and whether the connection can be reused; returns
@@ -65,6 +67,7 @@ pub(super) fn interpret(
     let mut location = None;
     let mut content_encoding: Option<String> = None;
     let mut set_cookies = Vec::new();
+    let mut retry_after = None;
     let mut length: Option<u64> = None;
     let mut chunked = false;
     let mut other_coding = false;
@@ -98,6 +101,8 @@ pub(super) fn interpret(
             });
         } else if h.name.eq_ignore_ascii_case("set-cookie") {
             set_cookies.push(value.to_string());
+        } else if h.name.eq_ignore_ascii_case("retry-after") {
+            retry_after = Some(value.to_string());
         }
     }
     let body = if head_request || status == 204 || status == 304 {
@@ -131,6 +136,7 @@ pub(super) fn interpret(
         raw,
         content_encoding,
         set_cookies,
+        retry_after,
     };
     Ok((head, length.unwrap_or(0)))
 }

@@ -220,6 +220,10 @@ impl ResponseParser {
             return Err(head_too_large());
         }
         let status = response.code.unwrap_or(0);
+        if !(100..=599).contains(&status) {
+            // httparse takes any three digits ("083" too); RFC 9110 §15 has 100-599.
+            return Err(format!("malformed response: status {status} out of range"));
+        }
         let version = response.version.unwrap_or(1);
         let used = n - before;
         if (100..200).contains(&status) {
@@ -490,5 +494,14 @@ mod tests {
         let mut p = ResponseParser::new(false, false);
         let e = p.advance(&many).unwrap_err();
         assert!(e.contains("more than 100 header fields"), "{e}");
+
+        // Found by the fuzz target `http_response_head`: three digits below 100.
+        for status in ["083", "000", "600"] {
+            let mut p = ResponseParser::new(false, false);
+            let e = p
+                .advance(format!("HTTP/1.0 {status}\r\n\r\n").as_bytes())
+                .unwrap_err();
+            assert!(e.contains("out of range"), "{e}");
+        }
     }
 }

@@ -11,6 +11,7 @@
 //! its output.
 #![allow(dead_code)]
 
+pub mod net;
 pub mod robust;
 
 use std::io::{BufRead, BufReader, Read, Write};

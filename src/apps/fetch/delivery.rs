@@ -144,6 +144,8 @@ impl Fetcher {
     /// (mid-response, so it cannot be reused), free its place in the window, and report
     /// its result once the writer has finished with its output.
     pub(super) fn finish(&mut self, ctx: &mut Ctx<Link>, id: usize, error: Option<String>) {
+        // Happy eyeballs: connects still racing for it are closed (`eyeballs.rs`).
+        self.cancel_race(ctx, id);
         let Some(t) = self.transfers.try_remove(id) else {
             return;
         };
@@ -186,6 +188,8 @@ impl Fetcher {
             redirects: 0,
             file: None,
             error: Some(error),
+            attempts: 0,
+            timings: None,
         });
     }
 

@@ -57,6 +57,10 @@ impl Fetcher {
         t.phase = Phase::Requesting;
         let cookie = self.cookies.header(&t.url);
         t.write_request(&mut self.request, self.plan.keepalive, cookie.as_deref());
+        if let Some(route) = self.proxies.get(t.host).filter(|r| !r.tunnel) {
+            // Through an http proxy: the request line names the whole URL (`proxy.rs`).
+            route.absolute_form(&mut self.request, &t.url);
+        }
         let Some(link) = ctx.state_mut(token) else {
             return self.finish(ctx, id, Some("connection vanished".into()));
         };
@@ -117,6 +121,9 @@ impl Fetcher {
         data: &[u8],
         ended: bool,
     ) {
+        if let Some(t) = self.transfers.get_mut(id) {
+            t.net.marks.first_byte();
+        }
         let mut at = 0;
         loop {
             let Some(t) = self.transfers.get_mut(id) else {
@@ -131,6 +138,11 @@ impl Fetcher {
                 Step::NeedMore => return self.after_read(ctx, token, id),
                 Step::Head(head) => {
                     self.cookies.store(&head.set_cookies, &t.url);
+                    // `--retry` on 408/429/5xx: this response is dropped (`retry.rs`).
+                    if self.retry_status(ctx, token, id, &head) {
+                        return;
+                    }
+                    let t = &mut self.transfers[id];
                     let mut action = t.on_head(&head, self.plan.max_redirects);
                     if let Some(e) = self.refused(&action, head.status) {
                         // `--fail`: nothing of this response is saved or printed.
@@ -255,7 +267,8 @@ impl Fetcher {
                 ctx.close(token, CloseReason::Done);
                 self.resend(ctx, id);
             }
-            Err(e) => self.finish(ctx, id, Some(e)),
+            // Closed before the response was complete: `--retry` may try again.
+            Err(e) => self.fail_transient(ctx, id, e),
         }
     }
 
@@ -302,7 +315,7 @@ impl Fetcher {
             let idle = if fresh { None } else { host.idle.pop() };
             if let Some(token) = idle {
                 if let Some(id) = host.waiting.pop_front() {
-                    self.send_request(ctx, id, token);
+                    self.reuse(ctx, id, token);
                 }
             } else if can_open {
                 if let Some(id) = host.waiting.pop_front() {

@@ -15,6 +15,8 @@
 //! - per transfer, `--timeout` is a loop timer (`Ctx::timer_after` with key
 //!   `TIMEOUT_BASE + transfer id`, then `on_timer`), cancelled when the transfer ends,
 //!   so a reused slab key never meets its predecessor's timer;
+//! - `--retry` waits and happy eyeballs' attempt delays are loop timers too, keyed by
+//!   transfer id and serial (`net.rs`), handled in `retry.rs` and `eyeballs.rs`;
 //! - admission is a zero-delay loop timer (key `ADMIT`). A transfer ends deep inside
 //!   other callbacks (a close, a parse error, a failed connect); starting the next URLs
 //!   right there would re-enter the code that is ending this one. The timer runs
@@ -42,17 +44,20 @@ use slab::Slab;
 use url::Url;
 
 use crate::apps::fetch::cookies::Jar;
-use crate::apps::fetch::descriptors::{out_of_descriptors, DescriptorQueue};
+use crate::apps::fetch::descriptors::DescriptorQueue;
 use crate::apps::fetch::interrupt::Interrupted;
-use crate::apps::fetch::output::{Destination, Output, LINES_BACKLOG};
+use crate::apps::fetch::net::{same_serial, split_key, RETRY};
+use crate::apps::fetch::output::{Output, LINES_BACKLOG};
 use crate::apps::fetch::pool::{Addrs, HostKey, Pool};
-use crate::apps::fetch::report::{close_text, io_text, secs, FetchResult, Reporter};
+use crate::apps::fetch::proxy::Proxies;
+use crate::apps::fetch::report::{close_text, secs, FetchResult, Reporter};
 use crate::apps::fetch::resolver::Resolver;
 use crate::apps::fetch::tls::TlsSession;
 use crate::apps::fetch::transfer::{Phase, Transfer};
+use crate::apps::fetch::tunnel::Handshake;
 use crate::apps::fetch::Plan;
+use crate::core::Ctx;
 use crate::core::{CloseReason, Closed, Handler, SignalAction};
-use crate::core::{Ctx, Target};
 
 /// Loop timer key: admit URLs into the window (and stop once everything is done).
 pub(super) const ADMIT: u64 = 0;
@@ -74,6 +79,8 @@ pub struct Link {
     pub(super) requests: u32,
     /// Where it connects to, for messages.
     pub(super) addr: Option<SocketAddr>,
+    /// Through a proxy's tunnel (CONNECT, SOCKS), not yet open: the handshake so far.
+    pub(super) tunnel: Option<Box<Handshake>>,
 }
 
 /// The handler.
@@ -88,6 +95,8 @@ pub struct Fetcher {
     pub(super) pool: Pool,
     /// DNS lookups on helper threads, answered in `on_wake`.
     pub(super) resolver: Resolver,
+    /// Which hosts go through a proxy, and how (`proxy.rs`).
+    pub(super) proxies: Proxies,
     /// The transfers admitted and not finished; their keys are the ids used everywhere.
     pub(super) transfers: Slab<Transfer>,
     /// The next URL of `plan.urls` to admit.
@@ -125,10 +134,11 @@ impl Fetcher {
     pub fn new(plan: Plan, output: Output, reporter: Reporter, waker: Arc<Waker>) -> Fetcher {
         Fetcher {
             pool: Pool::new(plan.per_host),
+            resolver: Resolver::new(waker, plan.resolve.clone()),
+            proxies: Proxies::new(plan.proxy.clone()),
             plan,
             output,
             reporter,
-            resolver: Resolver::new(waker),
             transfers: Slab::new(),
             next_url: 0,
             admit_armed: false,
@@ -227,16 +237,21 @@ impl Fetcher {
     pub(super) fn dispatch(&mut self, ctx: &mut Ctx<Link>, id: usize) {
         let t = &mut self.transfers[id];
         let (host_id, fresh) = (t.host, t.fresh_conn);
+        self.route(host_id);
         let host = self.pool.host(host_id);
         match &host.addrs {
-            Addrs::Ready(_) => {}
+            Addrs::Ready(_) => self.transfers[id].net.marks.dns_done(),
             Addrs::Failed(e) => {
                 let e = e.clone();
                 return self.finish(ctx, id, Some(e));
             }
             Addrs::Unknown => {
                 host.addrs = Addrs::Resolving;
-                let (name, port) = (host.key.host.clone(), host.key.port);
+                // Through a proxy, the proxy's name is looked up, not the target's.
+                let (name, port) = match self.proxies.get(host_id) {
+                    Some(route) => (route.host.clone(), route.port),
+                    None => (host.key.host.clone(), host.key.port),
+                };
                 self.resolver.lookup(host_id, &name, port);
                 return self.wait(id, Phase::Resolving);
             }
@@ -244,7 +259,7 @@ impl Fetcher {
         }
         if !fresh {
             if let Some(token) = self.pool.take_idle(host_id) {
-                return self.send_request(ctx, id, token);
+                return self.reuse(ctx, id, token);
             }
         }
         if self.pool.can_open(host_id) {
@@ -256,9 +271,16 @@ impl Fetcher {
             return self.make_room(ctx, host_id);
         }
         if let Some(token) = self.pool.take_idle(host_id) {
-            return self.send_request(ctx, id, token);
+            return self.reuse(ctx, id, token);
         }
         self.wait(id, Phase::Waiting);
+    }
+
+    /// Send transfer `id`'s request on an idle keep-alive connection.
+    pub(super) fn reuse(&mut self, ctx: &mut Ctx<Link>, id: usize, token: Token) {
+        let tls = self.pool.host(self.transfers[id].host).key.tls;
+        self.transfers[id].net.marks.reused(tls);
+        self.send_request(ctx, id, token);
     }
 
     fn wait(&mut self, id: usize, phase: Phase) {
@@ -266,69 +288,14 @@ impl Fetcher {
         t.phase = phase;
         self.pool.host(t.host).waiting.push_back(id);
     }
-
-    /// Open a new connection for the transfer, to its host's next address.
-    pub(super) fn connect(&mut self, ctx: &mut Ctx<Link>, id: usize) {
-        let t = &mut self.transfers[id];
-        let host_id = t.host;
-        let Addrs::Ready(addrs) = &self.pool.host(host_id).addrs else {
-            return self.finish(ctx, id, Some("no address to connect to".into()));
-        };
-        let Some(&addr) = addrs.get(t.next_addr) else {
-            return self.finish(ctx, id, Some("no address left to try".into()));
-        };
-        t.next_addr += 1;
-        let with_files = matches!(self.output.destination, Destination::Dir(_));
-        if !self.descriptors.room(ctx.len(), with_files) {
-            let e = io::Error::from_raw_os_error(libc::EMFILE);
-            return self.wait_for_descriptor(ctx, id, &e);
-        }
-        let link = Link {
-            host: host_id,
-            transfer: Some(id),
-            addr: Some(addr),
-            ..Link::default()
-        };
-        match ctx.connect(&Target::Tcp(addr), link) {
-            Ok(token) => {
-                self.pool.host(host_id).open += 1;
-                t.conn = Some(token);
-                t.phase = Phase::Connecting;
-                ctx.set_deadline(token, self.plan.connect_timeout);
-            }
-            Err(e) if out_of_descriptors(&e) => self.wait_for_descriptor(ctx, id, &e),
-            Err(e) => self.connect_failed(ctx, id, addr, &e),
-        }
-    }
-
-    /// A connect failed: try the host's next address, or give up with this error.
-    fn connect_failed(&mut self, ctx: &mut Ctx<Link>, id: usize, addr: SocketAddr, e: &io::Error) {
-        let more = match &self.pool.host(self.transfers[id].host).addrs {
-            Addrs::Ready(addrs) => self.transfers[id].next_addr < addrs.len(),
-            _ => false,
-        };
-        debug!("connect to {addr}: {e}");
-        if more {
-            self.connect(ctx, id);
-        } else {
-            self.finish(ctx, id, Some(format!("connect to {addr}: {}", io_text(e))));
-        }
-    }
 }
 
-impl Handler for Fetcher {
-    type State = Link;
-
-    /// The connect completed (the seed's EVENT_WRITE): start TLS if needed, send.
-    fn on_open(&mut self, ctx: &mut Ctx<Link>, token: Token) {
-        let Some(link) = ctx.state_mut(token) else {
+impl Fetcher {
+    /// A connection to the host (direct, or a tunnel through its proxy) is ready for
+    /// transfer `id`: start TLS if needed, and send the request.
+    pub(super) fn start_exchange(&mut self, ctx: &mut Ctx<Link>, token: Token, id: usize) {
+        let Some(host_id) = ctx.state(token).map(|l| l.host) else {
             return;
-        };
-        link.connected = true;
-        let (host_id, id, addr) = (link.host, link.transfer, link.addr);
-        self.pool.prefer(host_id, addr);
-        let Some(id) = id else {
-            return ctx.close(token, CloseReason::Done);
         };
         let key = &self.pool.host(host_id).key;
         if key.tls {
@@ -345,6 +312,29 @@ impl Handler for Fetcher {
         }
         self.send_request(ctx, id, token);
     }
+}
+
+impl Handler for Fetcher {
+    type State = Link;
+
+    /// The connect completed (the seed's EVENT_WRITE): start TLS if needed, send.
+    fn on_open(&mut self, ctx: &mut Ctx<Link>, token: Token) {
+        let Some(link) = ctx.state_mut(token) else {
+            return;
+        };
+        link.connected = true;
+        let (host_id, id, addr) = (link.host, link.transfer, link.addr);
+        // Happy eyeballs: the first connect to complete wins (`eyeballs.rs`).
+        let Some(id) = id.filter(|&id| self.race_won(ctx, id, token)) else {
+            return ctx.close(token, CloseReason::Done);
+        };
+        self.pool.prefer(host_id, addr);
+        self.transfers[id].net.marks.connected();
+        if self.open_tunnel(ctx, token, host_id) {
+            return; // through a proxy: the exchange starts once the tunnel is open
+        }
+        self.start_exchange(ctx, token, id);
+    }
 
     fn on_data(&mut self, ctx: &mut Ctx<Link>, token: Token, data: &mut [u8]) -> usize {
         let Some(link) = ctx.state(token) else {
@@ -353,8 +343,17 @@ impl Handler for Fetcher {
         match (link.transfer, link.tls.is_some()) {
             // Bytes on an idle connection were never asked for: drop the connection.
             (None, _) => ctx.close(token, CloseReason::Done),
+            (Some(id), _) if link.tunnel.is_some() => self.tunnel_bytes(ctx, token, id, data),
             (Some(id), true) => {
                 self.tls_bytes(ctx, token, id, data);
+                let done = ctx
+                    .state(token)
+                    .and_then(|l| l.tls.as_ref())
+                    .is_some_and(|tls| !tls.is_handshaking());
+                match self.transfers.get_mut(id).filter(|_| done) {
+                    Some(t) if t.conn == Some(token) => t.net.marks.tls_done(),
+                    _ => {}
+                }
                 self.resume_upload(ctx, token);
             }
             (Some(id), false) => self.response_bytes(ctx, token, id, data, false),
@@ -403,7 +402,7 @@ impl Handler for Fetcher {
                     ),
                     _ => format!("timeout: no data from the server for {idle}"),
                 };
-                self.finish(ctx, id, Some(e));
+                self.fail_transient(ctx, id, e);
             }
         }
     }
@@ -413,6 +412,10 @@ impl Handler for Fetcher {
         self.pool.closed(link.host, token);
         // Its descriptor is closed already: a transfer waiting for one may go.
         self.descriptor_freed(ctx);
+        // A connect racing for its transfer failed: the next address (`eyeballs.rs`).
+        if self.race_lost(ctx, token, &link, reason) {
+            return self.pump(ctx, link.host);
+        }
         // Still attached means the connection failed under the transfer.
         let attached = link.transfer.filter(|&id| {
             self.transfers
@@ -425,19 +428,13 @@ impl Handler for Fetcher {
             self.unpause(ctx, id, token);
             let t = &self.transfers[id];
             match reason {
-                CloseReason::ConnectFailed(e) => {
-                    let addr = link
-                        .addr
-                        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-                    self.connect_failed(ctx, id, addr, e);
-                }
                 _ if self.may_resend(id, link.requests > 1) => {
                     debug!("{}: reused connection failed ({reason}), resending", t.url);
                     self.resend(ctx, id);
                 }
                 _ => {
                     let e = close_text(reason, t.parser.started(), t.bytes);
-                    self.finish(ctx, id, Some(e));
+                    self.fail_transient(ctx, id, e);
                 }
             }
         }
@@ -449,7 +446,7 @@ impl Handler for Fetcher {
         self.interrupt(ctx, signal)
     }
 
-    /// `ADMIT`, or a transfer's `--timeout`.
+    /// `ADMIT`, a transfer's `--timeout`, `--retry` wait or happy eyeballs delay.
     fn on_timer(&mut self, ctx: &mut Ctx<Link>, key: u64) {
         if key == ADMIT {
             self.admit_armed = false;
@@ -457,6 +454,20 @@ impl Handler for Fetcher {
             self.settle(ctx);
             self.admit(ctx);
             return self.stop_if_done(ctx);
+        }
+        if let Some((flag, id, serial)) = split_key(key) {
+            // Only if the transfer under that id is still the one that set it.
+            if !self
+                .transfers
+                .get(id)
+                .is_some_and(|t| same_serial(serial, t.serial))
+            {
+                return;
+            }
+            return match flag {
+                RETRY => self.retry_due(ctx, id),
+                _ => self.race_due(ctx, id),
+            };
         }
         // Cancelled when its transfer ends, so the transfer under this id is its own.
         let id = (key - TIMEOUT_BASE) as usize;

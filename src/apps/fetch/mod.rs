@@ -28,6 +28,13 @@
 //!   on what waits for the writer; `writer.rs`: the writer thread's side; `naming.rs`:
 //!   file names, unique in O(1), written under a temporary name until complete.
 //! - `report.rs`: one result per URL (text or JSON lines), the progress bar.
+//! - `eyeballs.rs`: happy eyeballs: connects to a host's addresses racing, 250 ms apart.
+//! - `retry.rs`: `--retry`: what is transient, backoff with jitter, `Retry-After`.
+//! - `proxy.rs`: `-x`, `http_proxy`/`https_proxy`/`no_proxy`: absolute-form, CONNECT;
+//!   `tunnel.rs`: the CONNECT or SOCKS5 handshake on the loop; `socks.rs`: the SOCKS5
+//!   messages for `socks5h://` proxies.
+//! - `timing.rs`: per-phase timings (`dns_us` ... `total_us`); `net.rs`: the per
+//!   transfer state these three keep, and their timer keys.
 //!
 //! The command line (`src/cli/fetch.rs`, in the binary) turns its arguments into a
 //! `FetchOptions` and calls `fetch`; a library caller can do the same, or put together
@@ -46,18 +53,25 @@ pub mod decode;
 pub mod delivery;
 pub mod descriptors;
 pub mod exchange;
+pub mod eyeballs;
 pub mod fetcher;
 pub mod interrupt;
 pub mod naming;
+pub mod net;
 pub mod output;
 pub mod pool;
+pub mod proxy;
 pub mod report;
 pub mod request;
 pub mod resolver;
+pub mod retry;
 pub mod sending;
+pub mod socks;
+pub mod timing;
 pub mod tls;
 pub mod transfer;
 pub mod trust;
+pub mod tunnel;
 pub mod upload;
 pub mod writer;
 
@@ -70,8 +84,10 @@ use crate::apps::fetch::cookies::Jar;
 use crate::core::{EventLoop, LoopConfig};
 pub use fetcher::{Fetcher, Link};
 pub use output::{Destination, Output};
+pub use proxy::ProxyConfig;
 pub use report::{FetchResult, Reporter, ResultFormat};
 pub use request::{Data, Request, RequestOptions};
+pub use retry::RetryPolicy;
 
 /// Everything `netloop fetch` is told, as plain values (the command line's `Args`
 /// becomes one of these).
@@ -123,6 +139,12 @@ pub struct FetchOptions {
     pub cookie_file: Option<PathBuf>,
     /// `-c FILE`: write the run's cookies to this file at the end.
     pub cookie_jar: Option<PathBuf>,
+    /// `--retry`, `--retry-delay`, `--retry-max-time`.
+    pub retry: RetryPolicy,
+    /// `--resolve HOST:PORT:ADDR[,ADDR...]` entries, as given.
+    pub resolve: Vec<String>,
+    /// Which proxy each URL takes (`-x`, `--noproxy`, the environment).
+    pub proxy: ProxyConfig,
 }
 
 impl FetchOptions {
@@ -151,6 +173,9 @@ impl FetchOptions {
             cookies: true,
             cookie_file: None,
             cookie_jar: None,
+            retry: RetryPolicy::default(),
+            resolve: Vec::new(),
+            proxy: ProxyConfig::default(),
         }
     }
 }
@@ -192,6 +217,12 @@ pub struct Plan {
     pub head_only: bool,
     /// Method, headers, body and credentials of every request (`request.rs`).
     pub request: Arc<Request>,
+    /// `--retry` and its limits.
+    pub retry: RetryPolicy,
+    /// `--resolve`: addresses given for host:port pairs.
+    pub resolve: resolver::Overrides,
+    /// Which proxy each URL takes.
+    pub proxy: ProxyConfig,
     /// A final status of 400 or more fails the transfer before any of its body is
     /// saved or printed (curl's `--fail`).
     pub fail: bool,
@@ -212,6 +243,9 @@ impl Plan {
             tls: tls::client_config(None, false)?,
             head_only: false,
             request: Arc::new(Request::from_options(&RequestOptions::default())?),
+            retry: RetryPolicy::default(),
+            resolve: resolver::Overrides::new(),
+            proxy: ProxyConfig::default(),
             fail: false,
         })
     }
@@ -289,6 +323,9 @@ pub fn fetch(opts: &FetchOptions) -> io::Result<()> {
         tls: tls::client_config(opts.cacert.as_deref(), opts.insecure)?,
         head_only: opts.head,
         request: Arc::new(request),
+        retry: opts.retry,
+        resolve: resolve_overrides(&opts.resolve)?,
+        proxy: opts.proxy.clone(),
         fail: opts.fail,
         urls,
     };
@@ -349,4 +386,15 @@ pub fn fetch(opts: &FetchOptions) -> io::Result<()> {
              that could not be written)"
         ))),
     }
+}
+
+/// The `--resolve` entries as the resolver's table (a later entry for the same
+/// host:port wins, as in curl).
+fn resolve_overrides(entries: &[String]) -> io::Result<resolver::Overrides> {
+    let mut table = resolver::Overrides::new();
+    for entry in entries {
+        let (key, addrs) = resolver::parse_resolve(entry).map_err(invalid)?;
+        table.insert(key, addrs);
+    }
+    Ok(table)
 }

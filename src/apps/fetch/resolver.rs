@@ -11,13 +11,22 @@
 //!
 //! IP literals (`127.0.0.1`, `[::1]`) never come here; names are looked up once per
 //! host:port per run (the fetcher keeps the answer with its pool entry).
+//!
+//! `--resolve HOST:PORT:ADDR[,ADDR...]` (curl's syntax) answers a name without asking
+//! anyone: such a lookup is answered at once, through the same channel and waker as a
+//! real one (so the fetcher has one path for answers). `HOST` may be `*` for any host
+//! on that port. Every answer is put in happy eyeballs order (`eyeballs::order`: IPv6
+//! and IPv4 interleaved, IPv6 first).
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 
 use log::{debug, warn};
 use mio::Waker;
+
+use super::eyeballs;
 
 /// Helper threads at most: enough for a few slow names to not hold up the others.
 const MAX_THREADS: usize = 4;
@@ -51,11 +60,43 @@ pub struct Resolver {
     threads: usize,
     /// Lookups asked for and not yet answered.
     outstanding: usize,
+    /// `--resolve`: answers given on the command line, by (host, port).
+    overrides: Overrides,
+}
+
+/// `--resolve` entries: (lower-case host or `*`, port) to addresses.
+pub type Overrides = HashMap<(String, u16), Vec<IpAddr>>;
+
+/// One `--resolve HOST:PORT:ADDR[,ADDR...]` entry (IPv6 addresses may be in brackets).
+/// Errors name the option and say what is wrong.
+pub fn parse_resolve(entry: &str) -> Result<((String, u16), Vec<IpAddr>), String> {
+    let bad = |why: &str| format!("--resolve {entry:?}: {why} (expected HOST:PORT:ADDR[,ADDR...])");
+    // curl's `+HOST:...` (an entry that may time out of its cache) means the same here.
+    let mut parts = entry.strip_prefix('+').unwrap_or(entry).splitn(3, ':');
+    let (Some(host), Some(port), Some(addrs)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(bad("missing fields"));
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(bad("no host"));
+    }
+    let port: u16 = port.parse().map_err(|_| bad("bad port"))?;
+    let mut ips = Vec::new();
+    for addr in addrs.split(',') {
+        let addr = addr.trim();
+        let literal = addr.trim_start_matches('[').trim_end_matches(']');
+        ips.push(
+            literal
+                .parse::<IpAddr>()
+                .map_err(|_| bad(&format!("{addr:?} is not an IP address")))?,
+        );
+    }
+    Ok(((host.to_ascii_lowercase(), port), ips))
 }
 
 impl Resolver {
     /// A resolver that wakes the loop through `waker` when an answer is ready.
-    pub fn new(waker: Arc<Waker>) -> Resolver {
+    pub fn new(waker: Arc<Waker>, overrides: Overrides) -> Resolver {
         let (requests, queue) = mpsc::channel();
         let (answers_tx, answers) = mpsc::channel();
         Resolver {
@@ -66,11 +107,25 @@ impl Resolver {
             answers,
             threads: 0,
             outstanding: 0,
+            overrides,
         }
     }
 
     /// Start looking up `name:port`; the answer comes back through `answers` with `key`.
     pub fn lookup(&mut self, key: usize, name: &str, port: u16) {
+        let lower = name.to_ascii_lowercase();
+        let given = (self.overrides.get(&(lower, port)))
+            .or_else(|| self.overrides.get(&("*".to_string(), port)));
+        if let Some(ips) = given {
+            let addrs = ips.iter().map(|&ip| SocketAddr::new(ip, port)).collect();
+            let _ = self.answers_tx.send(Answer {
+                key,
+                result: Ok(eyeballs::order(addrs)),
+            });
+            self.outstanding += 1;
+            let _ = self.waker.wake();
+            return;
+        }
         self.outstanding += 1;
         if self.threads < self.outstanding.min(MAX_THREADS) {
             self.spawn();
@@ -130,7 +185,7 @@ fn serve_lookups(queue: &Mutex<Receiver<Request>>, answers: &Sender<Answer>, wak
                 if addrs.is_empty() {
                     Err(format!("DNS: no address for {name}"))
                 } else {
-                    Ok(addrs)
+                    Ok(eyeballs::order(addrs))
                 }
             }
             Err(e) => Err(format!("DNS: cannot resolve {name}: {e}")),
@@ -141,6 +196,35 @@ fn serve_lookups(queue: &Mutex<Receiver<Request>>, answers: &Sender<Answer>, wak
         }
         if let Err(e) = waker.wake() {
             warn!("resolver: cannot wake the loop: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolve_entries_as_curl_writes_them() {
+        let (key, ips) = parse_resolve("Example.com:443:127.0.0.2,[::1], 10.0.0.1").unwrap();
+        assert_eq!(key, ("example.com".to_string(), 443));
+        let want: Vec<IpAddr> = ["127.0.0.2", "::1", "10.0.0.1"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        assert_eq!(ips, want);
+        assert_eq!(
+            parse_resolve("*:80:::1").unwrap().1,
+            vec!["::1".parse::<IpAddr>().unwrap()]
+        );
+        for bad in [
+            "example.com:443",
+            "example.com:x:1.2.3.4",
+            ":80:1.2.3.4",
+            "a:80:nope",
+        ] {
+            let e = parse_resolve(bad).unwrap_err();
+            assert!(e.starts_with("--resolve"), "{e}");
         }
     }
 }

@@ -29,6 +29,7 @@ use mio::Token;
 use url::Url;
 
 use crate::apps::fetch::decode::Decoder;
+use crate::apps::fetch::net::NetState;
 use crate::apps::fetch::report::FetchResult;
 use crate::apps::fetch::request::Request;
 use crate::apps::fetch::sending::{write_head, Sending};
@@ -120,6 +121,8 @@ pub struct Transfer {
     pub decoder: Option<Decoder>,
     /// Body bytes of the final response as they arrived (before decoding).
     pub wire_bytes: u64,
+    /// Retry attempts, racing connects, phase timings (`net.rs`).
+    pub net: NetState,
 }
 
 impl Transfer {
@@ -168,6 +171,7 @@ impl Transfer {
             upload: None,
             decoder: None,
             wire_bytes: 0,
+            net: NetState::new(),
         }
     }
 
@@ -259,15 +263,19 @@ impl Transfer {
     /// The result as far as the network goes, once the transfer is over. The file (and
     /// an output error) are filled in once the writer has finished with its body.
     pub fn into_result(self, error: Option<String>) -> FetchResult {
+        let elapsed = self.started.elapsed();
+        let https = self.url.scheme() == "https";
         FetchResult {
             url: self.requested,
             status: self.status,
             bytes: self.bytes,
             wire_bytes: self.wire_bytes,
-            elapsed: self.started.elapsed(),
+            elapsed,
             redirects: self.redirects,
             file: None,
             error,
+            attempts: self.net.attempts,
+            timings: Some(self.net.marks.report(self.started, https, elapsed)),
         }
     }
 }
@@ -286,6 +294,7 @@ mod tests {
             raw: None,
             content_encoding: None,
             set_cookies: Vec::new(),
+            retry_after: None,
         }
     }
 
