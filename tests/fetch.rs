@@ -12,98 +12,39 @@
 //! whole body (memory stays bounded while the test reads slowly), and a stdout that
 //! cannot be written is that URL's error.
 
+mod common;
 mod fetch_server;
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use fetch_server::net::make_tls;
 use fetch_server::{page, pattern, pattern_at, TestServer, CHUNKED, CHUNKED_BODY};
 use serde_json::Value;
 
-/// Bound for one run of the binary.
-const TIMEOUT: Duration = Duration::from_secs(20);
+use common::TIMEOUT;
 
 /// The binary, with no proxy settings from the environment it was started in (fetch
 /// follows `http_proxy` and friends as curl does; these tests talk to loopback only).
 fn netloop() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_netloop"));
-    for var in [
-        "http_proxy",
-        "https_proxy",
-        "HTTPS_PROXY",
-        "all_proxy",
-        "ALL_PROXY",
-    ] {
+    for var in common::PROXY_VARS {
         cmd.env_remove(var);
     }
     cmd
 }
 
-/// What one run of `netloop fetch` left behind.
-struct Run {
-    status: ExitStatus,
-    stdout: Vec<u8>,
-    stderr: String,
-}
+/// What one run of `netloop fetch` left behind (status, stdout, stderr, `results()`).
+type Run = common::RunOutput;
 
-impl Run {
-    /// The `--json` lines, by URL.
-    #[track_caller]
-    fn results(&self) -> HashMap<String, Value> {
-        let text = String::from_utf8_lossy(&self.stdout);
-        text.lines()
-            .map(|line| {
-                let v: Value = serde_json::from_str(line)
-                    .unwrap_or_else(|e| panic!("not JSON: {line:?}: {e}\nstderr: {}", self.stderr));
-                (v["url"].as_str().unwrap_or_default().to_string(), v)
-            })
-            .collect()
-    }
-}
-
-/// Run `netloop fetch ARGS`, with `stdin` piped in; killed after `TIMEOUT`.
+/// Run `netloop fetch ARGS`, with `stdin` piped in; bounded by `TIMEOUT`.
 #[track_caller]
 fn fetch(args: &[&str], stdin: Option<&str>) -> Run {
-    let mut child = netloop()
-        .arg("fetch")
-        .args(args)
-        .env("RUST_LOG", "netloop=warn")
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn netloop fetch");
-    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(text.as_bytes()).expect("write stdin");
-    }
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    let output = match rx.recv_timeout(TIMEOUT) {
-        Ok(output) => output.expect("wait for netloop fetch"),
-        Err(_) => {
-            // SAFETY: kill(2) on our own child's pid.
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-            panic!("netloop fetch {args:?} did not finish within {TIMEOUT:?}");
-        }
-    };
-    Run {
-        status: output.status,
-        stdout: output.stdout,
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
+    common::run_fetch(args, stdin.unwrap_or("").as_bytes(), &[])
 }
 
 /// A fresh, empty directory for this test.

@@ -6,104 +6,25 @@
 //! Each test runs the real binary with a clean proxy environment (the host's own
 //! `http_proxy` must not leak in) and checks its `--json` lines. Nothing depends on
 //! timing to pass: waits are only checked from below (a timer never fires early), and
-//! every run is bounded by `TIMEOUT`, far above what any case needs.
+//! every run is bounded by `common::TIMEOUT`, far above what any case needs.
 
+mod common;
 mod fetch_server;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, TcpListener};
-use std::process::{Command, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
 
 use fetch_server::net::{make_tls, FlakyServer, HungListener, Proxy, Socks5Proxy};
 use fetch_server::{pattern, TestServer};
 use serde_json::Value;
 
-/// Bound for one run of the binary.
-const TIMEOUT: Duration = Duration::from_secs(20);
+/// One finished run (`common::RunOutput`: status, stdout, stderr, `results()`).
+type Run = common::RunOutput;
 
-/// Proxy variables cleared for every run (curl's names, both cases).
-const PROXY_VARS: [&str; 8] = [
-    "http_proxy",
-    "HTTP_PROXY",
-    "https_proxy",
-    "HTTPS_PROXY",
-    "all_proxy",
-    "ALL_PROXY",
-    "no_proxy",
-    "NO_PROXY",
-];
-
-/// One finished run.
-struct Run {
-    status: ExitStatus,
-    stdout: Vec<u8>,
-    stderr: String,
-}
-
-impl Run {
-    /// The `--json` lines (on stdout, or stderr when stdout had the body), by URL.
-    #[track_caller]
-    fn results(&self) -> HashMap<String, Value> {
-        let stdout = String::from_utf8_lossy(&self.stdout);
-        let text = if stdout.trim_start().starts_with('{') {
-            stdout.into_owned()
-        } else {
-            self.stderr.clone()
-        };
-        text.lines()
-            .filter(|l| l.starts_with('{'))
-            .map(|line| {
-                let v: Value = serde_json::from_str(line)
-                    .unwrap_or_else(|e| panic!("not JSON: {line:?}: {e}\nstderr: {}", self.stderr));
-                (v["url"].as_str().unwrap_or_default().to_string(), v)
-            })
-            .collect()
-    }
-
-    /// The one result of a one-URL run.
-    #[track_caller]
-    fn only(&self, url: &str) -> Value {
-        self.results()
-            .remove(url)
-            .unwrap_or_else(|| panic!("no result for {url}: {}", self.stderr))
-    }
-}
-
-/// Run `netloop fetch ARGS` with only `env` as proxy environment; killed after `TIMEOUT`.
+/// Run `netloop fetch ARGS` with only `env` as proxy environment; bounded.
 #[track_caller]
 fn fetch_env(args: &[&str], env: &[(&str, &str)]) -> Run {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_netloop"));
-    cmd.arg("fetch")
-        .args(args)
-        .env("RUST_LOG", "netloop=warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for var in PROXY_VARS {
-        cmd.env_remove(var);
-    }
-    cmd.envs(env.iter().copied());
-    let child = cmd.spawn().expect("spawn netloop fetch");
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    let output = match rx.recv_timeout(TIMEOUT) {
-        Ok(output) => output.expect("wait for netloop fetch"),
-        Err(_) => {
-            // SAFETY: kill(2) on our own child's pid.
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-            panic!("netloop fetch {args:?} did not finish within {TIMEOUT:?}");
-        }
-    };
-    Run {
-        status: output.status,
-        stdout: output.stdout,
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
+    common::run_fetch(args, b"", env)
 }
 
 #[track_caller]

@@ -17,7 +17,6 @@
 mod common;
 mod fetch_server;
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use common::{pseudo_random_bytes, run_netloop, RunOutput, TempPath};
@@ -93,18 +92,6 @@ fn fetch_ok(args: &[&str]) -> RunOutput {
 #[track_caller]
 fn echo(args: &[&str]) -> Echo {
     Echo::parse(&fetch_ok(args).stdout)
-}
-
-/// The `--json` result lines of a run (on stdout), by URL.
-fn results(run: &RunOutput) -> HashMap<String, Value> {
-    String::from_utf8_lossy(&run.stdout)
-        .lines()
-        .map(|line| {
-            let v: Value = serde_json::from_str(line)
-                .unwrap_or_else(|e| panic!("not JSON: {line:?}: {e}\n{}", run.stderr));
-            (v["url"].as_str().unwrap_or_default().to_string(), v)
-        })
-        .collect()
 }
 
 /// A fresh directory, removed when dropped.
@@ -321,7 +308,7 @@ fn compressed_bodies_are_decoded_as_they_stream() {
     all.extend(args);
     let run = run_netloop(&all, b"");
     assert!(!run.status.success(), "corrupt bodies must fail the run");
-    let results = results(&run);
+    let results = run.results();
     assert_eq!(results.len(), urls.len(), "{}", run.stderr);
     for url in &urls {
         let r = &results[url];
@@ -393,7 +380,7 @@ fn cookies_set_in_a_run_are_sent_later_in_it() {
         &echo_url,
         &chain,
     ]);
-    let first = results(&run);
+    let first = run.results();
     let saved = |url: &str| {
         let file = first[url]["file"].as_str().expect("file").to_string();
         Echo::parse(&std::fs::read(file).expect("saved echo"))
@@ -425,7 +412,7 @@ fn cookies_set_in_a_run_are_sent_later_in_it() {
         &set,
         &echo_url,
     ]);
-    let file = results(&run)[&echo_url]["file"]
+    let file = run.results()[&echo_url]["file"]
         .as_str()
         .expect("file")
         .to_string();

@@ -16,32 +16,16 @@
 mod common;
 mod fetch_server;
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 
 use fetch_server::page;
 use fetch_server::robust::{Counters, Options, RobustServer};
 use serde_json::Value;
 
-/// The `--json` lines of a run, by URL.
-#[track_caller]
-fn results(run: &common::RunOutput) -> HashMap<String, Value> {
-    String::from_utf8_lossy(&run.stdout)
-        .lines()
-        .map(|line| {
-            let v: Value = serde_json::from_str(line)
-                .unwrap_or_else(|e| panic!("not JSON: {line:?}: {e}\nstderr: {}", run.stderr));
-            (v["url"].as_str().unwrap_or_default().to_string(), v)
-        })
-        .collect()
-}
-
 /// `netloop fetch ARGS`, URLs on stdin (`-i -`), bounded.
 #[track_caller]
 fn fetch(args: &[&str], urls: &[String]) -> common::RunOutput {
-    let mut all = vec!["fetch"];
-    all.extend_from_slice(args);
-    common::run_netloop(&all, urls.join("\n").as_bytes())
+    common::run_fetch(args, urls.join("\n").as_bytes(), &[])
 }
 
 /// A fresh, empty directory for this test.
@@ -55,7 +39,7 @@ fn temp_dir(name: &str) -> PathBuf {
 /// Every URL has a result, and every one of them is `page(i)`, complete.
 #[track_caller]
 fn assert_all_pages(run: &common::RunOutput, urls: &[String]) {
-    let results = results(run);
+    let results = run.results();
     assert_eq!(
         results.len(),
         urls.len(),
@@ -129,7 +113,7 @@ fn a_server_that_never_answers_is_not_retried() {
     });
     let urls: Vec<String> = (0..20).map(|i| server.url(&format!("/page/{i}"))).collect();
     let run = fetch(&["--json", "-i", "-"], &urls);
-    let results = results(&run);
+    let results = run.results();
     assert_eq!(results.len(), 20, "{}", run.stderr);
     for r in results.values() {
         let error = r["error"].as_str().unwrap_or_default();
@@ -254,7 +238,7 @@ fn a_signal_ends_the_run_in_order() {
             stdout: lines.join("\n").into_bytes(),
             stderr: stderr.clone(),
         };
-        let results = results(&run);
+        let results = run.results();
         assert_eq!(
             results.len(),
             23,
@@ -500,7 +484,7 @@ fn heads_that_never_end_and_lengths_that_are_not_digits() {
     .collect();
     let started = std::time::Instant::now();
     let run = fetch(&["--json", "--idle-timeout", "2", "-i", "-"], &urls);
-    let results = results(&run);
+    let results = run.results();
     let error = |i: usize| {
         results[&urls[i]]["error"]
             .as_str()
@@ -549,7 +533,7 @@ fn fail_saves_no_error_body() {
         &urls,
     );
     assert!(!run.status.success());
-    let results = results(&run);
+    let results = run.results();
     for (url, status) in urls.iter().zip([404, 503]) {
         let r = &results[url];
         assert_eq!(r["status"], status, "{r}");

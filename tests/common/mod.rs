@@ -236,8 +236,37 @@ pub struct RunOutput {
 /// it to exit on its own (killing it and panicking otherwise), and collect its output.
 #[track_caller]
 pub fn run_bounded(program: &std::path::Path, args: &[&str], stdin: &[u8]) -> RunOutput {
+    run_bounded_env(program, args, stdin, &[])
+}
+
+/// Proxy variables (curl's names, both cases) cleared for every run: the tests talk to
+/// loopback only, and `netloop fetch` follows these as curl does.
+pub const PROXY_VARS: [&str; 8] = [
+    "http_proxy",
+    "HTTP_PROXY",
+    "https_proxy",
+    "HTTPS_PROXY",
+    "all_proxy",
+    "ALL_PROXY",
+    "no_proxy",
+    "NO_PROXY",
+];
+
+/// `run_bounded`, with the proxy variables cleared and then `env` set.
+#[track_caller]
+pub fn run_bounded_env(
+    program: &std::path::Path,
+    args: &[&str],
+    stdin: &[u8],
+    env: &[(&str, &str)],
+) -> RunOutput {
     use std::io::Write;
-    let mut child = Command::new(program)
+    let mut command = Command::new(program);
+    for var in PROXY_VARS {
+        command.env_remove(var);
+    }
+    let mut child = command
+        .envs(env.iter().copied())
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -286,6 +315,47 @@ pub fn run_bounded(program: &std::path::Path, args: &[&str], stdin: &[u8]) -> Ru
 #[track_caller]
 pub fn run_netloop(args: &[&str], stdin: &[u8]) -> RunOutput {
     run_bounded(&netloop_bin(), args, stdin)
+}
+
+/// `netloop fetch ARGS...` with `stdin` and the environment `env` (after the proxy
+/// variables are cleared), logging warnings only; bounded like `run_bounded`.
+#[track_caller]
+pub fn run_fetch(args: &[&str], stdin: &[u8], env: &[(&str, &str)]) -> RunOutput {
+    let mut all = vec!["fetch"];
+    all.extend_from_slice(args);
+    let mut env_all = vec![("RUST_LOG", "netloop=warn")];
+    env_all.extend_from_slice(env);
+    run_bounded_env(&netloop_bin(), &all, stdin, &env_all)
+}
+
+impl RunOutput {
+    /// A `fetch --json` run's result lines, by URL: on stdout, or on stderr when stdout
+    /// had a body. Other lines (a body, log lines) are skipped.
+    #[track_caller]
+    pub fn results(&self) -> std::collections::HashMap<String, serde_json::Value> {
+        let stdout = String::from_utf8_lossy(&self.stdout);
+        let text = if stdout.trim_start().starts_with('{') {
+            stdout.into_owned()
+        } else {
+            self.stderr.clone()
+        };
+        text.lines()
+            .filter(|l| l.starts_with('{'))
+            .map(|line| {
+                let v: serde_json::Value = serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("not JSON: {line:?}: {e}\nstderr: {}", self.stderr));
+                (v["url"].as_str().unwrap_or_default().to_string(), v)
+            })
+            .collect()
+    }
+
+    /// The one result of a one-URL `fetch --json` run.
+    #[track_caller]
+    pub fn only(&self, url: &str) -> serde_json::Value {
+        self.results()
+            .remove(url)
+            .unwrap_or_else(|| panic!("no result for {url}: {}", self.stderr))
+    }
 }
 
 /// `len` pseudo-random bytes from a xorshift64* generator (deterministic per seed).
