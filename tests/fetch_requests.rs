@@ -516,37 +516,11 @@ fn a_decompression_bomb_keeps_memory_bounded() {
     );
 }
 
-/// A CA and a certificate for 127.0.0.1 signed by it: the server's TLS config, and the
-/// CA as PEM for `--cacert`.
-fn make_tls() -> (std::sync::Arc<rustls::ServerConfig>, String) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
-    let ca_key = KeyPair::generate().expect("CA key");
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let name = "netloop requests test CA";
-    ca_params.distinguished_name.push(DnType::CommonName, name);
-    let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
-    let issuer = Issuer::new(ca_params, ca_key);
-    let key = KeyPair::generate().expect("server key");
-    let params = CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("params");
-    let cert = params.signed_by(&key, &issuer).expect("server certificate");
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("protocol versions")
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.der().clone()], key)
-        .expect("server config");
-    (std::sync::Arc::new(config), ca_cert.pem())
-}
-
 /// Over HTTPS: a streamed file body goes through the TLS session piece by piece (and
 /// again after a 307), and a brotli body is decoded from the decrypted stream.
 #[test]
 fn https_uploads_and_compressed_bodies() {
-    let (config, ca_pem) = make_tls();
+    let (config, ca_pem) = fetch_server::net::make_tls("netloop requests test CA");
     let server = RequestServer::start_with(Some(config));
     let ca = TempPath::new("ca");
     std::fs::write(&ca.0, ca_pem).expect("write CA");
