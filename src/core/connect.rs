@@ -16,7 +16,7 @@ use mio::Token;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::ctx::Ctx;
-use super::io_util::{interrupted, would_block};
+use super::io_util::{interrupted, with_context, would_block};
 use super::slot::{Peer, Stream};
 
 /// Where an outbound connection goes.
@@ -64,7 +64,7 @@ pub(crate) fn connect_tcp(addr: SocketAddr, source: Option<IpAddr>) -> io::Resul
     }
     socket
         .bind(&SocketAddr::new(ip, 0).into())
-        .map_err(|e| io::Error::new(e.kind(), format!("bind source {ip}: {e}")))?;
+        .map_err(|e| with_context(e, format_args!("bind source {ip}")))?;
     match socket.connect(&addr.into()) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
@@ -92,13 +92,12 @@ impl<S> Ctx<S> {
         let (stream, peer) = match target {
             Target::Tcp(addr) => {
                 let s = connect_tcp(*addr, source)
-                    .map_err(|e| io::Error::new(e.kind(), format!("connect {addr}: {e}")))?;
+                    .map_err(|e| with_context(e, format_args!("connect {addr}")))?;
                 (Stream::Tcp(s), Peer::inet(*addr))
             }
             Target::Unix(path) => {
-                let s = UnixStream::connect(path).map_err(|e| {
-                    io::Error::new(e.kind(), format!("connect {}: {e}", path.display()))
-                })?;
+                let s = UnixStream::connect(path)
+                    .map_err(|e| with_context(e, format_args!("connect {}", path.display())))?;
                 (Stream::Unix(s), Peer::Unix)
             }
         };

@@ -354,7 +354,7 @@ impl<S> Ctx<S> {
         // Registered once, for both directions, for the connection's whole life.
         self.registry
             .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
-            .map_err(|e| io::Error::new(e.kind(), format!("register {peer}: {e}")))?;
+            .map_err(|e| super::io_util::with_context(e, format_args!("register {peer}")))?;
         let write_only = matches!(stream, Stream::PipeOut(_));
         let mut conn = Slot::new(stream, peer, state);
         if connecting {

@@ -5,6 +5,7 @@
 //! the system call, which is simply retried. Naming the two checks keeps every
 //! read/write/accept loop in the crate short enough to read at a glance.
 
+use std::fmt;
 use std::io;
 
 /// The socket has nothing more to give (or take) until the next readiness event.
@@ -17,13 +18,55 @@ pub fn interrupted(err: &io::Error) -> bool {
     err.kind() == io::ErrorKind::Interrupted
 }
 
+/// `err`, with what was being done put in front of its message (`connect 10.0.0.1:80:
+/// Connection refused (os error 111)`), keeping its kind and, through [`os_error`], its
+/// OS error number: a caller can still tell `EMFILE` from the rest without reading text.
+pub fn with_context(err: io::Error, what: impl fmt::Display) -> io::Error {
+    let kind = err.kind();
+    io::Error::new(
+        kind,
+        Context {
+            what: what.to_string(),
+            source: err,
+        },
+    )
+}
+
+/// The payload of [`with_context`]'s errors.
+#[derive(Debug)]
+struct Context {
+    what: String,
+    source: io::Error,
+}
+
+impl fmt::Display for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.what, self.source)
+    }
+}
+
+impl std::error::Error for Context {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+/// The OS error number of `err`, also when [`with_context`] wrapped it (once or more).
+pub fn os_error(err: &io::Error) -> Option<i32> {
+    if let Some(code) = err.raw_os_error() {
+        return Some(code);
+    }
+    let context = err.get_ref()?.downcast_ref::<Context>()?;
+    os_error(&context.source)
+}
+
 /// The process (or the whole system) ran out of file descriptors or socket memory.
 ///
 /// `accept` fails this way while a connection is still waiting in the backlog, so the
 /// listener stays readable: retrying at once would spin, so the loop pauses accepting.
 pub fn out_of_descriptors(err: &io::Error) -> bool {
     matches!(
-        err.raw_os_error(),
+        os_error(err),
         Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) | Some(libc::ENOMEM)
     )
 }
@@ -62,4 +105,25 @@ pub fn raise_nofile_limit() -> u64 {
         }
     }
     lim.rlim_cur
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn context_keeps_the_kind_the_os_error_and_the_text() {
+        let raw = io::Error::from_raw_os_error(libc::EMFILE);
+        let text = raw.to_string();
+        let once = with_context(raw, "connect 127.0.0.1:80");
+        let twice = with_context(once, "transfer 3");
+        assert_eq!(os_error(&twice), Some(libc::EMFILE));
+        assert!(out_of_descriptors(&twice));
+        assert_eq!(
+            twice.to_string(),
+            format!("transfer 3: connect 127.0.0.1:80: {text}")
+        );
+        let plain = with_context(io::Error::other("no number"), "x");
+        assert_eq!(os_error(&plain), None);
+    }
 }

@@ -20,6 +20,7 @@ use std::io;
 
 use super::fetcher::{Fetcher, Link};
 use super::transfer::Phase;
+use crate::core::io_util::os_error;
 use crate::core::{CloseReason, Ctx};
 
 /// Descriptors kept free for what is not a connection or a body's file: the resolver's
@@ -71,18 +72,10 @@ fn descriptors_in_use() -> usize {
     std::fs::read_dir("/proc/self/fd").map_or(16, |dir| dir.count())
 }
 
-/// `EMFILE` (this process's limit) or `ENFILE` (the system's).
+/// `EMFILE` (this process's limit) or `ENFILE` (the system's). `Ctx::connect` puts the
+/// address in front of the message; `os_error` still finds the number behind it.
 pub fn out_of_descriptors(e: &io::Error) -> bool {
-    let codes = [libc::EMFILE, libc::ENFILE];
-    if let Some(code) = e.raw_os_error() {
-        return codes.contains(&code);
-    }
-    // `Ctx::connect` adds the address to the message and keeps only the error's kind,
-    // which has no stable value for these; the OS error's text ends the message.
-    let text = e.to_string();
-    codes
-        .iter()
-        .any(|&code| text.ends_with(&io::Error::from_raw_os_error(code).to_string()))
+    matches!(os_error(e), Some(libc::EMFILE) | Some(libc::ENFILE))
 }
 
 impl Fetcher {
@@ -144,7 +137,10 @@ mod tests {
     #[test]
     fn emfile_is_seen_through_the_address_added() {
         let raw = io::Error::from_raw_os_error(libc::EMFILE);
-        let wrapped = io::Error::new(raw.kind(), format!("connect 127.0.0.1:80: {raw}"));
+        let wrapped = crate::core::io_util::with_context(
+            io::Error::from_raw_os_error(libc::EMFILE),
+            "connect 127.0.0.1:80",
+        );
         assert!(out_of_descriptors(&raw) && out_of_descriptors(&wrapped));
         let refused = io::Error::from_raw_os_error(libc::ECONNREFUSED);
         assert!(!out_of_descriptors(&refused));
