@@ -17,7 +17,6 @@ mod fetch_server;
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::Duration;
@@ -45,20 +44,6 @@ type Run = common::RunOutput;
 #[track_caller]
 fn fetch(args: &[&str], stdin: Option<&str>) -> Run {
     common::run_fetch(args, stdin.unwrap_or("").as_bytes(), &[])
-}
-
-/// A fresh, empty directory for this test.
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("netloop-fetch-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("make temp dir");
-    dir
-}
-
-/// A port nothing listens on (bound, then released).
-fn closed_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
 }
 
 /// Check a successful result: status, body bytes, redirects, and the saved file.
@@ -110,9 +95,9 @@ fn assert_error(results: &HashMap<String, Value>, url: &str, what: &str) {
 #[test]
 fn every_kind_of_response_in_one_run() {
     let server = TestServer::start();
-    let dir = temp_dir("kinds");
+    let dir = common::fresh_dir("kinds");
     let u = |p: &str| server.url(p);
-    let refused = format!("http://127.0.0.1:{}/", closed_port());
+    let refused = format!("http://127.0.0.1:{}/", common::closed_port());
     // A DNS label longer than 63 bytes: getaddrinfo refuses it without asking a DNS
     // server, so the failure is the same, and as quick, on a machine with no network.
     let bad_name = format!("http://{}.invalid/", "a".repeat(64));
@@ -220,7 +205,7 @@ fn every_kind_of_response_in_one_run() {
 #[test]
 fn a_thousand_urls_over_a_few_reused_connections() {
     let server = TestServer::start();
-    let dir = temp_dir("thousand");
+    let dir = common::fresh_dir("thousand");
     let urls: Vec<String> = (0..1000)
         .map(|i| server.url(&format!("/page/{i}")))
         .collect();
@@ -488,7 +473,7 @@ fn a_closed_stdout_pipe_is_that_urls_error() {
 fn a_file_that_cannot_be_written_is_that_urls_error() {
     use std::os::unix::process::CommandExt;
     let server = TestServer::start();
-    let dir = temp_dir("fsize");
+    let dir = common::fresh_dir("fsize");
     let out = dir.join("out");
     let (big, small) = (server.url("/len/300000"), server.url("/len/1000"));
     let mut cmd = netloop();
@@ -556,7 +541,7 @@ fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
 fn https_with_a_ca_made_in_the_test() {
     let (config, ca_pem) = make_tls("netloop test CA");
     let server = TestServer::start_with(Some(config));
-    let dir = temp_dir("tls");
+    let dir = common::fresh_dir("tls");
     let ca = dir.join("ca.pem");
     std::fs::write(&ca, &ca_pem).expect("write CA");
     let port = server.addr.port();
@@ -635,7 +620,7 @@ impl Drop for Nginx {
 fn start_nginx(bin: &str, prefix: &Path) -> Option<Nginx> {
     let www = prefix.join("www");
     write_site(&www)?;
-    let port = closed_port();
+    let port = common::closed_port();
     let conf = format!(
         "daemon off;\nmaster_process off;\nworker_processes 1;\npid {prefix}/nginx.pid;\n\
          error_log {prefix}/error.log;\nevents {{ worker_connections 256; }}\n\
@@ -763,7 +748,7 @@ fn the_same_fetches_against_nginx() {
     let Some(bin) = nginx_binary() else {
         return skip_without("nginx", "nginx-light");
     };
-    let prefix = temp_dir("nginx");
+    let prefix = common::fresh_dir("nginx");
     let nginx = start_nginx(bin, &prefix).expect("set up nginx");
     let base = format!("http://127.0.0.1:{}", nginx.port);
     fetch_site(&base, &prefix.join("out"));
@@ -786,10 +771,10 @@ fn the_same_fetches_against_lighttpd() {
     let Some(bin) = server_binary(&["lighttpd", "/usr/sbin/lighttpd"], "-v") else {
         return skip_without("lighttpd", "lighttpd");
     };
-    let prefix = temp_dir("lighttpd");
+    let prefix = common::fresh_dir("lighttpd");
     let www = prefix.join("www");
     write_site(&www).expect("write the site");
-    let port = closed_port();
+    let port = common::closed_port();
     let conf = format!(
         "server.document-root = \"{www}\"\nserver.bind = \"127.0.0.1\"\nserver.port = {port}\n\
          server.errorlog = \"{prefix}/error.log\"\n\

@@ -12,7 +12,7 @@ mod common;
 mod fetch_server;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use fetch_server::net::{make_tls, FlakyServer, HungListener, Proxy, Socks5Proxy};
 use fetch_server::{pattern, TestServer};
@@ -32,20 +32,6 @@ fn fetch(args: &[&str]) -> Run {
     fetch_env(args, &[])
 }
 
-/// A port nothing listens on (bound, then released).
-fn closed_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
-/// A fresh, empty directory for this test.
-fn temp_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("netloop-fetchnet-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("make temp dir");
-    dir
-}
-
 #[track_caller]
 fn num(r: &Value, key: &str) -> f64 {
     r[key]
@@ -56,7 +42,7 @@ fn num(r: &Value, key: &str) -> f64 {
 #[test]
 fn retries_503_with_retry_after_then_succeeds() {
     let server = FlakyServer::start();
-    let dir = temp_dir("retry503");
+    let dir = common::fresh_dir("retry503");
     let out = dir.join("out");
     // Retry-After in seconds (1 s), and as an HTTP date in the past (at once).
     let secs = server.url("/503/1?after=1");
@@ -132,11 +118,11 @@ fn retry_after_is_capped_by_retry_max_time_and_attempts_run_out() {
 #[test]
 fn resets_and_refused_connects_are_retried() {
     let server = FlakyServer::start();
-    let dir = temp_dir("resets");
+    let dir = common::fresh_dir("resets");
     let out = dir.join("out");
     let reset = server.url("/reset/2");
     let cut = server.url("/cut/1");
-    let refused = format!("http://127.0.0.1:{}/", closed_port());
+    let refused = format!("http://127.0.0.1:{}/", common::closed_port());
     let run = fetch(&[
         "--json",
         "--retry",
@@ -234,7 +220,7 @@ fn resolve_gives_a_name_its_address() {
     assert!(run.status.success(), "{}", run.stderr);
     assert_eq!(run.stdout, pattern(10));
     // The same name on another port is not covered, and a malformed entry is refused.
-    let other = format!("http://netloop-test.invalid:{}/", closed_port());
+    let other = format!("http://netloop-test.invalid:{}/", common::closed_port());
     let r = fetch(&["--json", "--resolve", &entry, &other]).only(&other);
     assert!(
         r["error"].as_str().unwrap_or_default().contains("DNS"),
@@ -367,7 +353,7 @@ fn no_proxy_and_upper_case_http_proxy_go_direct() {
         proxy.asked()
     );
     // A proxy that is down is an error, not a silent direct connect.
-    let down = format!("http://127.0.0.1:{}", closed_port());
+    let down = format!("http://127.0.0.1:{}", common::closed_port());
     let r = fetch_env(&["--json", &url], &[("http_proxy", &down)]).only(&url);
     assert!(
         r["error"].as_str().unwrap_or_default().contains("refused"),
@@ -380,7 +366,7 @@ fn https_through_a_connect_tunnel() {
     let (config, ca_pem) = make_tls("netloop proxy test CA");
     let server = TestServer::start_with(Some(config));
     let port = server.addr.port();
-    let dir = temp_dir("connect");
+    let dir = common::fresh_dir("connect");
     let ca = dir.join("ca.pem");
     std::fs::write(&ca, ca_pem).expect("write CA");
     // `localhost:PORT` as the proxy sees it goes to the TLS server.
@@ -430,7 +416,7 @@ fn socks5h_tunnels_by_name() {
     let plain = TestServer::start();
     let (config, ca_pem) = make_tls("netloop socks test CA");
     let tls = TestServer::start_with(Some(config));
-    let dir = temp_dir("socks");
+    let dir = common::fresh_dir("socks");
     let ca = dir.join("ca.pem");
     std::fs::write(&ca, ca_pem).expect("write CA");
     let http_target = "origin.invalid:8080".to_string();

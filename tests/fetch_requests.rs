@@ -17,9 +17,7 @@
 mod common;
 mod fetch_server;
 
-use std::path::Path;
-
-use common::{pseudo_random_bytes, run_netloop, RunOutput, TempPath};
+use common::{pseudo_random_bytes, run_netloop, RunOutput, TempDir, TempPath};
 use fetch_server::requests::{sample_text, sha256_hex, RequestServer};
 use serde_json::Value;
 
@@ -92,29 +90,6 @@ fn fetch_ok(args: &[&str]) -> RunOutput {
 #[track_caller]
 fn echo(args: &[&str]) -> Echo {
     Echo::parse(&fetch_ok(args).stdout)
-}
-
-/// A fresh directory, removed when dropped.
-struct TempDir(std::path::PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let path = common::unique_temp_path(name);
-        std::fs::create_dir_all(&path).expect("make temp dir");
-        TempDir(path)
-    }
-    fn path(&self) -> &Path {
-        &self.0
-    }
-    fn str(&self) -> &str {
-        self.0.to_str().expect("utf-8 path")
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 #[test]

@@ -28,14 +28,6 @@ fn fetch(args: &[&str], urls: &[String]) -> common::RunOutput {
     common::run_fetch(args, urls.join("\n").as_bytes(), &[])
 }
 
-/// A fresh, empty directory for this test.
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("netloop-robust-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("make temp dir");
-    dir
-}
-
 /// Every URL has a result, and every one of them is `page(i)`, complete.
 #[track_caller]
 fn assert_all_pages(run: &common::RunOutput, urls: &[String]) {
@@ -193,7 +185,7 @@ fn a_signal_ends_the_run_in_order() {
         (libc::SIGTERM, 143, "SIGTERM"),
     ] {
         let server = RobustServer::start(Options::default());
-        let dir = temp_dir(&format!("signal-{signal}"));
+        let dir = common::fresh_dir(&format!("signal-{signal}"));
         let mut urls: Vec<String> = (0..20).map(|i| server.url(&format!("/page/{i}"))).collect();
         urls.extend((0..3).map(|i| server.url(&format!("/hold/{}", 100_000 + i))));
         urls.extend((20..30).map(|i| server.url(&format!("/page/{i}"))));
@@ -376,7 +368,7 @@ fn only_result(run: &common::RunOutput) -> (Value, String) {
 /// another name, or expired, the error says so in words.
 #[test]
 fn a_self_signed_certificate_given_with_cacert() {
-    let dir = temp_dir("self-signed");
+    let dir = common::fresh_dir("self-signed");
     let (config, pem) = self_signed(&["localhost", "127.0.0.1"], 2020, 2090);
     let server = RobustServer::start_with(Options::default(), Some(config));
     let cacert = dir.join("self.pem");
@@ -523,7 +515,7 @@ fn heads_that_never_end_and_lengths_that_are_not_digits() {
 #[test]
 fn fail_saves_no_error_body() {
     let server = RobustServer::start(Options::default());
-    let dir = temp_dir("fail");
+    let dir = common::fresh_dir("fail");
     let urls: Vec<String> = ["/status/404", "/status/503", "/page/1"]
         .iter()
         .map(|p| server.url(p))
@@ -566,7 +558,7 @@ fn fail_saves_no_error_body() {
 fn out_of_descriptors_transfers_wait_for_one() {
     use std::process::{Command, Stdio};
     let server = RobustServer::start(Options::default());
-    let dir = temp_dir("emfile");
+    let dir = common::fresh_dir("emfile");
     let urls: Vec<String> = (0..400)
         .map(|i| server.url(&format!("/page/{i}")))
         .collect();
@@ -626,7 +618,7 @@ fn out_of_descriptors_transfers_wait_for_one() {
 #[test]
 fn a_second_signal_leaves_no_partial_file() {
     let server = RobustServer::start(Options::default());
-    let dir = temp_dir("second-signal");
+    let dir = common::fresh_dir("second-signal");
     let mut urls = vec![server.url("/hold/100000")];
     urls.extend((0..2000).map(|i| server.url(&format!("/page/{i}"))));
     let list = dir.join("urls.txt");

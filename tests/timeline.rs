@@ -15,7 +15,7 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{Server, TempPath};
+use common::{Server, TempDir, TempPath};
 
 /// Record `netloop serve echo` while `traffic` talks to it, into DIR/NAME.
 fn record(dir: &TempDir, name: &str, traffic: impl FnOnce(std::net::SocketAddr)) -> PathBuf {
@@ -360,23 +360,6 @@ fn assert_not_blank(path: &Path) {
         pixels.len(),
         counts.len()
     );
-}
-
-/// A directory removed (with its contents) when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let path = common::unique_temp_path(name);
-        std::fs::create_dir_all(&path).expect("create temp dir");
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 #[test]

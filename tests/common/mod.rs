@@ -224,6 +224,43 @@ impl Drop for TempPath {
     }
 }
 
+/// A fresh, empty directory unique within this test process; the test removes it.
+pub fn fresh_dir(name: &str) -> PathBuf {
+    let dir = unique_temp_path(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("make temp dir");
+    dir
+}
+
+/// A fresh directory, removed with its contents when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        TempDir(fresh_dir(name))
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+
+    pub fn str(&self) -> &str {
+        self.0.to_str().expect("utf-8 temp path")
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A loopback port nothing listens on (bound, then released).
+pub fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
 /// What a finished `netloop` command printed.
 #[derive(Debug)]
 pub struct RunOutput {
