@@ -393,35 +393,32 @@ fn a_self_signed_certificate_given_with_cacert() {
     );
 
     // The same kind of certificate for another name only: the name is checked.
-    let (config, pem) = self_signed(&["localhost"], 2020, 2090);
-    let server = RobustServer::start_with(Options::default(), Some(config));
-    std::fs::write(&cacert, pem).expect("write cert");
-    let url = vec![format!("https://127.0.0.1:{}/page/0", server.addr.port())];
-    let run = fetch(
-        &["--json", "--cacert", cacert.to_str().unwrap(), "-i", "-"],
-        &url,
-    );
-    let (_, error) = only_result(&run);
+    let error = pinned_error(&cacert, &["localhost"], 2020, 2090);
     assert!(
         error.contains("is for localhost, not for 127.0.0.1"),
         "{error}"
     );
 
     // Expired: its dates are checked too.
-    let (config, pem) = self_signed(&["127.0.0.1"], 2000, 2001);
-    let server = RobustServer::start_with(Options::default(), Some(config));
-    std::fs::write(&cacert, pem).expect("write cert");
-    let url = vec![format!("https://127.0.0.1:{}/page/0", server.addr.port())];
-    let run = fetch(
-        &["--json", "--cacert", cacert.to_str().unwrap(), "-i", "-"],
-        &url,
-    );
-    let (_, error) = only_result(&run);
+    let error = pinned_error(&cacert, &["127.0.0.1"], 2000, 2001);
     assert!(
         error.contains("certificate expired on 2001-01-01 00:00:00 UTC"),
         "{error}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The error of one fetch from 127.0.0.1 whose self-signed certificate (for `names`,
+/// valid `from`..`until`) is the one given with `--cacert` (written to `cacert`).
+#[track_caller]
+fn pinned_error(cacert: &std::path::Path, names: &[&str], from: i32, until: i32) -> String {
+    let (config, pem) = self_signed(names, from, until);
+    let server = RobustServer::start_with(Options::default(), Some(config));
+    std::fs::write(cacert, pem).expect("write cert");
+    let url = vec![format!("https://127.0.0.1:{}/page/0", server.addr.port())];
+    let cacert = cacert.to_str().expect("utf-8 path");
+    let run = fetch(&["--json", "--cacert", cacert, "-i", "-"], &url);
+    only_result(&run).1
 }
 
 /// `https://` to a port that speaks plain HTTP (it answers the ClientHello with a 400,
