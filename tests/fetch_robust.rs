@@ -94,6 +94,36 @@ fn a_reused_connection_that_dies_is_retried_on_a_new_one() {
     );
 }
 
+/// A POST (`-d`) is not idempotent: when its reused connection dies before any response
+/// byte, it fails instead of being sent again (the server may have acted on it).
+#[test]
+fn a_post_on_a_reused_connection_that_dies_is_not_resent() {
+    let server = RobustServer::start(Options {
+        answers_per_conn: Some(1),
+        ..Options::default()
+    });
+    let urls: Vec<String> = (0..10).map(|i| server.url(&format!("/page/{i}"))).collect();
+    let run = fetch(
+        &["--json", "--concurrency", "1", "-d", "x", "-i", "-"],
+        &urls,
+    );
+    let results = run.results();
+    assert_eq!(results.len(), urls.len(), "{}", run.stderr);
+    let failed: Vec<&Value> = results.values().filter(|r| !r["error"].is_null()).collect();
+    assert!(
+        !failed.is_empty(),
+        "a reused connection died: a POST must fail"
+    );
+    for r in &failed {
+        let error = r["error"].as_str().unwrap_or_default();
+        assert!(error.contains("closed before any response byte"), "{r}");
+    }
+    // Every request reached the server exactly once: none was sent again.
+    let seen =
+        server.count(|c: &Counters| &c.responses) + server.count(|c: &Counters| &c.unanswered);
+    assert_eq!(seen, urls.len());
+}
+
 /// The resend is bounded: a server that reads every request and never answers costs
 /// one connection per URL — a new connection that fails is a real failure, not a reason
 /// to try again.

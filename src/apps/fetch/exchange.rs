@@ -277,7 +277,7 @@ impl Fetcher {
     /// idempotent, and the transfer was not resent already (see the module docs).
     pub(super) fn may_resend(&self, id: usize, reused: bool) -> bool {
         self.transfers.get(id).is_some_and(|t| {
-            reused && !t.parser.started() && !t.retried && idempotent(request_method(t))
+            reused && !t.parser.started() && !t.retried && idempotent(&t.sending.method)
         })
     }
 
@@ -344,15 +344,6 @@ impl Fetcher {
             self.pump(ctx, host_id);
         }
         self.idle_for_descriptors(ctx);
-    }
-}
-
-/// The method a transfer's request uses.
-fn request_method(t: &super::transfer::Transfer) -> &'static str {
-    if t.head_only {
-        "HEAD"
-    } else {
-        "GET"
     }
 }
 
