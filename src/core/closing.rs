@@ -63,7 +63,8 @@ impl<S: Default> EventLoop<S> {
                 .map(|p| std::mem::take(&mut p.read_buf))
                 .unwrap_or_default();
             self.ctx.input_held -= unconsumed.capacity();
-            let peer = conn.peer.get(self.ctx.v6_peers.get(&key));
+            let v6_peers = &self.ctx.v6_peers;
+            let peer = conn.peer.get(|| v6_peers.get(&key));
             let closed = notify.then(|| Closed {
                 peer,
                 state: std::mem::take(&mut conn.state),

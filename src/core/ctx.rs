@@ -203,7 +203,7 @@ impl<S> Ctx<S> {
     /// The connection's peer, for messages.
     pub fn peer(&self, token: Token) -> Option<Peer> {
         let conn = self.slab.get(token.0)?;
-        Some(conn.peer.get(self.v6_peers.get(&token.0)))
+        Some(conn.peer.get(|| self.v6_peers.get(&token.0)))
     }
 
     /// The peer of a connection, for the loop's own log lines (`Local` if it is gone).
@@ -436,14 +436,6 @@ impl<S> Ctx<S> {
 fn slab_capacity(config: &LoopConfig) -> usize {
     /// A cap for unlimited or huge limits (a million slots: 40 MB of address space).
     const MOST: usize = 1 << 20;
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit with a valid pointer to a local struct.
-    let files = match unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } {
-        0 => usize::try_from(lim.rlim_cur).unwrap_or(MOST),
-        _ => 1024,
-    };
+    let files = super::io_util::open_file_limit().unwrap_or(1024);
     files.min(config.max_conns.unwrap_or(MOST)).min(MOST)
 }

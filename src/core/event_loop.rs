@@ -421,13 +421,14 @@ impl<S: Default> EventLoop<S> {
             return false;
         }
         conn.flags &= !flags::CONNECTING;
-        debug!(
-            "token {}: connected to {}",
-            token.0,
-            self.ctx.peer_of(token)
+        let peer = self.ctx.peer_of(token);
+        debug!("token {}: connected to {peer}", token.0);
+        record!(
+            self.ctx,
+            "connected",
+            conn = token.0,
+            peer = peer.to_string()
         );
-        let peer = self.ctx.peer_of(token).to_string();
-        record!(self.ctx, "connected", conn = token.0, peer = peer);
         self.ctx.stats.connected += 1;
         handler.on_open(&mut self.ctx, token);
         flush(&mut self.ctx, handler, token);

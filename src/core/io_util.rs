@@ -82,6 +82,20 @@ pub fn peer_gone(err: &io::Error) -> bool {
     )
 }
 
+/// The soft open-file limit (`ulimit -n`); `None` if it cannot be read. Unlimited
+/// reads as `usize::MAX`.
+pub fn open_file_limit() -> Option<usize> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit with a valid pointer to a local struct.
+    match unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } {
+        0 => Some(usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX)),
+        _ => None,
+    }
+}
+
 /// The open-file limit, raised to its hard maximum (soft limits are often lower, e.g.
 /// 1,024, while a server or stress tester wants as many connections as allowed).
 pub fn raise_nofile_limit() -> u64 {

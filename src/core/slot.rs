@@ -261,11 +261,12 @@ impl StoredPeer {
         self.kind == PeerKind::V6
     }
 
-    /// The peer again; `v6` is the address kept outside the slot, for an IPv6 peer.
-    pub fn get(&self, v6: Option<&Peer>) -> Peer {
+    /// The peer again; `v6` looks up the address kept outside the slot, and is called
+    /// only for an IPv6 peer (so the others cost no side-table lookup).
+    pub fn get<'a>(&self, v6: impl FnOnce() -> Option<&'a Peer>) -> Peer {
         match self.kind {
             PeerKind::V4 => Peer::V4(self.word, u16::from_ne_bytes(self.port)),
-            PeerKind::V6 => v6.copied().unwrap_or(Peer::V6([0; 16], 0)),
+            PeerKind::V6 => v6().copied().unwrap_or(Peer::V6([0; 16], 0)),
             PeerKind::Unix => Peer::Unix,
             PeerKind::Local => Peer::Local,
             PeerKind::Process => Peer::Process(u32::from_ne_bytes(self.word)),
@@ -458,11 +459,11 @@ mod tests {
         ] {
             let stored = StoredPeer::new(peer);
             assert!(!stored.is_v6());
-            assert_eq!(stored.get(None), peer);
+            assert_eq!(stored.get(|| None), peer);
         }
         let stored = StoredPeer::new(v6);
         assert!(stored.is_v6());
-        assert_eq!(stored.get(Some(&v6)), v6);
+        assert_eq!(stored.get(|| Some(&v6)), v6);
     }
 
     #[test]

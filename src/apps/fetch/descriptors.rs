@@ -20,7 +20,7 @@ use std::io;
 
 use super::fetcher::{Fetcher, Link};
 use super::transfer::Phase;
-use crate::core::io_util::os_error;
+use crate::core::io_util::{open_file_limit, os_error};
 use crate::core::{CloseReason, Ctx};
 
 /// Descriptors kept free for what is not a connection or a body's file: the resolver's
@@ -46,23 +46,13 @@ impl DescriptorQueue {
     pub fn room(&mut self, open: usize, with_files: bool) -> bool {
         let budget = *self.budget.get_or_insert_with(|| {
             let per_conn = if with_files { 2 } else { 1 };
-            (open_file_limit().saturating_sub(descriptors_in_use() + MARGIN) / per_conn).max(1)
+            (open_file_limit()
+                .unwrap_or(usize::MAX)
+                .saturating_sub(descriptors_in_use() + MARGIN)
+                / per_conn)
+                .max(1)
         });
         open < budget
-    }
-}
-
-/// The soft `RLIMIT_NOFILE` (`ulimit -n`).
-fn open_file_limit() -> usize {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct we own, nothing else.
-    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
-    match ok {
-        true => usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX),
-        false => usize::MAX,
     }
 }
 
