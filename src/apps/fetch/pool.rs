@@ -61,6 +61,18 @@ pub enum Addrs {
     Failed(String),
 }
 
+impl Addrs {
+    /// Where `host:port`'s addresses start: ready for an IP literal, which needs no
+    /// lookup (`url` keeps IPv6 literals in brackets), to be looked up otherwise.
+    pub fn for_host(host: &str, port: u16) -> Addrs {
+        let literal = host.trim_start_matches('[').trim_end_matches(']');
+        match literal.parse::<std::net::IpAddr>() {
+            Ok(ip) => Addrs::Ready(vec![SocketAddr::new(ip, port)]),
+            Err(_) => Addrs::Unknown,
+        }
+    }
+}
+
 /// One scheme://host:port.
 #[derive(Debug)]
 pub struct Host {
@@ -107,12 +119,7 @@ impl Pool {
             return id;
         }
         let id = self.hosts.len();
-        // An IP literal needs no lookup. (`url` keeps IPv6 literals in brackets.)
-        let literal = key.host.trim_start_matches('[').trim_end_matches(']');
-        let addrs = match literal.parse::<std::net::IpAddr>() {
-            Ok(ip) => Addrs::Ready(vec![SocketAddr::new(ip, key.port)]),
-            Err(_) => Addrs::Unknown,
-        };
+        let addrs = Addrs::for_host(&key.host, key.port);
         self.hosts.push(Host {
             key: key.clone(),
             addrs,

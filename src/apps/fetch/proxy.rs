@@ -28,10 +28,11 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use base64::Engine;
+use percent_encoding::percent_decode_str;
 use url::Url;
 
 use super::pool::HostKey;
+use super::request::basic;
 
 /// Which proxy each URL takes: plain values, from `-x`/`--noproxy` or the environment.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -155,14 +156,15 @@ pub struct Route {
 impl Route {
     /// The route to `key` through `proxy`.
     pub fn new(key: &HostKey, proxy: &Url) -> Route {
+        // The URL keeps credentials %-escaped; the header and SOCKS want them as typed.
+        let decode = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
         let credentials = (!proxy.username().is_empty()).then(|| {
-            let user = percent_decode(proxy.username());
-            (user, percent_decode(proxy.password().unwrap_or("")))
+            let user = decode(proxy.username());
+            (user, decode(proxy.password().unwrap_or("")))
         });
-        let auth = credentials.as_ref().map(|(user, pw)| {
-            let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}"));
-            format!("Basic {token}")
-        });
+        let auth = credentials
+            .as_ref()
+            .map(|(user, pw)| basic(&format!("{user}:{pw}")));
         let socks = proxy.scheme() == "socks5h";
         Route {
             host: proxy.host_str().unwrap_or("").to_string(),
@@ -202,27 +204,6 @@ impl Route {
             buf.splice(eol + 2..eol + 2, line.bytes());
         }
     }
-}
-
-/// Undo %-escapes in URL credentials (the URL keeps them escaped).
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
-            (b'%', Some(&h), Some(&l)) if hex(h).is_some() && hex(l).is_some() => {
-                out.push((hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0)) as u8);
-                i += 3;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The routes of a run's hosts, worked out once per host.

@@ -101,8 +101,6 @@ pub struct Request {
     pub auto_referer: bool,
     /// The body, if any (a body makes the default method POST).
     pub body: Option<Body>,
-    /// `Content-Type` sent with a body unless `-H` sets one (curl's default).
-    pub form: bool,
     /// `-u`: the `Authorization` value (`Basic ...`).
     pub auth: Option<String>,
     /// Send `Accept-Encoding` and decode what comes back.
@@ -218,7 +216,6 @@ impl Request {
             Some(u) => Some(basic(u)),
         };
         let body = body(&opts.data)?;
-        let form = body.is_some();
         Ok(Request {
             method,
             headers,
@@ -230,7 +227,6 @@ impl Request {
             referer,
             auto_referer,
             body,
-            form,
             auth,
             compressed: opts.compressed,
         })

@@ -138,7 +138,8 @@ pub fn write_head(
     default("Authorization", sending.auth_for(url));
     default("Referer", sending.referer.as_deref());
     let body = request.body.as_ref().filter(|_| sending.with_body);
-    if body.is_some() && request.form {
+    // With a body, curl's default `Content-Type` unless `-H` set one.
+    if body.is_some() {
         default("Content-Type", Some("application/x-www-form-urlencoded"));
     }
     if !keepalive {

@@ -14,8 +14,6 @@
 //! Which hosts go through a proxy is worked out once per host (`route`): such a host's
 //! pool entry gets the proxy's addresses instead of its own.
 
-use std::net::SocketAddr;
-
 use mio::Token;
 
 use super::fetcher::{Fetcher, Link};
@@ -163,11 +161,7 @@ impl Fetcher {
         let Some(route) = route.filter(|_| first) else {
             return;
         };
-        let literal = route.host.trim_start_matches('[').trim_end_matches(']');
-        self.pool.host(host_id).addrs = match literal.parse::<std::net::IpAddr>() {
-            Ok(ip) => Addrs::Ready(vec![SocketAddr::new(ip, route.port)]),
-            Err(_) => Addrs::Unknown,
-        };
+        self.pool.host(host_id).addrs = Addrs::for_host(&route.host, route.port);
     }
 
     /// A new connection to host `host_id`'s proxy is up: if the host goes through a
