@@ -37,7 +37,7 @@ impl Stress {
             return;
         }
         self.launch(ctx);
-        if self.launched() >= self.total() && self.inflight == 0 {
+        if self.launched() >= self.total() && self.connecting.is_empty() {
             self.connect_phase_over(ctx);
         }
     }
@@ -45,7 +45,7 @@ impl Stress {
     /// Start as many connects as the pacer's window and rate allow; if the rate is what
     /// stops us, set `LAUNCH_TIMER` for when it allows the next one.
     pub(super) fn launch(&mut self, ctx: &mut Ctx<ProbeState>) {
-        while self.launched() < self.total() && self.inflight < self.pacer.window() {
+        while self.launched() < self.total() && self.connecting.len() < self.pacer.window() {
             if let Err(wait) = self.pacer.take(ctx.now()) {
                 if self.launch_timer.is_none() {
                     self.launch_timer = Some(ctx.timer_after(wait, LAUNCH_TIMER));
@@ -78,7 +78,6 @@ impl Stress {
         let state = probe.map_or_else(ProbeState::default, ProbeState::active);
         match ctx.connect_from(&self.plan.target, source, state) {
             Ok(token) => {
-                self.inflight += 1;
                 self.pending.push_back((token, started));
                 self.connecting.insert(token, started);
                 ctx.set_deadline(token, self.plan.connect_timeout);

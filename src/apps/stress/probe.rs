@@ -133,7 +133,6 @@ pub struct Stress {
     pub(super) started: Millis,
     pub(super) launched_active: usize,
     pub(super) launched_idle: usize,
-    pub(super) inflight: usize,
     pub(super) open: u64,
     pub(super) next_source: usize,
     pub(super) active_tokens: Vec<Token>,
@@ -193,7 +192,6 @@ impl Stress {
             started: 0,
             launched_active: 0,
             launched_idle: 0,
-            inflight: 0,
             open: 0,
             next_source: 0,
             active_tokens: Vec::new(),
@@ -264,12 +262,11 @@ impl Handler for Stress {
     type State = ProbeState;
 
     fn on_open(&mut self, ctx: &mut Ctx<ProbeState>, token: Token) {
-        self.inflight -= 1;
         self.open += 1;
         ctx.clear_deadline(token);
         let now = ctx.now();
         if let Some(started) = self.connecting.remove(&token) {
-            self.pacer.opened(started as Millis, now, self.inflight);
+            self.pacer.opened(started as Millis, now, self.connecting.len());
         }
         let Some(&state) = ctx.state(token) else {
             return;
@@ -345,7 +342,6 @@ impl Handler for Stress {
             self.probes.try_remove(key);
         }
         if let Some(started) = self.connecting.remove(&token) {
-            self.inflight -= 1;
             match reason {
                 CloseReason::ConnectFailed(e) | CloseReason::Error(e) => {
                     self.connect_failed(e);
