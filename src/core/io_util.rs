@@ -82,6 +82,26 @@ pub fn peer_gone(err: &io::Error) -> bool {
     )
 }
 
+/// Create `path` for writing the output of `option` (`--record`, `--plot`, ...). It must
+/// not exist: what is there already (a file, a link, anything) is left untouched and is
+/// an error naming the option and the path. So a run never overwrites what it did not
+/// create.
+pub fn create_new_file(path: &std::path::Path, option: &str) -> io::Result<std::fs::File> {
+    std::fs::File::options()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| {
+            let shown = format!("{option} {}", path.display());
+            if e.kind() == io::ErrorKind::AlreadyExists {
+                let why = "already exists; it is never overwritten: remove it or give another name";
+                io::Error::new(e.kind(), format!("{shown}: {why}"))
+            } else {
+                with_context(e, shown)
+            }
+        })
+}
+
 /// The soft open-file limit (`ulimit -n`); `None` if it cannot be read. Unlimited
 /// reads as `usize::MAX`.
 pub fn open_file_limit() -> Option<usize> {

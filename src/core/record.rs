@@ -19,7 +19,6 @@
 //!   busy server cannot fill the disk.
 
 use std::fmt::Write as _;
-use std::fs::File;
 use std::io::{self, Write};
 use std::path::Path;
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
@@ -108,11 +107,7 @@ impl Recorder {
     /// Record into `path` (created; an existing file is an error, never overwritten), at
     /// most `limit` events.
     pub fn create(path: &Path, limit: u64) -> io::Result<Recorder> {
-        let mut file = File::options()
-            .write(true)
-            .create_new(true)
-            .open(path)
-            .map_err(|e| io::Error::new(e.kind(), format!("--record {}: {e}", path.display())))?;
+        let mut file = super::io_util::create_new_file(path, "--record")?;
         let (tx, rx) = sync_channel::<String>(CHUNKS_IN_FLIGHT);
         let shown = path.display().to_string();
         let writer = std::thread::Builder::new()

@@ -12,6 +12,8 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use crate::core::io_util::{create_new_file, with_context};
+
 /// One output file, created empty by this process and not yet written.
 pub struct Claimed {
     /// The path as given (for messages, and for removing it if never written).
@@ -26,19 +28,7 @@ impl Claimed {
     /// Create `path` for `option`; an existing file (or anything else at that path) is
     /// an error naming both, and is left untouched.
     pub fn new(path: &Path, option: &'static str) -> io::Result<Claimed> {
-        let file = File::options()
-            .write(true)
-            .create_new(true)
-            .open(path)
-            .map_err(|e| {
-                let why = if e.kind() == io::ErrorKind::AlreadyExists {
-                    "already exists; it is never overwritten: remove it or give another name"
-                        .to_string()
-                } else {
-                    e.to_string()
-                };
-                io::Error::new(e.kind(), format!("{option} {}: {why}", path.display()))
-            })?;
+        let file = create_new_file(path, option)?;
         Ok(Claimed {
             path: path.to_path_buf(),
             option,
@@ -65,7 +55,7 @@ impl Claimed {
         })?;
         file.write_all(bytes)
             .and_then(|()| file.sync_all())
-            .map_err(|e| io::Error::new(e.kind(), format!("{option} {shown}: {e}")))
+            .map_err(|e| with_context(e, format_args!("{option} {shown}")))
     }
 }
 

@@ -266,7 +266,8 @@ impl Handler for Stress {
         ctx.clear_deadline(token);
         let now = ctx.now();
         if let Some(started) = self.connecting.remove(&token) {
-            self.pacer.opened(started as Millis, now, self.connecting.len());
+            self.pacer
+                .opened(started as Millis, now, self.connecting.len());
         }
         let Some(&state) = ctx.state(token) else {
             return;
