@@ -141,14 +141,15 @@ impl Default for IntervalRecorder {
     }
 }
 
-/// Write `report` as an interval log into the new file `path` (an existing file is
-/// refused, never overwritten: `output.rs`).
-pub fn write_log(path: &Path, report: &Report) -> io::Result<()> {
-    Claimed::new(path, "--hdr-log")?.write(&log_bytes(path, report)?)
+/// Write `report` as an interval log into `file`, claimed before the run (an existing
+/// file is refused, never overwritten: `output.rs`).
+pub fn write_log(file: &mut Claimed, report: &Report) -> io::Result<()> {
+    let bytes = log_bytes(file.path(), report)?;
+    file.write(&bytes)
 }
 
 /// `report` as the text of an interval log (`path` only names it in messages).
-pub fn log_bytes(path: &Path, report: &Report) -> io::Result<Vec<u8>> {
+fn log_bytes(path: &Path, report: &Report) -> io::Result<Vec<u8>> {
     let shown = path.display();
     let base = report
         .intervals
@@ -250,7 +251,7 @@ mod tests {
                 }
                 let path = std::env::temp_dir()
                     .join(format!("netloop-hdrlog-{}-{p}.hlog", std::process::id()));
-                write_log(&path, &one).unwrap();
+                write_log(&mut Claimed::new(&path, "--hdr-log").unwrap(), &one).unwrap();
                 let back = read_log(&path).unwrap();
                 let _ = fs::remove_file(&path);
                 prop_assert_eq!(back.latency.len(), one.latency.len());

@@ -179,8 +179,7 @@ pub fn run(args: &MergeOptions) -> io::Result<()> {
         }
     }
     if let (Some(file), [run]) = (&mut hdr_log, &runs[..]) {
-        let bytes = hdrlog::log_bytes(file.path(), &run.report)?;
-        file.write(&bytes)?;
+        hdrlog::write_log(file, &run.report)?;
     }
     if let Some(file) = &mut plot_file {
         let series: Vec<plot::Series> = runs

@@ -184,8 +184,7 @@ fn finish(opts: &StressOptions, mut report: Report, outputs: &mut Outputs) -> io
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map(|d| d.as_secs_f64());
     if let Some(log) = &mut outputs.hdr_log {
-        let bytes = hdrlog::log_bytes(log.path(), &report)?;
-        log.write(&bytes)?;
+        hdrlog::write_log(log, &report)?;
     }
     if let Some(plot) = &mut outputs.plot {
         plot.write(plot_run(&report)?.as_bytes())?;
