@@ -26,6 +26,17 @@ pub enum SignalAction {
     Handled,
 }
 
+/// A signal's name for messages (`on_signal` gets its number): `SIGINT`, `SIGTERM`,
+/// `SIGHUP`, or `signal N`.
+pub fn signal_name(signal: i32) -> String {
+    match signal {
+        libc::SIGINT => "SIGINT".into(),
+        libc::SIGTERM => "SIGTERM".into(),
+        libc::SIGHUP => "SIGHUP".into(),
+        n => format!("signal {n}"),
+    }
+}
+
 /// An application running on the loop. Only `on_data` is required.
 pub trait Handler {
     /// Per-connection state kept in each slot; `Default` makes the state of an accepted

@@ -61,7 +61,7 @@ pub use config::{IdleCounts, LoopConfig};
 pub use connect::Target;
 pub use ctx::Ctx;
 pub use event_loop::EventLoop;
-pub use handler::{Handler, SignalAction};
+pub use handler::{signal_name, Handler, SignalAction};
 pub use listen::Listener;
 pub use mio::Token;
 pub use offload::Pool;

@@ -25,7 +25,7 @@ use std::fmt;
 use std::io;
 
 use super::fetcher::{Fetcher, Link};
-use crate::core::{Ctx, SignalAction};
+use crate::core::{signal_name, Ctx, SignalAction};
 
 /// The run was cut short by a signal: the error `fetch` returns, so the command can exit
 /// with `exit_code`.
@@ -55,15 +55,6 @@ impl std::error::Error for Interrupted {}
 /// The `Interrupted` inside an error `fetch` returned, if the run was interrupted.
 pub fn interrupted(e: &io::Error) -> Option<Interrupted> {
     e.get_ref()?.downcast_ref::<Interrupted>().copied()
-}
-
-/// "SIGINT", "SIGTERM", or "signal N".
-pub fn signal_name(signal: i32) -> String {
-    match signal {
-        libc::SIGINT => "SIGINT".into(),
-        libc::SIGTERM => "SIGTERM".into(),
-        n => format!("signal {n}"),
-    }
 }
 
 impl Fetcher {

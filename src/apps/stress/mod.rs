@@ -139,16 +139,6 @@ pub struct StressOptions {
     pub server_pids: Vec<u32>,
 }
 
-/// A signal's name for messages: `SIGINT`, `SIGTERM`, or its number.
-pub fn signal_name(signal: i32) -> String {
-    match signal {
-        libc::SIGINT => "SIGINT".into(),
-        libc::SIGTERM => "SIGTERM".into(),
-        libc::SIGHUP => "SIGHUP".into(),
-        n => format!("signal {n}"),
-    }
-}
-
 /// The stress handler plus a progress line, in this process.
 struct Single {
     stress: Stress,

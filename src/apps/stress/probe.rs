@@ -49,7 +49,7 @@ use crate::apps::stress::plan::Plan;
 use crate::apps::stress::progress::Progress;
 use crate::apps::stress::report::Report;
 use crate::apps::stress::rounds::ActiveProbe;
-use crate::apps::stress::signal_name;
+use crate::core::signal_name;
 use crate::core::{CloseReason, Closed, Ctx, Handler, Millis, SignalAction, Target, TimerId};
 
 /// After the hold, how long to wait for replies to requests already sent.

@@ -38,7 +38,8 @@ use crate::apps::stress::memory::{server_mem_per_conn, tree_mem_kb, Mem};
 use crate::apps::stress::progress::Progress;
 use crate::apps::stress::report::Report;
 use crate::apps::stress::segment::Segment;
-use crate::apps::stress::{signal_name, ProgressLine, StressOptions};
+use crate::apps::stress::{ProgressLine, StressOptions};
+use crate::core::signal_name;
 use crate::core::{Closed, Ctx, EventLoop, Handler, LoopConfig, SignalAction};
 use crate::workers::spawn::{add_to_loop, spawn_worker, WorkerCommand, WorkerProcess, WorkerStdin};
 
