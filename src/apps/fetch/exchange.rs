@@ -66,15 +66,11 @@ impl Fetcher {
         };
         link.transfer = Some(id);
         link.requests += 1;
-        if let Some(tls) = link.tls.as_mut() {
-            if let Err(e) = tls.write_plain(&self.request) {
-                return self.finish(ctx, id, Some(e));
-            }
-            self.cipher.clear();
-            tls.take_outgoing(&mut self.cipher);
-            ctx.send(token, &self.cipher);
-        } else {
-            ctx.send(token, &self.request);
+        let request = std::mem::take(&mut self.request);
+        let sent = self.send_plain(ctx, token, &request);
+        self.request = request; // its buffer serves the next request
+        if let Err(e) = sent {
+            return self.finish(ctx, id, Some(e));
         }
         ctx.set_deadline(token, self.plan.idle_timeout);
         self.start_upload(ctx, id, token);

@@ -153,7 +153,7 @@ impl Fetcher {
     }
 
     /// Send request bytes on `token`, through its TLS session if it has one.
-    fn send_plain(
+    pub(super) fn send_plain(
         &mut self,
         ctx: &mut Ctx<Link>,
         token: Token,
